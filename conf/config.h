@@ -1,0 +1,87 @@
+// pgsidecar configuration: plain structs loaded from YAML (yaml-cpp), validated
+// with file:line errors. Names follow PgBouncer's where the meaning is the same.
+#pragma once
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace conf {
+
+using Duration = std::chrono::milliseconds;
+
+enum class PoolMode { Session, Transaction };
+enum class AuthType { Trust, ScramSha256 };
+enum class LogLevel { Debug, Info, Warn, Error };
+
+// One entry of `databases:`. The key "*" matches any database name not listed.
+struct Database {
+  std::string name;                 // the name clients connect to ("*" = wildcard)
+  std::string host = "127.0.0.1";   // hostname/IP, or a directory (starts with '/') for a unix socket
+  int port = 5432;
+  std::string dbname;               // server database; empty = the name the client asked for
+  std::string user;                 // server login; empty = the client's user
+  std::string password;             // server password; empty = take it from auth_file
+  std::optional<PoolMode> pool_mode;        // overrides the global pool_mode
+  std::optional<int> pool_size;             // overrides default_pool_size
+  std::optional<int> min_pool_size;         // overrides min_pool_size
+  std::optional<int> reserve_pool_size;     // overrides reserve_pool_size
+};
+
+struct Config {
+  std::string source_path;          // file it was loaded from (for messages)
+
+  std::string listen_addr = "127.0.0.1";   // "" disables TCP; "*" = all IPv4 addresses
+  int listen_port = 6432;
+  std::string unix_socket_dir;      // "" disables the unix socket (.s.PGSQL.<listen_port>)
+  int unix_socket_mode = 0777;
+
+  AuthType auth_type = AuthType::Trust;
+  std::string auth_file;            // PgBouncer userlist.txt format
+  std::vector<std::string> admin_users;
+  std::vector<std::string> stats_users;
+
+  PoolMode pool_mode = PoolMode::Session;
+  int default_pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool_size = 0;
+  Duration reserve_pool_timeout{5000};
+  int max_client_conn = 100;
+  int max_db_connections = 0;       // 0 = unlimited
+
+  Duration server_idle_timeout{600000};
+  Duration server_lifetime{3600000};
+  Duration server_connect_timeout{15000};
+  Duration server_login_retry{15000};
+  std::string server_reset_query = "DISCARD ALL";
+  bool server_reset_query_always = false;
+  std::string server_check_query = "SELECT 1";
+  Duration server_check_delay{30000};
+  Duration query_wait_timeout{120000};
+  Duration client_login_timeout{60000};
+  Duration shutdown_timeout{30000};
+
+  LogLevel log_level = LogLevel::Info;
+
+  std::vector<Database> databases;
+};
+
+// Outcome of loading: exactly one of config / error is set.
+// error is "file:line: message" (line 1-based) or "file: message".
+struct LoadResult {
+  std::optional<Config> config;
+  std::string error;
+};
+
+LoadResult load_file(const std::string& path);
+LoadResult load_string(std::string_view yaml, const std::string& name_for_errors);
+
+// The entry for a client's database name: exact match first, then "*"; nullptr if none.
+const Database* find_database(const Config& cfg, std::string_view name);
+
+std::string_view to_string(PoolMode m);
+std::string_view to_string(AuthType a);
+std::string_view to_string(LogLevel l);
+
+}  // namespace conf
