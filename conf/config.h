@@ -53,7 +53,7 @@ struct Config {
   Duration server_idle_timeout{600000};
   Duration server_lifetime{3600000};
   Duration server_connect_timeout{15000};
-  Duration server_login_retry{15000};
+  Duration server_login_retry{2000};
   std::string server_reset_query = "DISCARD ALL";
   bool server_reset_query_always = false;
   std::string server_check_query = "SELECT 1";

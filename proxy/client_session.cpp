@@ -1,0 +1,420 @@
+#include "proxy/client_session.h"
+
+#include <algorithm>
+
+#include "conf/log.h"
+#include "proxy/proxy.h"
+#include "proxy/server_conn.h"
+
+namespace proxy {
+
+ClientSession::ClientSession(Proxy& proxy, uint32_t cancel_pid, uint32_t cancel_key)
+    : Conn(proxy.loop()), proxy_(proxy), cancel_pid_(cancel_pid), cancel_key_(cancel_key), started_(pool::Clock::now()) {}
+
+bool ClientSession::idle() const {
+  if (state_ != State::Ready) return false;
+  return !server_ || server_->clean();
+}
+
+void ClientSession::fatal(std::string_view code, std::string_view message) {
+  if (closing()) return;
+  std::string out;
+  pg::write_error(out, "FATAL", code, message);
+  send(out);
+  close_after_flush();
+}
+
+void ClientSession::protocol_violation(std::string_view message) {
+  LOG_WARN("client %u: protocol violation: %.*s", cancel_pid_, int(message.size()), message.data());
+  fatal("08P01", message);
+}
+
+void ClientSession::on_read() {
+  while (!closing() && in_size() > 0) {
+    switch (state_) {
+      case State::Startup:
+        if (!handle_startup_packet()) return;
+        break;
+      case State::Auth: {
+        if (in_size() < pg::kHeaderLen) return;
+        const uint8_t* p = in_data();
+        uint32_t len = pg::get_u32(p + 1);
+        if (p[0] != 'p' || len < 4 || len > 64 * 1024) {
+          protocol_violation("expected a password message during authentication");
+          return;
+        }
+        if (in_size() < size_t(len) + 1) return;
+        in_consume(len + 1);
+        if (!handle_password_message(char(p[0]), p + 5, len - 4)) return;
+        break;
+      }
+      case State::Login:
+        read_stop();   // queries wait until login finishes
+        return;
+      case State::Ready:
+        process_input();
+        return;
+    }
+  }
+}
+
+// Startup phase: SSLRequest / GSSENCRequest / CancelRequest / StartupMessage.
+bool ClientSession::handle_startup_packet() {
+  if (in_size() < 4) return false;
+  uint32_t len = pg::get_u32(in_data());
+  if (len < 8 || len > pg::kMaxStartupLen) {
+    protocol_violation("invalid length of startup packet");
+    return false;
+  }
+  if (in_size() < len) return false;
+  pg::StartupPacket sp;
+  bool ok = pg::parse_startup(in_data() + 4, len - 4, sp);
+  in_consume(len);
+  if (!ok) {
+    protocol_violation("invalid startup packet layout: expected terminator as last byte");
+    return false;
+  }
+  switch (sp.code) {
+    case pg::kSslRequest:
+    case pg::kGssEncRequest:
+      send("N");   // no TLS/GSS yet: the client goes on in plain text or gives up
+      return true;
+    case pg::kCancelRequest:
+      proxy_.cancel(sp.cancel_pid, sp.cancel_key);
+      close();
+      return false;
+    default: break;
+  }
+  if ((sp.code >> 16) != 3) {
+    fatal("0A000", "unsupported frontend protocol " + std::to_string(sp.code >> 16) + "." +
+                       std::to_string(sp.code & 0xffff) + ": server supports 3.0 to 3.0");
+    return false;
+  }
+  if ((sp.code & 0xffff) != 0) {
+    // A newer 3.x minor: say we speak 3.0, and list the _pq_ options we ignore.
+    std::string out;
+    pg::Writer w(out, 'v');
+    std::vector<std::string_view> unknown;
+    for (auto& [k, v] : sp.params)
+      if (k.rfind("_pq_.", 0) == 0) unknown.push_back(k);
+    w.u32(pg::kProtocolV3).u32(uint32_t(unknown.size()));
+    for (auto k : unknown) w.cstr(k);
+    w.finish();
+    send(out);
+  }
+  handle_startup_params(sp);
+  return false;
+}
+
+void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
+  std::vector<std::pair<std::string, std::string>> extra;
+  for (auto& [k, v] : sp.params) {
+    if (k == "user") user_ = v;
+    else if (k == "database") database_ = v;
+    else if (k == "replication") {
+      if (v != "false" && v != "0" && v != "off" && v != "no")
+        return fatal("0A000", "replication connections are not supported by pgsidecar");
+    } else if (k.rfind("_pq_.", 0) == 0) {
+      continue;
+    } else {
+      extra.emplace_back(k, v);
+    }
+  }
+  if (user_.empty()) return fatal("28000", "no PostgreSQL user name specified in startup packet");
+  if (database_.empty()) database_ = user_;
+  if (proxy_.shutting_down()) return fatal("57P03", "the database system is shutting down");
+  if (proxy_.client_count() > proxy_.config().max_client_conn)
+    return fatal("53300", "sorry, too many clients already (max_client_conn " +
+                              std::to_string(proxy_.config().max_client_conn) + ")");
+  pool_entry_ = proxy_.pool_for(database_, user_);
+  if (!pool_entry_) return fatal("3D000", "database \"" + database_ + "\" does not exist");
+
+  // Servers are opened with the client's startup parameters, so that they are that
+  // session's own defaults (RESET returns to them). In transaction mode the tracked
+  // ones are applied with SET instead, so clients differing only in those share servers.
+  bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
+  std::sort(extra.begin(), extra.end());
+  for (auto& [k, v] : extra) {
+    int i = tracked_index(k);
+    if (i >= 0) {
+      wanted_[size_t(i)] = v;
+      wanted_given_ |= 1u << i;
+      if (txn) continue;
+    }
+    params_key_.append(k).push_back('\0');
+    params_key_.append(v).push_back('\0');
+  }
+
+  if (proxy_.config().auth_type == conf::AuthType::Trust) return auth_ok();
+  const auth::ScramSecret* secret = proxy_.scram_secret(user_);
+  // An unknown user runs the same exchange against a dummy secret and fails at the end.
+  scram_ = std::make_unique<auth::ScramServer>(secret ? *secret : proxy_.dummy_secret());
+  state_ = State::Auth;
+  std::string out;
+  pg::write_auth(out, pg::kAuthSasl, std::string_view("SCRAM-SHA-256\0\0", 15));
+  send(out);
+}
+
+bool ClientSession::handle_password_message(char, const uint8_t* body, size_t len) {
+  pg::Reader r(body, len);
+  std::string reply, err;
+  if (!sasl_started_) {
+    sasl_started_ = true;
+    std::string_view mech = r.cstr();
+    uint32_t n = r.u32();
+    std::string_view data = r.bytes(n == 0xffffffff ? 0 : n);
+    if (!r.ok() || mech != "SCRAM-SHA-256") {
+      protocol_violation("expected SASLInitialResponse with mechanism SCRAM-SHA-256");
+      return false;
+    }
+    if (!scram_->client_first(data, reply, err)) {
+      protocol_violation("malformed SCRAM client-first-message: " + err);
+      return false;
+    }
+    std::string out;
+    pg::write_auth(out, pg::kAuthSaslContinue, reply);
+    send(out);
+    return true;
+  }
+  bool known = proxy_.scram_secret(user_) != nullptr;
+  if (!scram_->client_final(r.bytes(r.remaining()), reply, err) || !known) {
+    LOG_INFO("client %u: password authentication failed for user \"%s\"", cancel_pid_, user_.c_str());
+    fatal("28P01", "password authentication failed for user \"" + user_ + "\"");
+    return false;
+  }
+  std::string out;
+  pg::write_auth(out, pg::kAuthSaslFinal, reply);
+  send(out);
+  scram_.reset();
+  auth_ok();
+  return true;
+}
+
+// Authenticated: get a server for the welcome (ParameterStatus set) and to check
+// that the server accepts this login.
+void ClientSession::auth_ok() {
+  std::string out;
+  pg::write_auth(out, pg::kAuthOk);
+  send(out);
+  state_ = State::Login;
+  read_stop();
+  pool_entry_->pool->acquire(this, params_key_);
+}
+
+void ClientSession::granted(pool::Member* m) {
+  server_ = static_cast<ServerConn*>(m);
+  server_->link(this);
+  if (state_ == State::Login) {
+    // First time: the server's values are the baseline, the client's startup values win.
+    TrackedValues given = wanted_;
+    wanted_ = server_->tracked();
+    for (size_t i = 0; i < wanted_.size(); i++)
+      if (wanted_given_ & (1u << i)) wanted_[i] = given[i];
+    apply_tracked_then(&ClientSession::finish_login);
+  } else {
+    apply_tracked_then(&ClientSession::continue_after_apply);
+  }
+}
+
+// Re-applies tracked parameters that differ on this server, then calls next.
+void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
+  std::string sql;
+  const TrackedValues& have = server_->tracked();
+  for (size_t i = 0; i < wanted_.size(); i++) {
+    if (wanted_[i] == have[i]) continue;
+    sql.append("SET ").append(kTrackedParams[i]).append(" TO ").append(pg::quote_literal(wanted_[i])).append(";");
+  }
+  if (sql.empty()) return (this->*next)();
+  server_->run_internal(sql, [this, next](const pg::ErrorInfo* err) {
+    if (err) {
+      // The client asked for a value the server rejects: report it as PostgreSQL would at startup.
+      ServerConn* s = server_;
+      detach_server(false);
+      if (s && !s->closing()) s->release_to_pool();
+      std::string out;
+      pg::write_error(out, pg::ErrorInfo{"FATAL", err->code, err->message, err->detail});
+      send(out);
+      close_after_flush();
+      return;
+    }
+    wanted_ = server_->tracked();
+    (this->*next)();
+  });
+}
+
+void ClientSession::finish_login() {
+  std::string out;
+  for (auto& [k, v] : server_->params()) pg::write_param_status(out, k, v);
+  pg::write_backend_key(out, cancel_pid_, cancel_key_);
+  pg::write_ready(out, 'I');
+  send(out);
+  state_ = State::Ready;
+  LOG_DEBUG("client %u logged in: %s@%s", cancel_pid_, user_.c_str(), database_.c_str());
+  if (pool_entry_->mode == conf::PoolMode::Transaction) {
+    ServerConn* s = server_;
+    detach_server(false);
+    s->release_to_pool();
+  }
+  read_start();
+  if (in_size() > 0) process_input();
+}
+
+void ClientSession::continue_after_apply() {
+  read_start();
+  process_input();
+}
+
+void ClientSession::wait_failed(const pool::Failure& f) {
+  std::string out;
+  pg::write_error(out, pg::ErrorInfo{f.severity, f.code, f.message, f.detail});
+  send(out);
+  close_after_flush();
+}
+
+// Ready state: forward when linked; otherwise borrow a server for what arrived.
+void ClientSession::process_input() {
+  if (closing()) return;
+  if (!server_) {
+    if (in_size() == 0) return;
+    if (fwd_remaining_ == 0 && in_size() >= pg::kHeaderLen && in_data()[0] == 'X') {
+      close();
+      return;
+    }
+    if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
+    read_stop();
+    pool_entry_->pool->acquire(this, params_key_);
+    return;
+  }
+  if (server_->busy_internal()) {
+    read_stop();
+    return;
+  }
+  forward();
+}
+
+// Client -> server: forward byte ranges, noting sync points for the release rule.
+void ClientSession::forward() {
+  constexpr unsigned kMaxBufs = 16;
+  uv_buf_t bufs[kMaxBufs];
+  unsigned n = 0;
+  const uint8_t* p = in_data();
+  size_t avail = in_size(), pos = 0;
+  ServerConn* s = server_;
+  auto add = [&](size_t from, size_t len) {
+    if (n > 0 && bufs[n - 1].base + bufs[n - 1].len == reinterpret_cast<const char*>(p + from)) {
+      bufs[n - 1].len += len;
+    } else {
+      if (n == kMaxBufs) {
+        s->send(bufs, n);
+        n = 0;
+      }
+      bufs[n++] = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p + from)), unsigned(len));
+    }
+  };
+  bool terminate = false;
+  while (pos < avail) {
+    if (fwd_remaining_ > 0) {
+      size_t take = std::min(fwd_remaining_, avail - pos);
+      add(pos, take);
+      pos += take;
+      fwd_remaining_ -= take;
+      continue;
+    }
+    if (avail - pos < pg::kHeaderLen) break;
+    char type = char(p[pos]);
+    uint32_t len = pg::get_u32(p + pos + 1);
+    if (len < 4 || len > pg::kMaxMessageLen) {
+      in_consume(pos);
+      if (n) s->send(bufs, n);
+      protocol_violation("invalid message length " + std::to_string(len));
+      return;
+    }
+    switch (type) {
+      case 'X': terminate = true; break;
+      case 'Q': case 'S': case 'F': s->note_sync_point(); break;
+      case 'P': case 'B': case 'D': case 'E': case 'C': case 'H': s->note_unsynced(); break;
+      default: break;   // CopyData/CopyDone/CopyFail and anything the server will judge itself
+    }
+    if (terminate) {
+      pos += std::min<size_t>(len + 1, avail - pos);
+      break;
+    }
+    size_t total = size_t(len) + 1;
+    size_t take = std::min(total, avail - pos);
+    add(pos, take);
+    pos += take;
+    fwd_remaining_ = total - take;
+  }
+  in_consume(pos);
+  if (n) s->send(bufs, n);
+  if (terminate) {
+    close();
+    return;
+  }
+  if (s->over_high_water()) read_stop();   // resumed by the server's on_drained
+}
+
+void ClientSession::resume_reading() {
+  if (state_ == State::Ready && server_ && !server_->busy_internal() && !closing()) read_start();
+}
+
+void ClientSession::server_released() {
+  server_ = nullptr;
+  fwd_remaining_ = 0;
+  if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
+  if (in_size() > 0) process_input();
+  else read_start();
+}
+
+void ClientSession::server_lost() {
+  server_ = nullptr;
+  if (closing()) return;
+  fatal("08006", "server connection lost; the transaction's outcome is unknown if COMMIT was in flight");
+}
+
+void ClientSession::on_read_end(int status) {
+  if (status != UV_EOF) LOG_DEBUG("client %u: read error: %s", cancel_pid_, uv_strerror(status));
+  close();
+}
+
+void ClientSession::on_drained() {
+  if (server_) server_->read_start();
+}
+
+// Gives the server back if it is clean, otherwise closes it: a server is never
+// handed to another client in an unknown state.
+void ClientSession::detach_server(bool client_gone) {
+  ServerConn* s = server_;
+  if (!s) return;
+  server_ = nullptr;
+  s->unlink();
+  if (!client_gone) return;
+  if (!s->clean() || fwd_remaining_ > 0) {
+    s->pool().forget(s);
+    s->close_member("client disconnected with a transaction or query in flight");
+    return;
+  }
+  const conf::Config& cfg = proxy_.config();
+  bool reset = !cfg.server_reset_query.empty() &&
+               (pool_entry_->mode == conf::PoolMode::Session || cfg.server_reset_query_always);
+  if (!reset) {
+    s->release_to_pool();
+    return;
+  }
+  s->run_internal(cfg.server_reset_query, [s](const pg::ErrorInfo* err) {
+    if (err) {
+      s->pool().forget(s);
+      s->close_member("server_reset_query failed");
+    } else {
+      s->release_to_pool();
+    }
+  });
+}
+
+void ClientSession::on_closed() {
+  if (pool_entry_) pool_entry_->pool->cancel(this);
+  detach_server(true);
+  proxy_.client_gone(this);
+}
+
+}  // namespace proxy

@@ -1,0 +1,81 @@
+// One client connection: startup, authentication, then queries forwarded to a
+// server connection from its pool. In session mode the server is held from
+// login to disconnect; in transaction mode it is borrowed per transaction.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "pool/pool.h"
+#include "proxy/auth.h"
+#include "proxy/conn.h"
+#include "proxy/protocol.h"
+#include "proxy/tracked_params.h"
+
+namespace proxy {
+
+class Proxy;
+class ServerConn;
+struct PoolEntry;
+
+class ClientSession final : public Conn, public pool::Waiter {
+ public:
+  ClientSession(Proxy& proxy, uint32_t cancel_pid, uint32_t cancel_key);
+  void start() { read_start(); }
+
+  uint32_t cancel_pid() const { return cancel_pid_; }
+  uint32_t cancel_key() const { return cancel_key_; }
+  ServerConn* server() const { return server_; }
+  pool::Time started() const { return started_; }
+  bool logged_in() const { return state_ == State::Ready; }
+  // Idle: logged in and no transaction or query in flight.
+  bool idle() const;
+
+  // Called by the linked ServerConn.
+  void server_released();                          // transaction over, server back in the pool
+  void server_lost();                              // server closed while linked
+  void tracked_param_changed(int index, std::string_view value) { wanted_[size_t(index)] = value; }
+  void resume_reading();                           // the server's write queue drained
+
+  // Called by Proxy.
+  void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
+
+  // pool::Waiter
+  void granted(pool::Member* m) override;
+  void wait_failed(const pool::Failure& f) override;
+
+ private:
+  enum class State { Startup, Auth, Login, Ready };
+
+  void on_read() override;
+  void on_read_end(int status) override;
+  void on_drained() override;
+  void on_closed() override;
+
+  bool handle_startup_packet();
+  void handle_startup_params(const pg::StartupPacket& sp);
+  bool handle_password_message(char type, const uint8_t* body, size_t len);
+  void auth_ok();
+  void finish_login();
+  void process_input();
+  void forward();
+  void apply_tracked_then(void (ClientSession::*next)());
+  void continue_after_apply();
+  void detach_server(bool client_gone);
+  void protocol_violation(std::string_view message);
+
+  Proxy& proxy_;
+  uint32_t cancel_pid_, cancel_key_;
+  pool::Time started_;
+  State state_ = State::Startup;
+  PoolEntry* pool_entry_ = nullptr;
+  ServerConn* server_ = nullptr;
+  std::string user_, database_;
+  std::string params_key_;                 // startup parameters servers must be opened with
+  TrackedValues wanted_;                   // tracked parameter values this client expects
+  unsigned wanted_given_ = 0;              // bitmask: values the client set at startup (before first login)
+  std::unique_ptr<auth::ScramServer> scram_;
+  bool sasl_started_ = false;
+  size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through
+};
+
+}  // namespace proxy

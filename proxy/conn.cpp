@@ -1,0 +1,261 @@
+#include "proxy/conn.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace proxy {
+namespace {
+// Shared by every connection on the loop: a read lands here and is processed before
+// the next read can start, so one buffer serves all (the loop is single-threaded).
+constexpr size_t kScratchLen = 64 * 1024;
+uint8_t g_scratch[kScratchLen];
+}  // namespace
+
+Conn::Conn(uv_loop_t* loop) : loop_(loop) { h_.handle.data = this; }
+
+int Conn::init_tcp() {
+  int rc = uv_tcp_init(loop_, &h_.tcp);
+  h_.handle.data = this;
+  initialized_ = rc == 0;
+  return rc;
+}
+
+int Conn::init_pipe() {
+  int rc = uv_pipe_init(loop_, &h_.pipe, 0);
+  h_.handle.data = this;
+  initialized_ = rc == 0;
+  return rc;
+}
+
+void Conn::connect(const std::string& host, int port) {
+  creq_.data = this;
+  if (!host.empty() && host[0] == '/') {
+    if (int rc = init_pipe(); rc != 0) return on_connected(rc);
+    std::string path = host + "/.s.PGSQL." + std::to_string(port);
+    uv_pipe_connect(&creq_, &h_.pipe, path.c_str(), connect_cb);
+    return;
+  }
+  if (int rc = init_tcp(); rc != 0) return on_connected(rc);
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
+      uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
+    if (int rc = uv_tcp_connect(&creq_, &h_.tcp, reinterpret_cast<sockaddr*>(&addr), connect_cb); rc != 0)
+      on_connected(rc);
+    return;
+  }
+  auto* req = new uv_getaddrinfo_t;
+  req->data = this;
+  connect_port_ = port;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  resolving_ = true;
+  if (int rc = uv_getaddrinfo(loop_, req, resolved_cb, host.c_str(), nullptr, &hints); rc != 0) {
+    resolving_ = false;
+    delete req;
+    on_connected(rc);
+  }
+}
+
+void Conn::resolved_cb(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  auto* c = static_cast<Conn*>(req->data);
+  delete req;
+  c->resolving_ = false;
+  if (c->closing_) {   // close() was deferred until the lookup finished
+    if (res) uv_freeaddrinfo(res);
+    c->finish_close();
+    return;
+  }
+  if (status != 0 || !res) {
+    if (res) uv_freeaddrinfo(res);
+    c->on_connected(status != 0 ? status : UV_EAI_NONAME);
+    return;
+  }
+  sockaddr_storage addr{};
+  std::memcpy(&addr, res->ai_addr, res->ai_addrlen);
+  uv_freeaddrinfo(res);
+  reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(uint16_t(c->connect_port_));   // same offset for v6
+  if (int rc = uv_tcp_connect(&c->creq_, &c->h_.tcp, reinterpret_cast<sockaddr*>(&addr), connect_cb); rc != 0)
+    c->on_connected(rc);
+}
+
+void Conn::connect_cb(uv_connect_t* req, int status) {
+  auto* c = static_cast<Conn*>(req->data);
+  if (c->closing_) return;
+  if (status == 0 && c->h_.handle.type == UV_TCP) uv_tcp_nodelay(&c->h_.tcp, 1);
+  c->on_connected(status);
+}
+
+void Conn::read_start() {
+  if (reading_ || closing_) return;
+  if (uv_read_start(&h_.stream, alloc_cb, read_cb) == 0) reading_ = true;
+}
+
+void Conn::read_stop() {
+  if (!reading_) return;
+  uv_read_stop(&h_.stream);
+  reading_ = false;
+}
+
+void Conn::alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<Conn*>(h->data);
+  if (c->rpos_ >= c->own_len_) {
+    c->rpos_ = c->own_len_ = c->view_len_ = 0;
+    *buf = uv_buf_init(reinterpret_cast<char*>(g_scratch), kScratchLen);
+    return;
+  }
+  // Unread bytes are pending (a partial message): append to them so the message
+  // becomes contiguous, after moving them to the front.
+  if (c->rpos_ > 0) {
+    std::memmove(c->own_.data(), c->own_.data() + c->rpos_, c->own_len_ - c->rpos_);
+    c->own_len_ -= c->rpos_;
+    c->rpos_ = 0;
+  }
+  size_t want = std::max<size_t>(c->own_len_ + 16 * 1024, 32 * 1024);
+  if (c->own_.size() < want) c->own_.resize(std::max(want, c->own_.size() * 2));
+  c->view_ = c->own_.data();   // the vector may have moved
+  c->view_len_ = c->own_len_;
+  *buf = uv_buf_init(reinterpret_cast<char*>(c->own_.data() + c->own_len_), unsigned(c->own_.size() - c->own_len_));
+}
+
+void Conn::read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* c = static_cast<Conn*>(s->data);
+  if (nread == 0 || c->closing_) return;
+  if (nread < 0) {
+    c->read_stop();
+    c->on_read_end(int(nread));
+    return;
+  }
+  if (reinterpret_cast<uint8_t*>(buf->base) == g_scratch) {
+    c->view_ = g_scratch;
+    c->view_len_ = size_t(nread);
+    c->rpos_ = 0;
+  } else {
+    c->own_len_ += size_t(nread);
+    c->view_ = c->own_.data();
+    c->view_len_ = c->own_len_;
+  }
+  c->on_read();
+  c->keep_unread();
+}
+
+// After a read: what on_read() left unconsumed in the scratch buffer moves to the
+// connection's own buffer. Invariant outside read_cb: view_ is own_, unread bytes
+// are own_[rpos_, own_len_), and in_consume() may advance rpos_ at any time.
+void Conn::keep_unread() {
+  if (view_ == g_scratch) {
+    size_t left = view_len_ - rpos_;
+    if (left) {
+      if (own_.size() < left) own_.resize(std::max<size_t>(left, 4096));
+      std::memcpy(own_.data(), view_ + rpos_, left);
+    }
+    own_len_ = left;
+    rpos_ = 0;
+  }
+  if (rpos_ >= own_len_) {
+    rpos_ = own_len_ = 0;
+    if (own_.capacity() > 256 * 1024) std::vector<uint8_t>().swap(own_);
+  }
+  view_ = own_.data();
+  view_len_ = own_len_;
+}
+
+bool Conn::send(std::string_view bytes) {
+  uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), unsigned(bytes.size()));
+  return send(&b, 1);
+}
+
+bool Conn::send(const uv_buf_t* bufs, unsigned n) {
+  if (closing_ || !initialized_) return false;
+  size_t skip = 0;
+  if (queued() == 0) {
+    int rc = uv_try_write(&h_.stream, bufs, n);
+    if (rc < 0 && rc != UV_EAGAIN) {
+      close();
+      return false;
+    }
+    skip = rc > 0 ? size_t(rc) : 0;
+  }
+  for (unsigned i = 0; i < n; i++) {
+    size_t len = bufs[i].len;
+    if (skip >= len) { skip -= len; continue; }
+    out_pending_.append(bufs[i].base + skip, len - skip);
+    skip = 0;
+  }
+  if (!out_pending_.empty() && out_inflight_.empty()) start_write();
+  if (over_high_water()) high_ = true;
+  return true;
+}
+
+void Conn::start_write() {
+  out_inflight_.swap(out_pending_);
+  uv_buf_t b = uv_buf_init(out_inflight_.data(), unsigned(out_inflight_.size()));
+  wreq_.data = this;
+  if (uv_write(&wreq_, &h_.stream, &b, 1, write_cb) != 0) {
+    out_inflight_.clear();
+    close();
+  }
+}
+
+void Conn::write_cb(uv_write_t* req, int status) {
+  auto* c = static_cast<Conn*>(req->data);
+  c->out_inflight_.clear();
+  if (status < 0) {
+    c->close();
+    return;
+  }
+  if (c->closing_) return;
+  if (!c->out_pending_.empty()) {
+    c->start_write();
+  } else {
+    if (c->out_inflight_.capacity() > 1024 * 1024) std::string().swap(c->out_inflight_);
+    if (c->close_when_flushed_) {
+      c->close();
+      return;
+    }
+  }
+  if (c->high_ && c->queued() < kLowWater) {
+    c->high_ = false;
+    c->on_drained();
+  }
+}
+
+void Conn::close_after_flush() {
+  if (queued() == 0) close();
+  else {
+    close_when_flushed_ = true;
+    read_stop();
+  }
+}
+
+void Conn::close() {
+  if (closing_) return;
+  closing_ = true;
+  read_stop();
+  if (!resolving_) finish_close();
+}
+
+void Conn::finish_close() {
+  if (!initialized_) {
+    // Never became a libuv handle: nothing to wait for, but still defer the delete.
+    auto* idle = new uv_idle_t;
+    uv_idle_init(loop_, idle);
+    idle->data = this;
+    uv_idle_start(idle, [](uv_idle_t* i) {
+      auto* c = static_cast<Conn*>(i->data);
+      uv_close(reinterpret_cast<uv_handle_t*>(i), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+      c->on_closed();
+      delete c;
+    });
+    return;
+  }
+  uv_close(&h_.handle, close_cb);
+}
+
+void Conn::close_cb(uv_handle_t* h) {
+  auto* c = static_cast<Conn*>(h->data);
+  c->on_closed();
+  delete c;
+}
+
+}  // namespace proxy

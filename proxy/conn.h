@@ -1,0 +1,90 @@
+// One socket (TCP or unix) with the I/O discipline every pgsidecar connection shares:
+//  - reads land in a loop-wide scratch buffer; only the unconsumed tail of a partial
+//    message is copied into the connection's own buffer, so idle connections hold none;
+//  - writes go straight to the socket with uv_try_write (no copy); only what the
+//    kernel does not take is copied to a queue and written by uv_write;
+//  - the owner is deleted in the close callback, never inside one of its own callbacks.
+#pragma once
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace proxy {
+
+class Conn {
+ public:
+  explicit Conn(uv_loop_t* loop);
+  virtual ~Conn() = default;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  int init_tcp();
+  int init_pipe();
+  // Outgoing connection: host is an IP, a hostname (resolved off-loop by libuv),
+  // or a unix socket directory (starts with '/'). Ends in on_connected(status).
+  void connect(const std::string& host, int port);
+  uv_stream_t* stream() { return &h_.stream; }
+  uv_loop_t* loop() const { return loop_; }
+
+  void read_start();
+  void read_stop();
+  bool reading() const { return reading_; }
+
+  // False if the connection is closing or the write failed (the connection is then closing).
+  bool send(const uv_buf_t* bufs, unsigned n);
+  bool send(std::string_view bytes);
+  size_t queued() const { return out_pending_.size() + out_inflight_.size(); }
+  bool over_high_water() const { return queued() > kHighWater; }
+
+  void close();               // idempotent; on_closed() then delete this, asynchronously
+  void close_after_flush();   // close once everything queued has been written
+  bool closing() const { return closing_; }
+
+  static constexpr size_t kHighWater = 256 * 1024;
+  static constexpr size_t kLowWater = 64 * 1024;
+
+ protected:
+  // Unread input. Valid until the next return to the loop (it may point at the scratch buffer).
+  const uint8_t* in_data() const { return view_ + rpos_; }
+  size_t in_size() const { return view_len_ - rpos_; }
+  void in_consume(size_t n) { rpos_ += n; }
+
+  virtual void on_read() = 0;                 // new bytes are in in_data()
+  virtual void on_read_end(int status) = 0;   // EOF (UV_EOF) or a read error
+  virtual void on_drained() {}                // write queue fell below kLowWater after being above kHighWater
+  virtual void on_closed() {}                 // handle is closed; `this` is deleted right after
+  virtual void on_connected(int) {}           // result of connect(): 0 or a libuv error
+
+ private:
+  static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void write_cb(uv_write_t* req, int status);
+  static void close_cb(uv_handle_t* h);
+  static void connect_cb(uv_connect_t* req, int status);
+  static void resolved_cb(uv_getaddrinfo_t* req, int status, addrinfo* res);
+  void finish_close();
+  void start_write();
+  void keep_unread();
+
+  uv_loop_t* loop_;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h_;
+  uv_write_t wreq_;
+  uv_connect_t creq_;
+  int connect_port_ = 0;
+  std::vector<uint8_t> own_;     // unconsumed input carried across reads: [0, own_len_)
+  size_t own_len_ = 0;
+  const uint8_t* view_ = nullptr;
+  size_t view_len_ = 0, rpos_ = 0;
+  std::string out_pending_, out_inflight_;
+  bool reading_ = false, closing_ = false, close_when_flushed_ = false, high_ = false, initialized_ = false, resolving_ = false;
+};
+
+}  // namespace proxy

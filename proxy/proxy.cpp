@@ -1,0 +1,282 @@
+#include "proxy/proxy.h"
+
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf/log.h"
+#include "proxy/client_session.h"
+#include "proxy/server_conn.h"
+
+namespace proxy {
+namespace {
+
+// Sends one CancelRequest to a server and hangs up.
+class CancelConn final : public Conn {
+ public:
+  CancelConn(uv_loop_t* loop, uint32_t pid, uint32_t key) : Conn(loop) { pg::write_cancel(packet_, pid, key); }
+
+ private:
+  void on_connected(int status) override {
+    if (status != 0 || !send(packet_)) return close();
+    close_after_flush();
+  }
+  void on_read() override {}
+  void on_read_end(int) override { close(); }
+  std::string packet_;
+};
+
+uint32_t random_u32() {
+  uint32_t v = 0;
+  RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v);
+  return v;
+}
+
+// Decodes a params key ("name\0value\0...") back into startup parameters.
+std::vector<std::pair<std::string, std::string>> decode_params(const std::string& key) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos < key.size()) {
+    size_t a = key.find('\0', pos);
+    size_t b = key.find('\0', a + 1);
+    out.emplace_back(key.substr(pos, a - pos), key.substr(a + 1, b - a - 1));
+    pos = b + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Proxy::Proxy(uv_loop_t* loop, conf::Config cfg, Userlist users)
+    : loop_(loop), cfg_(std::move(cfg)), users_(std::move(users)) {
+  dummy_secret_ = auth::make_scram_secret(std::to_string(random_u32()) + std::to_string(random_u32()));
+  rebuild_secrets();
+}
+
+Proxy::~Proxy() = default;
+
+void Proxy::rebuild_secrets() {
+  secrets_.clear();
+  for (auto& [user, pw] : users_) {
+    if (auto s = auth::parse_scram_secret(pw)) secrets_[user] = *s;
+    else if (pw.rfind("md5", 0) != 0 || pw.size() != 35) secrets_[user] = auth::make_scram_secret(pw);
+    // md5 hashes cannot verify a SCRAM exchange: such users cannot log in with scram-sha-256.
+  }
+}
+
+const auth::ScramSecret* Proxy::scram_secret(const std::string& user) const {
+  auto it = secrets_.find(user);
+  return it == secrets_.end() ? nullptr : &it->second;
+}
+
+bool Proxy::start(std::string& err) {
+  if (!cfg_.listen_addr.empty()) {
+    tcp_listener_ = std::make_unique<uv_tcp_t>();
+    uv_tcp_init(loop_, tcp_listener_.get());
+    tcp_listener_->data = this;
+    std::string host = cfg_.listen_addr == "*" ? "0.0.0.0" : cfg_.listen_addr;
+    sockaddr_storage addr{};
+    if (uv_ip4_addr(host.c_str(), cfg_.listen_port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+        uv_ip6_addr(host.c_str(), cfg_.listen_port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
+      err = "listen_addr '" + cfg_.listen_addr + "' is not an IP address";
+      return false;
+    }
+    int rc = uv_tcp_bind(tcp_listener_.get(), reinterpret_cast<sockaddr*>(&addr), 0);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp_listener_.get()), 1024, on_tcp_connection);
+    if (rc != 0) {
+      err = "cannot listen on " + host + ":" + std::to_string(cfg_.listen_port) + ": " + uv_strerror(rc);
+      return false;
+    }
+    LOG_INFO("listening on %s:%d", host.c_str(), cfg_.listen_port);
+  }
+  if (!cfg_.unix_socket_dir.empty()) {
+    unix_listener_ = std::make_unique<uv_pipe_t>();
+    uv_pipe_init(loop_, unix_listener_.get(), 0);
+    unix_listener_->data = this;
+    unix_path_ = cfg_.unix_socket_dir + "/.s.PGSQL." + std::to_string(cfg_.listen_port);
+    unlink(unix_path_.c_str());   // a stale socket from a previous run
+    int rc = uv_pipe_bind(unix_listener_.get(), unix_path_.c_str());
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(unix_listener_.get()), 1024, on_unix_connection);
+    if (rc != 0) {
+      err = "cannot listen on " + unix_path_ + ": " + uv_strerror(rc);
+      return false;
+    }
+    chmod(unix_path_.c_str(), mode_t(cfg_.unix_socket_mode));
+    LOG_INFO("listening on %s", unix_path_.c_str());
+  }
+  uv_timer_init(loop_, &janitor_timer_);
+  janitor_timer_.data = this;
+  uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, 100, 100);
+  // Warm pools whose server login does not depend on the client (fixed user).
+  for (const auto& db : cfg_.databases)
+    if (db.name != "*" && !db.user.empty() && db.min_pool_size.value_or(cfg_.min_pool_size) > 0) pool_for(db.name, db.user);
+  return true;
+}
+
+void Proxy::on_tcp_connection(uv_stream_t* server, int status) {
+  if (status == 0) static_cast<Proxy*>(server->data)->accept(server, true);
+}
+
+void Proxy::on_unix_connection(uv_stream_t* server, int status) {
+  if (status == 0) static_cast<Proxy*>(server->data)->accept(server, false);
+}
+
+void Proxy::accept(uv_stream_t* listener, bool tcp) {
+  uint32_t pid;
+  do pid = random_u32() & 0x7fffffff;
+  while (pid == 0 || clients_.count(pid));
+  auto* c = new ClientSession(*this, pid, random_u32());
+  if ((tcp ? c->init_tcp() : c->init_pipe()) != 0 || uv_accept(listener, c->stream()) != 0) {
+    c->close();
+    return;
+  }
+  if (tcp) uv_tcp_nodelay(reinterpret_cast<uv_tcp_t*>(c->stream()), 1);
+  clients_[pid] = c;
+  c->start();
+}
+
+void Proxy::client_gone(ClientSession* c) {
+  clients_.erase(c->cancel_pid());
+  maybe_finish_shutdown();
+}
+
+void Proxy::cancel(uint32_t pid, uint32_t key) {
+  auto it = clients_.find(pid);
+  if (it == clients_.end() || it->second->cancel_key() != key) {
+    LOG_DEBUG("cancel request for unknown client %u ignored", pid);
+    return;
+  }
+  ServerConn* s = it->second->server();
+  if (!s) return;   // nothing running for that client
+  auto* cc = new CancelConn(loop_, s->backend_pid(), s->backend_key());
+  cc->connect(s->target().host, s->target().port);
+  LOG_INFO("forwarding cancel request of client %u to server pid %u", pid, s->backend_pid());
+}
+
+pool::Settings Proxy::settings_for(const conf::Database& db) const {
+  pool::Settings s;
+  s.mode = db.pool_mode.value_or(cfg_.pool_mode);
+  s.size = db.pool_size.value_or(cfg_.default_pool_size);
+  s.min_size = db.min_pool_size.value_or(cfg_.min_pool_size);
+  s.reserve_size = db.reserve_pool_size.value_or(cfg_.reserve_pool_size);
+  s.max_db_connections = cfg_.max_db_connections;
+  s.reserve_timeout = cfg_.reserve_pool_timeout;
+  s.idle_timeout = cfg_.server_idle_timeout;
+  s.lifetime = cfg_.server_lifetime;
+  s.check_delay = cfg_.server_check_delay;
+  s.wait_timeout = cfg_.query_wait_timeout;
+  s.login_retry = cfg_.server_login_retry;
+  s.connect_timeout = cfg_.server_connect_timeout;
+  s.check_query = cfg_.server_check_query;
+  return s;
+}
+
+static ServerTarget target_for(const conf::Database& db, const std::string& database, const std::string& user,
+                               const Userlist& users) {
+  ServerTarget t;
+  t.host = db.host;
+  t.port = db.port;
+  t.dbname = db.dbname.empty() ? database : db.dbname;
+  t.user = db.user.empty() ? user : db.user;
+  t.password = db.password;
+  if (t.password.empty()) {
+    auto it = users.find(t.user);
+    // A SCRAM secret cannot log in to a server; plain passwords and md5 hashes can (md5 auth).
+    if (it != users.end() && !auth::parse_scram_secret(it->second)) t.password = it->second;
+  }
+  return t;
+}
+
+PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user) {
+  const conf::Database* db = conf::find_database(cfg_, database);
+  if (!db) return nullptr;
+  std::string key = database + '\0' + user;
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return it->second.get();
+  auto entry = std::make_unique<PoolEntry>();
+  entry->target = std::make_unique<ServerTarget>(target_for(*db, database, user, users_));
+  pool::Settings settings = settings_for(*db);
+  entry->mode = settings.mode;
+  PoolEntry* e = entry.get();
+  auto launcher = [this, e](pool::Pool& p, const std::string& params_key) -> pool::Member* {
+    auto* s = new ServerConn(*this, p, *e->target, decode_params(params_key));
+    s->start();
+    return s;
+  };
+  entry->pool = std::make_unique<pool::Pool>(database, user, settings, launcher, &db_counters_[e->target->dbname]);
+  pools_.emplace(key, std::move(entry));
+  return e;
+}
+
+void Proxy::janitor() {
+  pool::Time now = pool::Clock::now();
+  for (auto& [key, e] : pools_) e->pool->tick(now);
+  if (cfg_.client_login_timeout.count() > 0) {
+    std::vector<ClientSession*> late;
+    for (auto& [pid, c] : clients_)
+      if (!c->logged_in() && !c->closing() && !c->waiting && now - c->started() > cfg_.client_login_timeout)
+        late.push_back(c);
+    for (ClientSession* c : late) c->fatal("08P01", "client_login_timeout: login not completed in time");
+  }
+  if (shutting_down_ && now >= shutdown_deadline_) {
+    std::vector<ClientSession*> all;
+    for (auto& [pid, c] : clients_) all.push_back(c);
+    for (ClientSession* c : all) c->fatal("57P01", "terminating connection: pgsidecar shutdown_timeout reached");
+  }
+}
+
+void Proxy::reload(conf::Config cfg, Userlist users) {
+  if (cfg.listen_addr != cfg_.listen_addr || cfg.listen_port != cfg_.listen_port ||
+      cfg.unix_socket_dir != cfg_.unix_socket_dir)
+    LOG_WARN("reload: listen_addr/listen_port/unix_socket_dir changes take effect only after a restart");
+  cfg.listen_addr = cfg_.listen_addr;
+  cfg.listen_port = cfg_.listen_port;
+  cfg.unix_socket_dir = cfg_.unix_socket_dir;
+  cfg_ = std::move(cfg);
+  users_ = std::move(users);
+  rebuild_secrets();
+  logx::set_level(cfg_.log_level);
+  for (auto& [key, e] : pools_) {
+    const std::string& database = e->pool->database();
+    const conf::Database* db = conf::find_database(cfg_, database);
+    if (!db) continue;   // removed: existing clients finish, new ones are refused
+    *e->target = target_for(*db, database, e->pool->user(), users_);
+    pool::Settings s = settings_for(*db);
+    e->mode = s.mode;
+    e->pool->set_settings(s);
+  }
+  LOG_INFO("configuration reloaded");
+}
+
+void Proxy::shutdown(bool fast, std::function<void()> done) {
+  shutdown_done_ = std::move(done);
+  if (!shutting_down_) {
+    shutting_down_ = true;
+    shutdown_deadline_ = pool::Clock::now() + (fast ? conf::Duration(0) : cfg_.shutdown_timeout);
+    if (tcp_listener_) uv_close(reinterpret_cast<uv_handle_t*>(tcp_listener_.get()), nullptr);
+    if (unix_listener_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(unix_listener_.get()), nullptr);
+      unlink(unix_path_.c_str());
+    }
+  } else if (fast) {
+    shutdown_deadline_ = pool::Clock::now();
+  }
+  LOG_INFO("%s shutdown: %d clients", fast ? "fast" : "graceful", client_count());
+  std::vector<ClientSession*> all;
+  for (auto& [pid, c] : clients_) all.push_back(c);
+  for (ClientSession* c : all)
+    if (fast || c->idle() || !c->logged_in()) c->fatal("57P01", "terminating connection: pgsidecar is shutting down");
+  maybe_finish_shutdown();
+}
+
+void Proxy::maybe_finish_shutdown() {
+  if (!shutting_down_ || !clients_.empty() || !shutdown_done_) return;
+  for (auto& [key, e] : pools_) e->pool->close_all("shutdown");
+  uv_timer_stop(&janitor_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&janitor_timer_), nullptr);
+  auto done = std::move(shutdown_done_);
+  shutdown_done_ = nullptr;
+  done();
+}
+
+}  // namespace proxy

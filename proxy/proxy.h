@@ -1,0 +1,84 @@
+// The proxy: listeners, pools per (database, user), client registry for cancel
+// requests, the janitor timer, reload and shutdown. Everything runs on one loop.
+#pragma once
+#include <uv.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "conf/config.h"
+#include "pool/pool.h"
+#include "proxy/auth.h"
+
+namespace proxy {
+
+class ClientSession;
+class ServerConn;
+struct ServerTarget;
+
+using Userlist = std::map<std::string, std::string>;
+
+// A pool and where its servers log in.
+struct PoolEntry {
+  std::unique_ptr<pool::Pool> pool;
+  std::unique_ptr<ServerTarget> target;
+  conf::PoolMode mode;
+};
+
+class Proxy {
+ public:
+  Proxy(uv_loop_t* loop, conf::Config cfg, Userlist users);
+  ~Proxy();
+
+  // Binds the listeners and starts the janitor. False + err if a listener fails.
+  bool start(std::string& err);
+  // SIGHUP: new pool sizes, timeouts, databases and users; listeners stay.
+  void reload(conf::Config cfg, Userlist users);
+  // Stops accepting. Graceful: clients leave as their transactions end, or at
+  // shutdown_timeout. Fast: everyone now. done runs once nothing is left.
+  void shutdown(bool fast, std::function<void()> done);
+
+  // For sessions and server connections.
+  uv_loop_t* loop() const { return loop_; }
+  const conf::Config& config() const { return cfg_; }
+  const Userlist& users() const { return users_; }
+  const auth::ScramSecret* scram_secret(const std::string& user) const;
+  const auth::ScramSecret& dummy_secret() const { return dummy_secret_; }
+  bool shutting_down() const { return shutting_down_; }
+  int client_count() const { return int(clients_.size()); }
+  // Finds or creates the pool for a client; nullptr if the database is unknown.
+  PoolEntry* pool_for(const std::string& database, const std::string& user);
+  void client_gone(ClientSession* c);
+  void cancel(uint32_t pid, uint32_t key);
+
+ private:
+  static void on_tcp_connection(uv_stream_t* server, int status);
+  static void on_unix_connection(uv_stream_t* server, int status);
+  void accept(uv_stream_t* listener, bool tcp);
+  void janitor();
+  pool::Settings settings_for(const conf::Database& db) const;
+  void rebuild_secrets();
+  void maybe_finish_shutdown();
+
+  uv_loop_t* loop_;
+  conf::Config cfg_;
+  Userlist users_;
+  std::map<std::string, auth::ScramSecret> secrets_;   // client auth secrets by user
+  auth::ScramSecret dummy_secret_;                     // for unknown users: fail only at the end
+  std::unique_ptr<uv_tcp_t> tcp_listener_;
+  std::unique_ptr<uv_pipe_t> unix_listener_;
+  std::string unix_path_;
+  uv_timer_t janitor_timer_;
+  std::unordered_map<std::string, std::unique_ptr<PoolEntry>> pools_;   // key: database '\0' user
+  std::map<std::string, pool::DatabaseCounter> db_counters_;
+  std::unordered_map<uint32_t, ClientSession*> clients_;              // by cancel pid
+  bool shutting_down_ = false;
+  pool::Time shutdown_deadline_{};
+  std::function<void()> shutdown_done_;
+};
+
+}  // namespace proxy

@@ -1,0 +1,385 @@
+#include "proxy/server_conn.h"
+
+#include "conf/log.h"
+#include "proxy/client_session.h"
+#include "proxy/proxy.h"
+
+namespace proxy {
+
+ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, const ServerTarget& target,
+                       std::vector<std::pair<std::string, std::string>> params)
+    : Conn(proxy.loop()), proxy_(proxy), pool_(pool), target_(target), startup_params_(std::move(params)) {}
+
+void ServerConn::start() {
+  state_ = State::Connecting;
+  connect(target_.host, target_.port);
+}
+
+void ServerConn::on_connected(int status) {
+  if (status != 0) {
+    fail_login({"FATAL", "08006",
+                "could not connect to server " + target_.host + ":" + std::to_string(target_.port) + ": " +
+                    uv_strerror(status),
+                {}});
+    return;
+  }
+  state_ = State::Login;
+  read_start();
+  std::vector<std::pair<std::string, std::string>> params = {{"user", target_.user}, {"database", target_.dbname}};
+  params.insert(params.end(), startup_params_.begin(), startup_params_.end());
+  std::string out;
+  pg::write_startup(out, params);
+  send(out);
+}
+
+void ServerConn::fail_login(pg::ErrorInfo e) {
+  if (state_ != State::Connecting && state_ != State::Login && state_ != State::Resolving) return;
+  LOG_WARN("server login failed for %s@%s:%d/%s: %s %s", target_.user.c_str(), target_.host.c_str(), target_.port,
+           target_.dbname.c_str(), e.code.c_str(), e.message.c_str());
+  state_ = State::Idle;   // no longer logging in; the pool retires us
+  pool::Failure f{"FATAL", e.code, e.message, e.detail};
+  pool_.login_done(this, &f);
+}
+
+void ServerConn::on_read() {
+  switch (state_) {
+    case State::Login: {
+      while (in_size() >= pg::kHeaderLen && state_ == State::Login) {
+        const uint8_t* p = in_data();
+        uint32_t len = pg::get_u32(p + 1);
+        if (len < 4 || len > 1024 * 1024) {
+          fail_login({"FATAL", "08P01", "invalid message from server during login", {}});
+          return;
+        }
+        if (in_size() < len + 1) return;
+        in_consume(len + 1);
+        if (!handle_login_message(char(p[0]), p + 5, len - 4)) return;
+      }
+      if (state_ == State::Idle) process_unlinked();
+      break;
+    }
+    case State::Linked: process_linked(); break;
+    case State::Internal: process_internal(); break;
+    case State::Idle: process_unlinked(); break;
+    default: break;
+  }
+}
+
+bool ServerConn::handle_login_message(char type, const uint8_t* body, size_t len) {
+  switch (type) {
+    case 'R': return handle_auth(body, len);
+    case 'E': fail_login(pg::parse_error(body, len)); return false;
+    case 'S': {
+      pg::Reader r(body, len);
+      std::string_view name = r.cstr(), value = r.cstr();
+      if (r.ok()) note_param(name, value);
+      return true;
+    }
+    case 'K': {
+      pg::Reader r(body, len);
+      backend_pid_ = r.u32();
+      backend_key_ = r.u32();
+      return true;
+    }
+    case 'Z':
+      state_ = State::Idle;
+      tx_status_ = 'I';
+      LOG_DEBUG("server connection %s@%s:%d/%s ready (pid %u)", target_.user.c_str(), target_.host.c_str(),
+                target_.port, target_.dbname.c_str(), backend_pid_);
+      pool_.login_done(this, nullptr);
+      return false;
+    case 'N':
+    case 'v':   // NegotiateProtocolVersion: we only speak 3.0 anyway
+      return true;
+    default:
+      fail_login({"FATAL", "08P01", std::string("unexpected message '") + type + "' from server during login", {}});
+      return false;
+  }
+}
+
+bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
+  pg::Reader r(body, len);
+  uint32_t code = r.u32();
+  std::string out;
+  auto need_password = [&]() {
+    if (!target_.password.empty()) return true;
+    fail_login({"FATAL", "28P01",
+                "server requested a password for user \"" + target_.user +
+                    "\" but none is configured (databases.*.password or auth_file)",
+                {}});
+    return false;
+  };
+  switch (code) {
+    case pg::kAuthOk: return true;
+    case pg::kAuthCleartext:
+      if (!need_password()) return false;
+      pg::Writer(out, 'p').cstr(target_.password).finish();
+      break;
+    case pg::kAuthMd5: {
+      std::string_view salt = r.bytes(4);
+      if (!r.ok() || !need_password()) return r.ok() ? false : (fail_login({"FATAL", "08P01", "bad md5 request", {}}), false);
+      pg::Writer(out, 'p').cstr(auth::md5_response(target_.user, target_.password,
+                                                   reinterpret_cast<const uint8_t*>(salt.data()))).finish();
+      break;
+    }
+    case pg::kAuthSasl: {
+      bool has_scram = false;
+      for (std::string_view mech = r.cstr(); r.ok() && !mech.empty(); mech = r.cstr())
+        has_scram |= mech == "SCRAM-SHA-256";
+      if (!has_scram) {
+        fail_login({"FATAL", "08P01", "server offers no SASL mechanism pgsidecar supports (SCRAM-SHA-256)", {}});
+        return false;
+      }
+      if (!need_password()) return false;
+      scram_ = std::make_unique<auth::ScramClient>(target_.password);
+      std::string first = scram_->client_first();
+      pg::Writer(out, 'p').cstr("SCRAM-SHA-256").u32(uint32_t(first.size())).bytes(first).finish();
+      break;
+    }
+    case pg::kAuthSaslContinue: {
+      std::string final_msg, err;
+      if (!scram_ || !scram_->server_first(r.bytes(r.remaining()), final_msg, err)) {
+        fail_login({"FATAL", "08P01", "SCRAM exchange with server failed: " + err, {}});
+        return false;
+      }
+      pg::Writer(out, 'p').bytes(final_msg).finish();
+      break;
+    }
+    case pg::kAuthSaslFinal: {
+      std::string err;
+      if (!scram_ || !scram_->server_final(r.bytes(r.remaining()), err)) {
+        fail_login({"FATAL", "08P01", "server's SCRAM signature did not verify: " + err, {}});
+        return false;
+      }
+      scram_.reset();
+      return true;
+    }
+    default:
+      fail_login({"FATAL", "08P01", "unsupported authentication method " + std::to_string(code) + " requested by server", {}});
+      return false;
+  }
+  send(out);
+  return true;
+}
+
+void ServerConn::note_param(std::string_view name, std::string_view value) {
+  bool found = false;
+  for (auto& [k, v] : params_) {
+    if (k == name) {
+      v = value;
+      found = true;
+      break;
+    }
+  }
+  if (!found) params_.emplace_back(name, value);
+  int i = tracked_index(name);
+  if (i >= 0) {
+    tracked_[size_t(i)] = value;
+    if (client_) client_->tracked_param_changed(i, value);
+  }
+}
+
+void ServerConn::link(ClientSession* client) {
+  client_ = client;
+  state_ = State::Linked;
+  expected_rfq_ = 0;
+  unsynced_ = false;
+  fwd_remaining_ = 0;
+}
+
+// Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
+void ServerConn::process_linked() {
+  constexpr unsigned kMaxBufs = 16;
+  uv_buf_t bufs[kMaxBufs];
+  unsigned n = 0;
+  const uint8_t* p = in_data();
+  size_t avail = in_size(), pos = 0;
+  bool release = false;
+  auto add = [&](size_t from, size_t len) {
+    if (n > 0 && bufs[n - 1].base + bufs[n - 1].len == reinterpret_cast<const char*>(p + from)) {
+      bufs[n - 1].len += len;
+    } else {
+      if (n == kMaxBufs) {
+        client_->send(bufs, n);
+        n = 0;
+      }
+      bufs[n++] = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p + from)), unsigned(len));
+    }
+  };
+  while (pos < avail && !release) {
+    if (fwd_remaining_ > 0) {
+      size_t take = std::min(fwd_remaining_, avail - pos);
+      add(pos, take);
+      pos += take;
+      fwd_remaining_ -= take;
+      continue;
+    }
+    if (avail - pos < pg::kHeaderLen) break;
+    char type = char(p[pos]);
+    uint32_t len = pg::get_u32(p + pos + 1);
+    if (len < 4 || len > pg::kMaxMessageLen) {
+      close_member("invalid message length from server");
+      return;
+    }
+    size_t total = size_t(len) + 1;
+    if (type == 'Z' || type == 'S') {
+      if (avail - pos < total) {
+        if (total > 64 * 1024) {
+          close_member("oversized ParameterStatus from server");
+          return;
+        }
+        break;   // wait for the whole (small) message
+      }
+      if (type == 'Z') {
+        tx_status_ = len >= 5 ? char(p[pos + 5]) : 'I';
+        if (expected_rfq_ > 0) expected_rfq_--;
+        release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
+      } else {
+        pg::Reader r(p + pos + 5, len - 4);
+        std::string_view name = r.cstr(), value = r.cstr();
+        if (r.ok()) note_param(name, value);
+      }
+    }
+    size_t take = std::min(total, avail - pos);
+    add(pos, take);
+    pos += take;
+    fwd_remaining_ = total - take;
+  }
+  in_consume(pos);
+  ClientSession* c = client_;
+  if (n) c->send(bufs, n);
+  if (release) {
+    // The transaction is over: give the server back, then tell the client.
+    client_ = nullptr;
+    release_to_pool();
+    c->server_released();
+    return;
+  }
+  if (c->over_high_water()) read_stop();   // resumed by the client's on_drained
+}
+
+void ServerConn::release_to_pool() {
+  client_ = nullptr;
+  state_ = State::Idle;
+  pool_.release(this);
+}
+
+void ServerConn::run_internal(const std::string& sql, InternalDone done) {
+  state_ = State::Internal;
+  internal_done_ = std::move(done);
+  internal_error_.reset();
+  std::string out;
+  pg::write_query(out, sql);
+  send(out);
+  read_start();
+}
+
+void ServerConn::process_internal() {
+  while (in_size() >= pg::kHeaderLen && state_ == State::Internal) {
+    const uint8_t* p = in_data();
+    uint32_t len = pg::get_u32(p + 1);
+    if (len < 4 || len > pg::kMaxMessageLen) {
+      close_member("invalid message length from server");
+      return;
+    }
+    if (in_size() < size_t(len) + 1) {
+      if (len > 1024 * 1024) close_member("oversized reply to an internal query");
+      return;
+    }
+    in_consume(len + 1);
+    const uint8_t* body = p + 5;
+    switch (char(p[0])) {
+      case 'E': internal_error_ = std::make_unique<pg::ErrorInfo>(pg::parse_error(body, len - 4)); break;
+      case 'S': {
+        pg::Reader r(body, len - 4);
+        std::string_view name = r.cstr(), value = r.cstr();
+        if (r.ok()) note_param(name, value);
+        break;
+      }
+      case 'Z': {
+        tx_status_ = len >= 5 ? char(body[0]) : 'I';
+        state_ = client_ ? State::Linked : State::Idle;
+        InternalDone done = std::move(internal_done_);
+        internal_done_ = nullptr;
+        std::unique_ptr<pg::ErrorInfo> err = std::move(internal_error_);
+        if (!err && tx_status_ != 'I') err = std::make_unique<pg::ErrorInfo>(pg::ErrorInfo{"ERROR", "25000", "internal query left a transaction open", {}});
+        if (done) done(err.get());
+        return;
+      }
+      default: break;   // RowDescription, DataRow, CommandComplete, notices: not ours to forward
+    }
+  }
+}
+
+// Messages while idle in the pool: only asynchronous ones are expected.
+void ServerConn::process_unlinked() {
+  while (in_size() >= pg::kHeaderLen) {
+    const uint8_t* p = in_data();
+    uint32_t len = pg::get_u32(p + 1);
+    if (len < 4 || in_size() < size_t(len) + 1) {
+      if (len < 4 || len > 64 * 1024) close_member("unexpected data from idle server");
+      return;
+    }
+    in_consume(len + 1);
+    switch (char(p[0])) {
+      case 'S': {
+        pg::Reader r(p + 5, len - 4);
+        std::string_view name = r.cstr(), value = r.cstr();
+        if (r.ok()) note_param(name, value);
+        break;
+      }
+      case 'N':
+      case 'A': break;
+      case 'E': {
+        pg::ErrorInfo e = pg::parse_error(p + 5, len - 4);
+        close_member("server sent " + e.code + " while idle: " + e.message);
+        return;
+      }
+      default: close_member(std::string("unexpected message '") + char(p[0]) + "' from idle server"); return;
+    }
+  }
+}
+
+void ServerConn::run_check(const std::string& sql) {
+  run_internal(sql, [this](const pg::ErrorInfo* err) {
+    state_ = State::Idle;
+    pool_.check_done(this, err == nullptr);
+  });
+}
+
+void ServerConn::close_member(std::string_view reason) {
+  if (closing()) return;
+  if (close_reason_.empty()) close_reason_ = reason;
+  LOG_DEBUG("closing server connection %s@%s/%s (pid %u): %.*s", target_.user.c_str(), target_.host.c_str(),
+            target_.dbname.c_str(), backend_pid_, int(reason.size()), reason.data());
+  if (state_ == State::Idle || state_ == State::Linked || state_ == State::Internal) {
+    std::string out;
+    pg::write_terminate(out);
+    send(out);
+  }
+  close_after_flush();
+}
+
+void ServerConn::on_read_end(int status) {
+  if (state_ == State::Connecting || state_ == State::Login) {
+    fail_login({"FATAL", "08006", std::string("server closed the connection during login: ") + uv_strerror(status), {}});
+    return;
+  }
+  close_member(std::string("server closed the connection: ") + uv_strerror(status));
+  close();
+}
+
+void ServerConn::on_drained() {
+  if (client_) client_->resume_reading();
+}
+
+void ServerConn::on_closed() {
+  internal_done_ = nullptr;
+  pool_.forget(this);
+  if (ClientSession* c = client_) {
+    client_ = nullptr;
+    c->server_lost();
+  }
+}
+
+}  // namespace proxy

@@ -1,0 +1,110 @@
+// A connection from pgsidecar to PostgreSQL: login (trust, cleartext, md5,
+// SCRAM-SHA-256), then either idle in its pool, linked to one client (bytes
+// forwarded), or running an internal query (reset, health check, SET replay).
+#pragma once
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pool/pool.h"
+#include "proxy/auth.h"
+#include "proxy/conn.h"
+#include "proxy/protocol.h"
+#include "proxy/tracked_params.h"
+
+namespace proxy {
+
+class ClientSession;
+class Proxy;
+
+// Where and as whom a server connection logs in.
+struct ServerTarget {
+  std::string host;   // hostname/IP, or a unix socket directory (starts with '/')
+  int port = 5432;
+  std::string dbname, user, password;
+};
+
+class ServerConn final : public Conn, public pool::Member {
+ public:
+  using InternalDone = std::function<void(const pg::ErrorInfo* error)>;
+
+  ServerConn(Proxy& proxy, pool::Pool& pool, const ServerTarget& target, std::vector<std::pair<std::string, std::string>> params);
+  void start();
+
+  void link(ClientSession* client);
+  void unlink() {
+    client_ = nullptr;
+    if (state_ == State::Linked) state_ = State::Idle;
+  }
+  // Back to the pool, clean (the caller checked clean()).
+  void release_to_pool();
+  ClientSession* client() const { return client_; }
+  pool::Pool& pool() { return pool_; }
+
+  // Sends sql as a simple query whose responses are consumed here, not forwarded.
+  void run_internal(const std::string& sql, InternalDone done);
+  bool busy_internal() const { return state_ == State::Internal; }
+
+  // True when nothing is in flight and no transaction is open: safe to reuse.
+  bool clean() const {
+    return expected_rfq_ == 0 && !unsynced_ && tx_status_ == 'I' && fwd_remaining_ == 0 &&
+           (state_ == State::Linked || state_ == State::Idle);
+  }
+  // Bookkeeping of what the linked client sent (see ClientSession::forward).
+  void note_sync_point() { expected_rfq_++; unsynced_ = false; }
+  void note_unsynced() { unsynced_ = true; }
+
+  const TrackedValues& tracked() const { return tracked_; }
+  const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
+  uint32_t backend_pid() const { return backend_pid_; }
+  uint32_t backend_key() const { return backend_key_; }
+  const ServerTarget& target() const { return target_; }
+
+  // pool::Member
+  void run_check(const std::string& sql) override;
+  void close_member(std::string_view reason) override;
+
+ private:
+  enum class State { Resolving, Connecting, Login, Idle, Linked, Internal };
+
+  void on_read() override;
+  void on_read_end(int status) override;
+  void on_drained() override;
+  void on_closed() override;
+
+  void on_connected(int status) override;
+  void fail_login(pg::ErrorInfo e);
+  bool handle_login_message(char type, const uint8_t* body, size_t len);
+  bool handle_auth(const uint8_t* body, size_t len);
+  void process_linked();
+  void process_internal();
+  void process_unlinked();
+  void note_param(std::string_view name, std::string_view value);
+
+  Proxy& proxy_;
+  pool::Pool& pool_;
+  ServerTarget target_;
+  std::vector<std::pair<std::string, std::string>> startup_params_;
+  State state_ = State::Resolving;
+  ClientSession* client_ = nullptr;
+
+  std::vector<std::pair<std::string, std::string>> params_;   // every ParameterStatus seen
+  TrackedValues tracked_;
+  uint32_t backend_pid_ = 0, backend_key_ = 0;
+  std::unique_ptr<auth::ScramClient> scram_;
+
+  // Protocol position while linked.
+  int expected_rfq_ = 0;      // ReadyForQuery messages still to come for what the client sent
+  bool unsynced_ = false;     // extended-protocol messages sent since the last Sync
+  char tx_status_ = 'I';
+  size_t fwd_remaining_ = 0;  // bytes of a partly forwarded message still to pass through
+
+  InternalDone internal_done_;
+  std::unique_ptr<pg::ErrorInfo> internal_error_;
+  std::string close_reason_;
+};
+
+}  // namespace proxy
