@@ -7,6 +7,20 @@
 #include "proxy/server_conn.h"
 
 namespace proxy {
+namespace {
+
+// Message types a client may send after startup (PostgreSQL protocol 3.0).
+bool valid_frontend_type(uint8_t type) {
+  switch (type) {
+    case 'B': case 'C': case 'D': case 'E': case 'F': case 'H': case 'P': case 'Q': case 'S': case 'X':
+    case 'c': case 'd': case 'f':
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 ClientSession::ClientSession(Proxy& proxy, uint32_t cancel_pid, uint32_t cancel_key)
     : Conn(proxy.loop()), proxy_(proxy), cancel_pid_(cancel_pid), cancel_key_(cancel_key), started_(pool::Clock::now()) {}
@@ -224,6 +238,7 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
     if (wanted_[i] == have[i]) continue;
     sql.append("SET ").append(kTrackedParams[i]).append(" TO ").append(pg::quote_literal(wanted_[i])).append(";");
   }
+  if (!(settings_ == server_->settings())) settings_.diff(server_->settings(), sql);
   if (sql.empty()) return (this->*next)();
   server_->run_internal(sql, [this, next](const pg::ErrorInfo* err) {
     if (err) {
@@ -238,6 +253,7 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
       return;
     }
     wanted_ = server_->tracked();
+    server_->settings() = settings_;
     (this->*next)();
   });
 }
@@ -276,9 +292,12 @@ void ClientSession::process_input() {
   if (closing()) return;
   if (!server_) {
     if (in_size() == 0) return;
-    if (fwd_remaining_ == 0 && in_size() >= pg::kHeaderLen && in_data()[0] == 'X') {
-      close();
-      return;
+    if (fwd_remaining_ == 0 && in_size() >= pg::kHeaderLen) {
+      uint8_t type = in_data()[0];
+      uint32_t len = pg::get_u32(in_data() + 1);
+      if (type == 'X') return close();
+      if (!valid_frontend_type(type)) return protocol_violation("invalid frontend message type " + std::to_string(type));
+      if (len < 4 || len > pg::kMaxMessageLen) return protocol_violation("invalid message length " + std::to_string(len));
     }
     if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
     read_stop();
@@ -300,6 +319,7 @@ void ClientSession::forward() {
   const uint8_t* p = in_data();
   size_t avail = in_size(), pos = 0;
   ServerConn* s = server_;
+  bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
   auto add = [&](size_t from, size_t len) {
     if (n > 0 && bufs[n - 1].base + bufs[n - 1].len == reinterpret_cast<const char*>(p + from)) {
       bufs[n - 1].len += len;
@@ -323,11 +343,23 @@ void ClientSession::forward() {
     if (avail - pos < pg::kHeaderLen) break;
     char type = char(p[pos]);
     uint32_t len = pg::get_u32(p + pos + 1);
-    if (len < 4 || len > pg::kMaxMessageLen) {
+    if (len < 4 || len > pg::kMaxMessageLen || !valid_frontend_type(uint8_t(type))) {
       in_consume(pos);
       if (n) s->send(bufs, n);
-      protocol_violation("invalid message length " + std::to_string(len));
+      protocol_violation(len < 4 || len > pg::kMaxMessageLen ? "invalid message length " + std::to_string(len)
+                                                            : "invalid frontend message type " + std::to_string(uint8_t(type)));
       return;
+    }
+    if (type == 'Q' && txn && avail - pos > len && !inspect_query(p + pos + 5, len - 4)) {
+      // Refused here and answered by us: not forwarded.
+      if (n) s->send(bufs, n);
+      n = 0;
+      pos += len + 1;
+      in_consume(pos);
+      p = in_data();
+      avail = in_size();
+      pos = 0;
+      continue;
     }
     switch (type) {
       case 'X': terminate = true; break;
@@ -351,7 +383,39 @@ void ClientSession::forward() {
     close();
     return;
   }
+  if (txn && s->clean() && fwd_remaining_ == 0) {
+    // Everything was answered here (a refused statement): the server is not needed.
+    detach_server(false);
+    s->release_to_pool();
+    return;
+  }
   if (s->over_high_water()) read_stop();   // resumed by the server's on_drained
+}
+
+// Transaction mode, a whole simple Query: records session settings it changes and
+// refuses what needs a dedicated server. False when answered here (not forwarded).
+bool ClientSession::inspect_query(const uint8_t* body, size_t len) {
+  std::string_view sql(reinterpret_cast<const char*>(body), len > 0 ? len - 1 : 0);
+  Classified c = classify(sql);
+  switch (c.kind) {
+    case StmtKind::Other: return true;
+    case StmtKind::Listen: {
+      std::string out;
+      pg::write_error(out, "ERROR", "0A000",
+                      "LISTEN is not supported in transaction pooling mode: notifications would reach whichever "
+                      "client uses the server next; connect to a database with pool_mode session");
+      pg::write_ready(out, server_ ? server_->tx_status() : 'I');
+      send(out);
+      return false;
+    }
+    case StmtKind::Set:
+    case StmtKind::Reset:
+      if (tracked_index(c.name) >= 0 || c.name == "timezone") return true;   // followed through ParameterStatus
+      [[fallthrough]];
+    default:
+      if (server_->idle_protocol()) server_->expect_setting(std::move(c), sql);
+      return true;
+  }
 }
 
 void ClientSession::resume_reading() {

@@ -9,6 +9,7 @@
 #include "proxy/auth.h"
 #include "proxy/conn.h"
 #include "proxy/protocol.h"
+#include "proxy/session_state.h"
 #include "proxy/tracked_params.h"
 
 namespace proxy {
@@ -35,6 +36,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void server_lost();                              // server closed while linked
   void tracked_param_changed(int index, std::string_view value) { wanted_[size_t(index)] = value; }
   void resume_reading();                           // the server's write queue drained
+  SettingList& settings() { return settings_; }
 
   // Called by Proxy.
   void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
@@ -62,6 +64,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void continue_after_apply();
   void detach_server(bool client_gone);
   void protocol_violation(std::string_view message);
+  bool inspect_query(const uint8_t* body, size_t len);
 
   Proxy& proxy_;
   uint32_t cancel_pid_, cancel_key_;
@@ -76,6 +79,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   std::unique_ptr<auth::ScramServer> scram_;
   bool sasl_started_ = false;
   size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through
+  SettingList settings_;                   // SET statements in force for this client (transaction mode)
 };
 
 }  // namespace proxy

@@ -185,6 +185,8 @@ void ServerConn::link(ClientSession* client) {
   expected_rfq_ = 0;
   unsynced_ = false;
   fwd_remaining_ = 0;
+  saw_error_ = false;
+  pending_setting_ = {};
 }
 
 // Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
@@ -222,6 +224,7 @@ void ServerConn::process_linked() {
       return;
     }
     size_t total = size_t(len) + 1;
+    if (type == 'E') saw_error_ = true;
     if (type == 'Z' || type == 'S') {
       if (avail - pos < total) {
         if (total > 64 * 1024) {
@@ -233,6 +236,8 @@ void ServerConn::process_linked() {
       if (type == 'Z') {
         tx_status_ = len >= 5 ? char(p[pos + 5]) : 'I';
         if (expected_rfq_ > 0) expected_rfq_--;
+        if (pending_setting_.kind != StmtKind::Other) settle_pending_setting();
+        saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
       } else {
         pg::Reader r(p + pos + 5, len - 4);
@@ -258,10 +263,32 @@ void ServerConn::process_linked() {
   if (c->over_high_water()) read_stop();   // resumed by the client's on_drained
 }
 
+// The statement behind pending_setting_ finished: record it if it succeeded.
+void ServerConn::settle_pending_setting() {
+  if (!saw_error_) {
+    client_->settings().apply(pending_setting_, pending_stmt_);
+    if (tx_status_ == 'I') settings_.apply(pending_setting_, pending_stmt_);
+    else settings_unknown_ = true;   // inside a block: it may yet roll back
+  }
+  pending_setting_ = {};
+  pending_stmt_.clear();
+}
+
 void ServerConn::release_to_pool() {
   client_ = nullptr;
   state_ = State::Idle;
-  pool_.release(this);
+  if (!settings_unknown_) {
+    pool_.release(this);
+    return;
+  }
+  // What a transaction block did to settings is unknown: back to the defaults first.
+  run_internal("RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION", [this](const pg::ErrorInfo* err) {
+    settings_.clear();
+    settings_unknown_ = false;
+    if (err) return close_member("could not reset session settings");
+    state_ = State::Idle;
+    pool_.release(this);
+  });
 }
 
 void ServerConn::run_internal(const std::string& sql, InternalDone done) {

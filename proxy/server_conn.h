@@ -13,6 +13,7 @@
 #include "proxy/auth.h"
 #include "proxy/conn.h"
 #include "proxy/protocol.h"
+#include "proxy/session_state.h"
 #include "proxy/tracked_params.h"
 
 namespace proxy {
@@ -47,6 +48,9 @@ class ServerConn final : public Conn, public pool::Member {
   // Sends sql as a simple query whose responses are consumed here, not forwarded.
   void run_internal(const std::string& sql, InternalDone done);
   bool busy_internal() const { return state_ == State::Internal; }
+  char tx_status() const { return tx_status_; }
+  // Nothing in flight: the next ReadyForQuery answers the next query sent.
+  bool idle_protocol() const { return expected_rfq_ == 0 && !unsynced_; }
 
   // True when nothing is in flight and no transaction is open: safe to reuse.
   bool clean() const {
@@ -56,6 +60,13 @@ class ServerConn final : public Conn, public pool::Member {
   // Bookkeeping of what the linked client sent (see ClientSession::forward).
   void note_sync_point() { expected_rfq_++; unsynced_ = false; }
   void note_unsynced() { unsynced_ = true; }
+
+  // A SET/RESET/DISCARD the client sent as the next query: recorded when it succeeds.
+  void expect_setting(Classified c, std::string_view stmt) {
+    pending_setting_ = std::move(c);
+    pending_stmt_ = stmt;
+  }
+  SettingList& settings() { return settings_; }
 
   const TrackedValues& tracked() const { return tracked_; }
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
@@ -76,6 +87,7 @@ class ServerConn final : public Conn, public pool::Member {
   void on_closed() override;
 
   void on_connected(int status) override;
+  void settle_pending_setting();
   void fail_login(pg::ErrorInfo e);
   bool handle_login_message(char type, const uint8_t* body, size_t len);
   bool handle_auth(const uint8_t* body, size_t len);
@@ -101,6 +113,13 @@ class ServerConn final : public Conn, public pool::Member {
   bool unsynced_ = false;     // extended-protocol messages sent since the last Sync
   char tx_status_ = 'I';
   size_t fwd_remaining_ = 0;  // bytes of a partly forwarded message still to pass through
+
+  // SET statements in force on this server beyond its startup defaults (transaction mode).
+  SettingList settings_;
+  Classified pending_setting_;
+  std::string pending_stmt_;
+  bool saw_error_ = false;          // an ErrorResponse since the last ReadyForQuery
+  bool settings_unknown_ = false;   // a SET ran inside a transaction block: reset before reuse
 
   InternalDone internal_done_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;

@@ -1,0 +1,40 @@
+// Session state a transaction-mode client builds with SQL, kept so it follows the
+// client from server to server and never leaks to the next client:
+//  - classify() recognises, from the text of a simple Query, the statements that
+//    change session-level settings (SET, RESET, DISCARD ALL) or that cannot work
+//    without a dedicated server (LISTEN);
+//  - SettingList records the SET statements in force, per client and per server,
+//    and diff() writes the SQL that turns a server's list into a client's.
+#pragma once
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace proxy {
+
+enum class StmtKind { Other, Set, Reset, ResetAll, DiscardAll, Listen };
+
+struct Classified {
+  StmtKind kind = StmtKind::Other;
+  std::string name;   // lower-cased setting name for Set/Reset
+};
+
+// Looks at one simple-Query text. Multi-statement strings, SET LOCAL and
+// SET TRANSACTION are Other (they do not outlive the transaction, or are not ours to split).
+Classified classify(std::string_view sql);
+
+class SettingList {
+ public:
+  void apply(const Classified& c, std::string_view stmt);   // after the statement succeeded
+  void clear() { items_.clear(); }
+  bool empty() const { return items_.empty(); }
+  bool operator==(const SettingList& o) const { return items_ == o.items_; }
+  // Appends to sql the statements that make `from` (a server) equal to *this (a client).
+  void diff(const SettingList& from, std::string& sql) const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> items_;   // name -> SET statement, in order
+};
+
+}  // namespace proxy
