@@ -235,7 +235,7 @@ ScramSecret make_scram_secret(std::string_view password, int iterations, std::st
 ScramServer::ScramServer(ScramSecret secret) : secret_(std::move(secret)) {}
 
 bool ScramServer::client_first(std::string_view msg, std::string& server_first, std::string& err) {
-  if (!nonce_.empty()) return fail(err, "SCRAM: unexpected client-first-message");
+  if (done_ || !nonce_.empty()) return fail(err, "SCRAM: unexpected client-first-message");
   if (secret_.iterations <= 0) return fail(err, "SCRAM: invalid secret");
   // gs2-header: cbind-flag "," [authzid] ","
   size_t c1 = msg.find(','), c2 = c1 == std::string_view::npos ? c1 : msg.find(',', c1 + 1);
@@ -249,8 +249,8 @@ bool ScramServer::client_first(std::string_view msg, std::string& server_first, 
   auto attrs = split(bare, ',');
   if (attr(attrs[0], 'm')) return fail(err, "SCRAM: mandatory extensions are not supported");
   // The user name (n=) is ignored, as PostgreSQL does: the startup packet names the user.
-  if (attrs.size() < 2 || !attr(attrs[0], 'n')) return fail(err, "SCRAM: malformed client-first-message (missing n=)");
-  auto client_nonce = attr(attrs[1], 'r');
+  if (!attr(attrs[0], 'n')) return fail(err, "SCRAM: malformed client-first-message (missing n=)");
+  auto client_nonce = attrs.size() >= 2 ? attr(attrs[1], 'r') : std::nullopt;
   if (!client_nonce) return fail(err, "SCRAM: malformed client-first-message (missing r=)");
   if (!valid_nonce(*client_nonce)) return fail(err, "SCRAM: invalid client nonce");
 
@@ -265,9 +265,8 @@ bool ScramServer::client_first(std::string_view msg, std::string& server_first, 
 }
 
 bool ScramServer::client_final(std::string_view msg, std::string& server_final, std::string& err) {
-  if (nonce_.empty()) return fail(err, "SCRAM: unexpected client-final-message");
-  std::string nonce = std::move(nonce_);   // one attempt per exchange
-  nonce_ = "-";                            // non-empty: refuse a second client-first as well
+  if (done_ || nonce_.empty()) return fail(err, "SCRAM: unexpected client-final-message");
+  done_ = true;   // one proof attempt per exchange
 
   size_t pp = msg.rfind(",p=");
   if (pp == std::string_view::npos) return fail(err, "SCRAM: malformed client-final-message (missing p=)");
@@ -279,7 +278,7 @@ bool ScramServer::client_final(std::string_view msg, std::string& server_final, 
     return fail(err, "SCRAM: unexpected channel-binding attribute");
   auto r = attrs.size() >= 2 ? attr(attrs[1], 'r') : std::nullopt;
   if (!r) return fail(err, "SCRAM: malformed client-final-message (missing r=)");
-  if (*r != nonce) return fail(err, "SCRAM: nonce mismatch");
+  if (*r != nonce_) return fail(err, "SCRAM: nonce mismatch");
   auto proof = b64_key(msg.substr(pp + 3));
   if (!proof) return fail(err, "SCRAM: malformed client proof");
 

@@ -42,6 +42,7 @@ class ScramServer {
   ScramSecret secret_;
   std::string client_first_bare_, server_first_, nonce_;
   char cbind_flag_ = 'n';   // gs2 flag the client sent: n or y (never p)
+  bool done_ = false;       // client_final was attempted: the object is spent
 };
 
 // Client side of SCRAM-SHA-256, used to log in to PostgreSQL with a plain password.

@@ -1,0 +1,354 @@
+// YAML config loader: a table of key -> setter per struct, strict validation,
+// every error reported as "file:line: message". No exception leaves this file.
+#include "conf/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <set>
+
+namespace conf {
+namespace {
+
+// Thrown inside this file only; load_string turns it into LoadResult::error.
+struct Error {
+  int line;  // 1-based; 0 = no line
+  std::string msg;
+};
+
+// The value being parsed, with the key name and line for messages.
+struct Val {
+  const YAML::Node& node;
+  std::string_view key;
+  int line;
+};
+
+[[noreturn]] void fail(int line, std::string msg) { throw Error{line, std::move(msg)}; }
+[[noreturn]] void fail(const Val& v, const std::string& msg) { fail(v.line, std::string(v.key) + " " + msg); }
+
+int line_of(const YAML::Node& n, int fallback) {
+  YAML::Mark m = n.Mark();
+  return m.line >= 0 ? m.line + 1 : fallback;
+}
+
+// The scalar text of v ("" for an empty value); `what` completes "KEY must be ...".
+std::string scalar(const Val& v, const std::string& what) {
+  if (v.node.IsNull()) return "";
+  if (!v.node.IsScalar()) fail(v, "must be " + what);
+  return v.node.Scalar();
+}
+std::string str(const Val& v) { return scalar(v, "a string"); }
+std::string got(const std::string& s) { return ", got '" + s + "'"; }
+
+int integer(const Val& v, int lo, int hi) {
+  std::string what = "an integer " + (hi == INT_MAX ? ">= " + std::to_string(lo)
+                                                    : std::to_string(lo) + "-" + std::to_string(hi));
+  std::string s = scalar(v, what);
+  long long n = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || n < lo || n > hi) {
+    fail(v, "must be " + what + got(s));
+  }
+  return static_cast<int>(n);
+}
+
+// Seconds as a plain number (PgBouncer style) or a number with unit ms, s, m, h.
+Duration duration(const Val& v) {
+  const std::string what = "a duration >= 0: seconds, or a number with unit ms, s, m or h (e.g. 30, 500ms, 1.5s, 5m)";
+  std::string s = scalar(v, what);
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  std::string_view num(s.data(), i), unit(s.data() + i, s.size() - i);
+  double value = 0;
+  auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), value);
+  static const std::map<std::string_view, double> units = {
+      {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+  auto u = units.find(unit);
+  if (num.empty() || ec != std::errc() || end != num.data() + num.size() || u == units.end() ||
+      value * u->second > 1e15) {
+    fail(v, "must be " + what + got(s));
+  }
+  return Duration(std::llround(value * u->second));
+}
+
+void parse(const Val& v, std::string& out) { out = str(v); }
+void parse(const Val& v, Duration& out) { out = duration(v); }
+
+void parse(const Val& v, bool& out) {
+  std::string s = str(v);
+  if (s != "true" && s != "false") fail(v, "must be true or false" + got(s));
+  out = s == "true";
+}
+
+// A YAML list of strings, or one comma-separated string.
+void parse(const Val& v, std::vector<std::string>& out) {
+  out.clear();
+  auto add = [&](std::string s) {
+    size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(s.substr(b, e - b + 1));
+  };
+  if (v.node.IsSequence()) {
+    for (const auto& item : v.node) {
+      if (!item.IsScalar()) fail(v, "must be a list of names");
+      add(item.Scalar());
+    }
+    return;
+  }
+  std::string s = scalar(v, "a list of names or a comma-separated string");
+  for (size_t pos = 0; pos <= s.size();) {
+    size_t comma = s.find(',', pos);
+    if (comma == std::string::npos) comma = s.size();
+    add(s.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+}
+
+// Enums: the accepted spellings are exactly to_string() of each value.
+template <class E, size_t N>
+E enumerated(const Val& v, const std::array<E, N>& all) {
+  std::string s = str(v);
+  std::string expect;
+  for (size_t i = 0; i < N; ++i) {
+    if (to_string(all[i]) == s) return all[i];
+    expect += (i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(to_string(all[i]));
+  }
+  fail(v, "must be " + expect + got(s));
+}
+void parse(const Val& v, PoolMode& out) { out = enumerated(v, std::array{PoolMode::Session, PoolMode::Transaction}); }
+void parse(const Val& v, AuthType& out) { out = enumerated(v, std::array{AuthType::Trust, AuthType::ScramSha256}); }
+void parse(const Val& v, LogLevel& out) {
+  out = enumerated(v, std::array{LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error});
+}
+void parse(const Val& v, std::optional<PoolMode>& out) { parse(v, out.emplace()); }
+
+// Always read as octal, like PgBouncer: 0777, "0660", 660 and "0o660" all work.
+int octal_mode(const Val& v) {
+  std::string s = str(v);
+  std::string_view digits = s;
+  if (digits.substr(0, 2) == "0o") digits.remove_prefix(2);
+  int mode = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), mode, 8);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() || mode > 07777) {
+    fail(v, "must be an octal file mode such as \"0777\" or \"0660\"" + got(s));
+  }
+  return mode;
+}
+
+template <class T>
+using Setter = std::function<void(T&, const Val&)>;
+template <class T>
+using Table = std::map<std::string_view, Setter<T>>;
+
+template <class T, class F>
+Setter<T> field(F T::*f) {
+  return [f](T& t, const Val& v) { parse(v, t.*f); };
+}
+template <class T, class F>  // F is int or std::optional<int>
+Setter<T> field(F T::*f, int lo, int hi = INT_MAX) {
+  return [f, lo, hi](T& t, const Val& v) { t.*f = integer(v, lo, hi); };
+}
+
+const Table<Database>& database_keys() {
+  static const Table<Database> keys = {
+      {"host", [](Database& d, const Val& v) {
+         d.host = str(v);
+         if (d.host.empty()) fail(v, "must not be empty");
+       }},
+      {"port", field(&Database::port, 1, 65535)},
+      {"dbname", field(&Database::dbname)},
+      {"user", field(&Database::user)},
+      {"password", field(&Database::password)},
+      {"pool_mode", field(&Database::pool_mode)},
+      {"pool_size", field(&Database::pool_size, 1)},
+      {"min_pool_size", field(&Database::min_pool_size, 0)},
+      {"reserve_pool_size", field(&Database::reserve_pool_size, 0)},
+  };
+  return keys;
+}
+
+// Applies a YAML map to `out` through `table`, rejecting unknown and duplicate keys.
+// Returns the line of each key that was set.
+template <class T>
+std::map<std::string, int> apply_map(T& out, const YAML::Node& map, const Table<T>& table, int fallback_line) {
+  std::map<std::string, int> seen;
+  for (const auto& kv : map) {
+    int line = line_of(kv.first, fallback_line);
+    if (!kv.first.IsScalar()) fail(line, "keys must be plain names");
+    const std::string& key = kv.first.Scalar();
+    auto it = table.find(key);
+    if (it == table.end()) fail(line, "unknown key '" + key + "'");
+    if (!seen.emplace(key, line).second) fail(line, "duplicate key '" + key + "'");
+    it->second(out, Val{kv.second, it->first, line_of(kv.second, line)});
+  }
+  return seen;
+}
+
+// PgBouncer-style "host=... port=... dbname=..."; values may be 'single quoted'.
+void apply_connstr(Database& d, const std::string& s, int line) {
+  size_t i = 0;
+  auto skip_space = [&] { while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i; };
+  for (skip_space(); i < s.size(); skip_space()) {
+    size_t eq = s.find('=', i);
+    size_t space = s.find_first_of(" \t", i);
+    if (eq == std::string::npos || eq == i || (space != std::string::npos && space < eq)) {
+      fail(line, "connection string: expected key=value at '" + s.substr(i) + "'");
+    }
+    std::string key = s.substr(i, eq - i), value;
+    i = eq + 1;
+    if (i < s.size() && s[i] == '\'') {
+      for (++i;; ++i) {
+        if (i >= s.size()) fail(line, "connection string: unterminated quote in value of '" + key + "'");
+        if (s[i] == '\\' && i + 1 < s.size()) value += s[++i];
+        else if (s[i] == '\'') { ++i; break; }
+        else value += s[i];
+      }
+    } else {
+      while (i < s.size() && !std::isspace(static_cast<unsigned char>(s[i]))) value += s[i++];
+    }
+    auto it = database_keys().find(key);
+    if (it == database_keys().end()) fail(line, "unknown key '" + key + "'");
+    it->second(d, Val{YAML::Node(value), it->first, line});
+  }
+}
+
+void parse_databases(Config& cfg, const Val& v) {
+  if (v.node.IsNull()) return;
+  if (!v.node.IsMap()) fail(v, "must be a map of database name -> settings");
+  std::set<std::string> names;
+  for (const auto& kv : v.node) {
+    int line = line_of(kv.first, v.line);
+    if (!kv.first.IsScalar() || kv.first.Scalar().empty()) fail(line, "database names must be non-empty strings");
+    Database d;
+    d.name = kv.first.Scalar();
+    if (!names.insert(d.name).second) fail(line, "duplicate database '" + d.name + "'");
+    const YAML::Node& value = kv.second;
+    if (value.IsMap()) apply_map(d, value, database_keys(), line);
+    else if (value.IsScalar()) apply_connstr(d, value.Scalar(), line_of(value, line));
+    else if (!value.IsNull()) fail(line, "database '" + d.name + "' must be a map or a connection string");
+    int pool = d.pool_size.value_or(cfg.default_pool_size), min = d.min_pool_size.value_or(cfg.min_pool_size);
+    if (min > pool) {
+      fail(line, "database '" + d.name + "': min_pool_size " + std::to_string(min) + " exceeds pool size " +
+                     std::to_string(pool));
+    }
+    cfg.databases.push_back(std::move(d));
+  }
+}
+
+const Table<Config>& config_keys() {
+  static const Table<Config> keys = {
+      {"listen_addr", field(&Config::listen_addr)},
+      {"listen_port", field(&Config::listen_port, 1, 65535)},
+      {"unix_socket_dir", field(&Config::unix_socket_dir)},
+      {"unix_socket_mode", [](Config& c, const Val& v) { c.unix_socket_mode = octal_mode(v); }},
+      {"auth_type", field(&Config::auth_type)},
+      {"auth_file", field(&Config::auth_file)},
+      {"admin_users", field(&Config::admin_users)},
+      {"stats_users", field(&Config::stats_users)},
+      {"pool_mode", field(&Config::pool_mode)},
+      {"default_pool_size", field(&Config::default_pool_size, 1)},
+      {"min_pool_size", field(&Config::min_pool_size, 0)},
+      {"reserve_pool_size", field(&Config::reserve_pool_size, 0)},
+      {"reserve_pool_timeout", field(&Config::reserve_pool_timeout)},
+      {"max_client_conn", field(&Config::max_client_conn, 1)},
+      {"max_db_connections", field(&Config::max_db_connections, 0)},
+      {"server_idle_timeout", field(&Config::server_idle_timeout)},
+      {"server_lifetime", field(&Config::server_lifetime)},
+      {"server_connect_timeout", field(&Config::server_connect_timeout)},
+      {"server_login_retry", field(&Config::server_login_retry)},
+      {"server_reset_query", field(&Config::server_reset_query)},
+      {"server_reset_query_always", field(&Config::server_reset_query_always)},
+      {"server_check_query", field(&Config::server_check_query)},
+      {"server_check_delay", field(&Config::server_check_delay)},
+      {"query_wait_timeout", field(&Config::query_wait_timeout)},
+      {"client_login_timeout", field(&Config::client_login_timeout)},
+      {"shutdown_timeout", field(&Config::shutdown_timeout)},
+      {"log_level", field(&Config::log_level)},
+      {"databases", [](Config&, const Val&) {}},  // applied last by parse_config: needs the pool defaults
+  };
+  return keys;
+}
+
+Config parse_config(const YAML::Node& root, const std::string& name) {
+  Config cfg;
+  cfg.source_path = name;
+  if (root.IsNull()) return cfg;  // empty file: all defaults
+  if (!root.IsMap()) fail(line_of(root, 1), "expected a map of settings at the top level");
+  auto seen = apply_map(cfg, root, config_keys(), 1);
+  if (cfg.min_pool_size > cfg.default_pool_size) {
+    fail(seen["min_pool_size"], "min_pool_size " + std::to_string(cfg.min_pool_size) +
+                                    " exceeds default_pool_size " + std::to_string(cfg.default_pool_size));
+  }
+  if (seen.count("databases")) {
+    const YAML::Node databases = root["databases"];
+    parse_databases(cfg, Val{databases, "databases", line_of(databases, seen["databases"])});
+  }
+  if (cfg.auth_type == AuthType::ScramSha256 && cfg.auth_file.empty()) {
+    fail(seen["auth_type"], "auth_type scram-sha-256 requires auth_file");
+  }
+  if (cfg.listen_addr.empty() && cfg.unix_socket_dir.empty()) {
+    fail(0, "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+  }
+  return cfg;
+}
+
+std::string format(const std::string& name, int line, const std::string& msg) {
+  return line > 0 ? name + ":" + std::to_string(line) + ": " + msg : name + ": " + msg;
+}
+
+}  // namespace
+
+LoadResult load_string(std::string_view yaml, const std::string& name_for_errors) {
+  LoadResult r;
+  try {
+    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml));
+    if (docs.size() > 1) throw Error{line_of(docs[1], 0), "only one YAML document is allowed"};
+    r.config = parse_config(docs.empty() ? YAML::Node() : docs[0], name_for_errors);
+  } catch (const Error& e) {
+    r.error = format(name_for_errors, e.line, e.msg);
+  } catch (const YAML::Exception& e) {
+    r.error = format(name_for_errors, e.mark.line >= 0 ? e.mark.line + 1 : 0, e.msg);
+  } catch (const std::exception& e) {
+    r.error = format(name_for_errors, 0, e.what());
+  }
+  return r;
+}
+
+LoadResult load_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return {std::nullopt, path + ": cannot open: " + std::strerror(errno)};
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  int err = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  if (err) return {std::nullopt, path + ": cannot read: " + std::strerror(err)};
+  return load_string(text, path);
+}
+
+const Database* find_database(const Config& cfg, std::string_view name) {
+  const Database* wildcard = nullptr;
+  for (const Database& d : cfg.databases) {
+    if (d.name == name) return &d;
+    if (d.name == "*") wildcard = &d;
+  }
+  return wildcard;
+}
+
+std::string_view to_string(PoolMode m) { return m == PoolMode::Session ? "session" : "transaction"; }
+std::string_view to_string(AuthType a) { return a == AuthType::Trust ? "trust" : "scram-sha-256"; }
+std::string_view to_string(LogLevel l) {
+  static constexpr std::string_view names[] = {"debug", "info", "warn", "error"};
+  return names[static_cast<int>(l)];
+}
+
+}  // namespace conf

@@ -1,0 +1,381 @@
+#include "conf/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using conf::Duration;
+
+namespace {
+
+conf::Config load_ok(const std::string& yaml) {
+  conf::LoadResult r = conf::load_string(yaml, "test.yaml");
+  EXPECT_EQ(r.error, "");
+  EXPECT_TRUE(r.config.has_value());
+  return r.config.value_or(conf::Config{});
+}
+
+std::string load_err(const std::string& yaml) {
+  conf::LoadResult r = conf::load_string(yaml, "test.yaml");
+  EXPECT_FALSE(r.config.has_value()) << "expected an error for:\n" << yaml;
+  return r.error;
+}
+
+Duration dur(const std::string& text) {
+  return load_ok("server_lifetime: " + text + "\n").server_lifetime;
+}
+
+}  // namespace
+
+TEST(Config, EmptyDocumentGivesDefaults) {
+  for (const char* text : {"", "# only a comment\n", "---\n"}) {
+    conf::Config c = load_ok(text);
+    EXPECT_EQ(c.source_path, "test.yaml");
+    EXPECT_EQ(c.listen_addr, "127.0.0.1");
+    EXPECT_EQ(c.listen_port, 6432);
+    EXPECT_EQ(c.unix_socket_dir, "");
+    EXPECT_EQ(c.unix_socket_mode, 0777);
+    EXPECT_EQ(c.auth_type, conf::AuthType::Trust);
+    EXPECT_TRUE(c.admin_users.empty());
+    EXPECT_EQ(c.pool_mode, conf::PoolMode::Session);
+    EXPECT_EQ(c.default_pool_size, 20);
+    EXPECT_EQ(c.max_client_conn, 100);
+    EXPECT_EQ(c.server_lifetime, 3600s);
+    EXPECT_EQ(c.server_reset_query, "DISCARD ALL");
+    EXPECT_EQ(c.query_wait_timeout, 120s);
+    EXPECT_EQ(c.log_level, conf::LogLevel::Info);
+    EXPECT_TRUE(c.databases.empty());
+  }
+}
+
+TEST(Config, EveryKeyParsed) {
+  conf::Config c = load_ok(R"(
+listen_addr: "*"
+listen_port: 7432
+unix_socket_dir: /run/pgsidecar
+unix_socket_mode: "0660"
+auth_type: scram-sha-256
+auth_file: /etc/pgsidecar/userlist.txt
+admin_users: [admin, root]
+stats_users: "monitor, grafana"
+pool_mode: transaction
+default_pool_size: 30
+min_pool_size: 2
+reserve_pool_size: 5
+reserve_pool_timeout: 3
+max_client_conn: 10000
+max_db_connections: 50
+server_idle_timeout: 10m
+server_lifetime: 2h
+server_connect_timeout: 5s
+server_login_retry: 500ms
+server_reset_query: ""
+server_reset_query_always: true
+server_check_query: "SELECT 2"
+server_check_delay: 0
+query_wait_timeout: 1.5s
+client_login_timeout: 20
+shutdown_timeout: 45s
+log_level: debug
+databases:
+  app:
+    host: db.internal
+    port: 5433
+    dbname: app_prod
+    user: app_owner
+    password: s3cret
+    pool_mode: session
+    pool_size: 10
+    min_pool_size: 1
+    reserve_pool_size: 3
+)");
+  EXPECT_EQ(c.listen_addr, "*");
+  EXPECT_EQ(c.listen_port, 7432);
+  EXPECT_EQ(c.unix_socket_dir, "/run/pgsidecar");
+  EXPECT_EQ(c.unix_socket_mode, 0660);
+  EXPECT_EQ(c.auth_type, conf::AuthType::ScramSha256);
+  EXPECT_EQ(c.auth_file, "/etc/pgsidecar/userlist.txt");
+  EXPECT_EQ(c.admin_users, (std::vector<std::string>{"admin", "root"}));
+  EXPECT_EQ(c.stats_users, (std::vector<std::string>{"monitor", "grafana"}));
+  EXPECT_EQ(c.pool_mode, conf::PoolMode::Transaction);
+  EXPECT_EQ(c.default_pool_size, 30);
+  EXPECT_EQ(c.min_pool_size, 2);
+  EXPECT_EQ(c.reserve_pool_size, 5);
+  EXPECT_EQ(c.reserve_pool_timeout, 3s);
+  EXPECT_EQ(c.max_client_conn, 10000);
+  EXPECT_EQ(c.max_db_connections, 50);
+  EXPECT_EQ(c.server_idle_timeout, 10min);
+  EXPECT_EQ(c.server_lifetime, 2h);
+  EXPECT_EQ(c.server_connect_timeout, 5s);
+  EXPECT_EQ(c.server_login_retry, 500ms);
+  EXPECT_EQ(c.server_reset_query, "");
+  EXPECT_TRUE(c.server_reset_query_always);
+  EXPECT_EQ(c.server_check_query, "SELECT 2");
+  EXPECT_EQ(c.server_check_delay, 0ms);
+  EXPECT_EQ(c.query_wait_timeout, 1500ms);
+  EXPECT_EQ(c.client_login_timeout, 20s);
+  EXPECT_EQ(c.shutdown_timeout, 45s);
+  EXPECT_EQ(c.log_level, conf::LogLevel::Debug);
+  ASSERT_EQ(c.databases.size(), 1u);
+  const conf::Database& d = c.databases[0];
+  EXPECT_EQ(d.name, "app");
+  EXPECT_EQ(d.host, "db.internal");
+  EXPECT_EQ(d.port, 5433);
+  EXPECT_EQ(d.dbname, "app_prod");
+  EXPECT_EQ(d.user, "app_owner");
+  EXPECT_EQ(d.password, "s3cret");
+  EXPECT_EQ(d.pool_mode, conf::PoolMode::Session);
+  EXPECT_EQ(d.pool_size, 10);
+  EXPECT_EQ(d.min_pool_size, 1);
+  EXPECT_EQ(d.reserve_pool_size, 3);
+}
+
+TEST(Config, DurationForms) {
+  EXPECT_EQ(dur("0"), 0ms);
+  EXPECT_EQ(dur("30"), 30s);
+  EXPECT_EQ(dur("0.25"), 250ms);
+  EXPECT_EQ(dur("500ms"), 500ms);
+  EXPECT_EQ(dur("30s"), 30s);
+  EXPECT_EQ(dur("\"30s\""), 30s);
+  EXPECT_EQ(dur("5m"), 5min);
+  EXPECT_EQ(dur("1h"), 1h);
+  EXPECT_EQ(dur("1.5s"), 1500ms);
+  for (const char* bad : {"-1", "-5s", "5 s", "5d", "abc", "1.2.3s", "s", "\"\"", "[1]", "1e3"}) {
+    std::string e = load_err(std::string("\nserver_lifetime: ") + bad + "\n");
+    EXPECT_EQ(e.rfind("test.yaml:2: server_lifetime must be a duration >= 0", 0), 0u) << bad << " -> " << e;
+  }
+}
+
+TEST(Config, UnknownKeyHasLine) {
+  EXPECT_EQ(load_err("listen_port: 6432\n\n# comment\nfoo: 1\n"), "test.yaml:4: unknown key 'foo'");
+  EXPECT_EQ(load_err("databases:\n  app:\n    host: x\n    hots: y\n"), "test.yaml:4: unknown key 'hots'");
+  EXPECT_EQ(load_err("databases:\n  app: {host: x, colour: red}\n"), "test.yaml:2: unknown key 'colour'");
+  // Sections of later releases are not supported yet.
+  EXPECT_EQ(load_err("log_level: info\nmetrics: {listen: \"127.0.0.1:9127\"}\n"),
+            "test.yaml:2: unknown key 'metrics'");
+}
+
+TEST(Config, DuplicateKeyRejected) {
+  EXPECT_EQ(load_err("listen_port: 1\nlisten_port: 2\n"), "test.yaml:2: duplicate key 'listen_port'");
+}
+
+TEST(Config, BadEnumHasLine) {
+  EXPECT_EQ(load_err("listen_port: 6432\npool_mode: sesion\n"),
+            "test.yaml:2: pool_mode must be session or transaction, got 'sesion'");
+  EXPECT_EQ(load_err("databases:\n  app:\n    host: x\n\n    pool_mode: sesion\n"),
+            "test.yaml:5: pool_mode must be session or transaction, got 'sesion'");
+  EXPECT_EQ(load_err("auth_type: md5\n"), "test.yaml:1: auth_type must be trust or scram-sha-256, got 'md5'");
+  EXPECT_EQ(load_err("log_level: verbose\n"),
+            "test.yaml:1: log_level must be debug, info, warn or error, got 'verbose'");
+  EXPECT_EQ(load_err("server_reset_query_always: yes\n"),
+            "test.yaml:1: server_reset_query_always must be true or false, got 'yes'");
+}
+
+TEST(Config, BadPort) {
+  for (const char* bad : {"0", "65536", "-1", "abc", "64.5", "\"\""}) {
+    std::string e = load_err(std::string("listen_addr: 127.0.0.1\n\nlisten_port: ") + bad + "\n");
+    EXPECT_EQ(e.rfind("test.yaml:3: listen_port must be an integer 1-65535", 0), 0u) << e;
+  }
+  EXPECT_EQ(load_ok("listen_port: 65535\n").listen_port, 65535);
+  EXPECT_EQ(load_err("databases:\n  app: {port: 99999}\n").rfind("test.yaml:2: port must be an integer 1-65535", 0),
+            0u);
+}
+
+TEST(Config, BadSizes) {
+  EXPECT_EQ(load_err("default_pool_size: 0\n"), "test.yaml:1: default_pool_size must be an integer >= 1, got '0'");
+  EXPECT_EQ(load_err("max_client_conn: 0\n"), "test.yaml:1: max_client_conn must be an integer >= 1, got '0'");
+  EXPECT_EQ(load_err("reserve_pool_size: -1\n"), "test.yaml:1: reserve_pool_size must be an integer >= 0, got '-1'");
+  EXPECT_EQ(load_err("max_db_connections: 1e9\n"),
+            "test.yaml:1: max_db_connections must be an integer >= 0, got '1e9'");
+  EXPECT_EQ(load_err("min_pool_size: 5\ndefault_pool_size: 4\n"),
+            "test.yaml:1: min_pool_size 5 exceeds default_pool_size 4");
+  EXPECT_EQ(load_err("min_pool_size: 5\ndatabases:\n  app: {pool_size: 3}\n"),
+            "test.yaml:3: database 'app': min_pool_size 5 exceeds pool size 3");
+}
+
+TEST(Config, SocketMode) {
+  EXPECT_EQ(load_ok("unix_socket_mode: 0777\n").unix_socket_mode, 0777);
+  EXPECT_EQ(load_ok("unix_socket_mode: \"0660\"\n").unix_socket_mode, 0660);
+  EXPECT_EQ(load_ok("unix_socket_mode: 600\n").unix_socket_mode, 0600);
+  EXPECT_EQ(load_err("unix_socket_mode: \"0789\"\n").rfind("test.yaml:1: unix_socket_mode must be an octal", 0), 0u);
+}
+
+TEST(Config, UserLists) {
+  EXPECT_EQ(load_ok("admin_users: admin\n").admin_users, (std::vector<std::string>{"admin"}));
+  EXPECT_EQ(load_ok("admin_users: \"a,b ,, c\"\n").admin_users, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(load_ok("admin_users:\n  - a\n  - b\n").admin_users, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(load_ok("admin_users: []\n").admin_users.empty());
+  EXPECT_EQ(load_err("admin_users: {a: 1}\n"),
+            "test.yaml:1: admin_users must be a list of names or a comma-separated string");
+  EXPECT_EQ(load_err("stats_users: [[a]]\n"), "test.yaml:1: stats_users must be a list of names");
+}
+
+TEST(Config, SyntaxErrorHasLine) {
+  std::string e = load_err("listen_port: 6432\npool_mode: [session\nlog_level: info\n");
+  EXPECT_EQ(e.rfind("test.yaml:", 0), 0u) << e;
+  EXPECT_NE(e.find_first_of("0123456789"), std::string::npos) << e;
+  e = load_err("listen_port: 6432\n  bad indent: 1\n");
+  EXPECT_EQ(e.rfind("test.yaml:2: ", 0), 0u) << e;
+  EXPECT_EQ(load_err("- a\n- b\n"), "test.yaml:1: expected a map of settings at the top level");
+  EXPECT_EQ(load_err("listen_port: 1\n---\nlisten_port: 2\n"), "test.yaml:3: only one YAML document is allowed");
+}
+
+TEST(Config, MissingFile) {
+  conf::LoadResult r = conf::load_file("/nonexistent/pgsidecar.yaml");
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error, "/nonexistent/pgsidecar.yaml: cannot open: No such file or directory");
+}
+
+TEST(Config, LoadFile) {
+  char path[] = "/tmp/config_test_XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream(path) << "listen_port: 7000\npool_mode: transactoin\n";
+  }
+  conf::LoadResult r = conf::load_file(path);
+  EXPECT_EQ(r.error, std::string(path) + ":2: pool_mode must be session or transaction, got 'transactoin'");
+  {
+    std::ofstream(path) << "listen_port: 7000\n";
+  }
+  r = conf::load_file(path);
+  ASSERT_TRUE(r.config.has_value()) << r.error;
+  EXPECT_EQ(r.config->listen_port, 7000);
+  EXPECT_EQ(r.config->source_path, path);
+  std::remove(path);
+}
+
+TEST(Config, DatabaseOverrides) {
+  conf::Config c = load_ok(R"(
+pool_mode: transaction
+default_pool_size: 15
+databases:
+  plain: {}
+  nulled:
+  app: {host: /var/run/postgresql, pool_mode: session, pool_size: 4}
+  legacy: "host=10.0.0.5 port=6543 dbname=legacy user=old password='pw 1' pool_size=7"
+)");
+  ASSERT_EQ(c.databases.size(), 4u);
+  const conf::Database* plain = conf::find_database(c, "plain");
+  ASSERT_NE(plain, nullptr);
+  EXPECT_EQ(plain->host, "127.0.0.1");
+  EXPECT_EQ(plain->port, 5432);
+  EXPECT_EQ(plain->dbname, "");
+  EXPECT_FALSE(plain->pool_mode.has_value());
+  EXPECT_FALSE(plain->pool_size.has_value());
+  ASSERT_NE(conf::find_database(c, "nulled"), nullptr);
+  const conf::Database* app = conf::find_database(c, "app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->host, "/var/run/postgresql");
+  EXPECT_EQ(app->pool_mode, conf::PoolMode::Session);
+  EXPECT_EQ(app->pool_size, 4);
+  const conf::Database* legacy = conf::find_database(c, "legacy");
+  ASSERT_NE(legacy, nullptr);
+  EXPECT_EQ(legacy->host, "10.0.0.5");
+  EXPECT_EQ(legacy->port, 6543);
+  EXPECT_EQ(legacy->dbname, "legacy");
+  EXPECT_EQ(legacy->user, "old");
+  EXPECT_EQ(legacy->password, "pw 1");
+  EXPECT_EQ(legacy->pool_size, 7);
+  EXPECT_EQ(load_err("databases:\n  x: \"host=a bogus=1\"\n"), "test.yaml:2: unknown key 'bogus'");
+  EXPECT_EQ(load_err("databases:\n  x: \"host=a port=http\"\n"),
+            "test.yaml:2: port must be an integer 1-65535, got 'http'");
+  EXPECT_EQ(load_err("databases:\n  x: {host: a}\n  x: {host: b}\n"), "test.yaml:3: duplicate database 'x'");
+  EXPECT_EQ(load_err("databases:\n  x: {host: \"\"}\n"), "test.yaml:2: host must not be empty");
+}
+
+TEST(Config, ConnectionStringQuotes) {
+  conf::Config c = load_ok("databases:\n  x: \"password='a b\\\\'c' user=u\"\n");
+  ASSERT_EQ(c.databases.size(), 1u);
+  EXPECT_EQ(c.databases[0].password, "a b'c");
+  EXPECT_EQ(c.databases[0].user, "u");
+}
+
+TEST(Config, WildcardLookup) {
+  conf::Config c = load_ok(R"(
+databases:
+  "*": {host: 10.0.0.1}
+  app: {host: 10.0.0.2}
+)");
+  const conf::Database* app = conf::find_database(c, "app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->host, "10.0.0.2");
+  const conf::Database* other = conf::find_database(c, "reports");
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(other->name, "*");
+  EXPECT_EQ(other->host, "10.0.0.1");
+
+  conf::Config no_wildcard = load_ok("databases:\n  app: {}\n");
+  EXPECT_EQ(conf::find_database(no_wildcard, "reports"), nullptr);
+  EXPECT_NE(conf::find_database(no_wildcard, "app"), nullptr);
+}
+
+TEST(Config, ScramRequiresAuthFile) {
+  EXPECT_EQ(load_err("listen_port: 6432\nauth_type: scram-sha-256\n"),
+            "test.yaml:2: auth_type scram-sha-256 requires auth_file");
+  EXPECT_EQ(load_err("auth_type: scram-sha-256\nauth_file: \"\"\n"),
+            "test.yaml:1: auth_type scram-sha-256 requires auth_file");
+  EXPECT_EQ(load_ok("auth_type: scram-sha-256\nauth_file: /etc/u.txt\n").auth_type, conf::AuthType::ScramSha256);
+}
+
+TEST(Config, NothingToListenOn) {
+  EXPECT_EQ(load_err("listen_addr: \"\"\n"),
+            "test.yaml: nothing to listen on: listen_addr and unix_socket_dir are both empty");
+  EXPECT_EQ(load_ok("listen_addr: \"\"\nunix_socket_dir: /tmp\n").listen_addr, "");
+}
+
+// The shipped example must load and show every key at its real default.
+TEST(Config, ExampleFileMatchesDefaults) {
+  std::string here = __FILE__;
+  std::string path = here.substr(0, here.rfind("tests/unit/")) + "conf/pgsidecar.example.yaml";
+  conf::LoadResult r = conf::load_file(path);
+  ASSERT_TRUE(r.config.has_value()) << r.error;
+  const conf::Config& c = *r.config;
+  const conf::Config d;
+  EXPECT_EQ(c.listen_addr, d.listen_addr);
+  EXPECT_EQ(c.listen_port, d.listen_port);
+  EXPECT_EQ(c.unix_socket_dir, d.unix_socket_dir);
+  EXPECT_EQ(c.unix_socket_mode, d.unix_socket_mode);
+  EXPECT_EQ(c.auth_type, d.auth_type);
+  EXPECT_EQ(c.auth_file, d.auth_file);
+  EXPECT_EQ(c.admin_users, d.admin_users);
+  EXPECT_EQ(c.stats_users, d.stats_users);
+  EXPECT_EQ(c.pool_mode, d.pool_mode);
+  EXPECT_EQ(c.default_pool_size, d.default_pool_size);
+  EXPECT_EQ(c.min_pool_size, d.min_pool_size);
+  EXPECT_EQ(c.reserve_pool_size, d.reserve_pool_size);
+  EXPECT_EQ(c.reserve_pool_timeout, d.reserve_pool_timeout);
+  EXPECT_EQ(c.max_client_conn, d.max_client_conn);
+  EXPECT_EQ(c.max_db_connections, d.max_db_connections);
+  EXPECT_EQ(c.server_idle_timeout, d.server_idle_timeout);
+  EXPECT_EQ(c.server_lifetime, d.server_lifetime);
+  EXPECT_EQ(c.server_connect_timeout, d.server_connect_timeout);
+  EXPECT_EQ(c.server_login_retry, d.server_login_retry);
+  EXPECT_EQ(c.server_reset_query, d.server_reset_query);
+  EXPECT_EQ(c.server_reset_query_always, d.server_reset_query_always);
+  EXPECT_EQ(c.server_check_query, d.server_check_query);
+  EXPECT_EQ(c.server_check_delay, d.server_check_delay);
+  EXPECT_EQ(c.query_wait_timeout, d.query_wait_timeout);
+  EXPECT_EQ(c.client_login_timeout, d.client_login_timeout);
+  EXPECT_EQ(c.shutdown_timeout, d.shutdown_timeout);
+  EXPECT_EQ(c.log_level, d.log_level);
+  ASSERT_EQ(c.databases.size(), 1u);
+  EXPECT_EQ(c.databases[0].name, "*");
+  EXPECT_EQ(c.databases[0].host, "127.0.0.1");
+  EXPECT_EQ(c.databases[0].port, 5432);
+}
+
+TEST(Config, ToString) {
+  EXPECT_EQ(conf::to_string(conf::PoolMode::Session), "session");
+  EXPECT_EQ(conf::to_string(conf::PoolMode::Transaction), "transaction");
+  EXPECT_EQ(conf::to_string(conf::AuthType::Trust), "trust");
+  EXPECT_EQ(conf::to_string(conf::AuthType::ScramSha256), "scram-sha-256");
+  EXPECT_EQ(conf::to_string(conf::LogLevel::Debug), "debug");
+  EXPECT_EQ(conf::to_string(conf::LogLevel::Warn), "warn");
+  EXPECT_EQ(conf::to_string(conf::LogLevel::Error), "error");
+}
