@@ -88,6 +88,21 @@ std::optional<Key> salted_password(std::string_view password, std::string_view s
   return out;
 }
 
+// PBKDF2 costs about a millisecond at 4096 iterations and would run on every server
+// login; the server sends the same salt for a role every time, so remember the
+// result per (password, salt, iterations). Bounded: cleared when it fills up.
+std::optional<Key> cached_salted_password(std::string_view password, std::string_view salt, int iterations) {
+  static std::map<std::string, Key> cache;
+  std::string key = std::to_string(iterations);
+  key.append(1, '\0').append(salt).append(1, '\0').append(password);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  auto salted = salted_password(password, salt, iterations);
+  if (!salted) return salted;
+  if (cache.size() >= 64) cache.clear();
+  cache.emplace(std::move(key), *salted);
+  return salted;
+}
+
 std::string md5_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -320,7 +335,7 @@ bool ScramClient::server_first(std::string_view msg, std::string& client_final, 
   auto iterations = parse_iterations(*i);
   if (!iterations) return fail(err, "SCRAM: invalid iteration count");
 
-  auto salted = salted_password(password_, *salt, *iterations);
+  auto salted = cached_salted_password(password_, *salt, *iterations);
   if (!salted) return fail(err, "SCRAM: internal crypto error");
   salted_password_ = *salted;
   OPENSSL_cleanse(salted->data(), salted->size());

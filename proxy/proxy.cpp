@@ -48,25 +48,28 @@ std::vector<std::pair<std::string, std::string>> decode_params(const std::string
 }  // namespace
 
 Proxy::Proxy(uv_loop_t* loop, conf::Config cfg, Userlist users)
-    : loop_(loop), cfg_(std::move(cfg)), users_(std::move(users)) {
-  dummy_secret_ = auth::make_scram_secret(std::to_string(random_u32()) + std::to_string(random_u32()));
-  rebuild_secrets();
-}
+    : loop_(loop), cfg_(std::move(cfg)), users_(std::move(users)) {}
 
 Proxy::~Proxy() = default;
 
-void Proxy::rebuild_secrets() {
-  secrets_.clear();
-  for (auto& [user, pw] : users_) {
-    if (auto s = auth::parse_scram_secret(pw)) secrets_[user] = *s;
-    else if (pw.rfind("md5", 0) != 0 || pw.size() != 35) secrets_[user] = auth::make_scram_secret(pw);
-    // md5 hashes cannot verify a SCRAM exchange: such users cannot log in with scram-sha-256.
-  }
+// Client-auth secret for a user, derived on first use: PBKDF2 for every plain
+// password at start or reload would stall the loop for milliseconds per user.
+const auth::ScramSecret* Proxy::scram_secret(const std::string& user) const {
+  if (auto it = secrets_.find(user); it != secrets_.end()) return &it->second;
+  auto u = users_.find(user);
+  if (u == users_.end()) return nullptr;
+  if (auto s = auth::parse_scram_secret(u->second)) return &secrets_.emplace(user, *s).first->second;
+  // An md5 hash cannot verify a SCRAM exchange: such users cannot log in with scram-sha-256.
+  if (u->second.rfind("md5", 0) == 0 && u->second.size() == 35) return nullptr;
+  return &secrets_.emplace(user, auth::make_scram_secret(u->second)).first->second;
 }
 
-const auth::ScramSecret* Proxy::scram_secret(const std::string& user) const {
-  auto it = secrets_.find(user);
-  return it == secrets_.end() ? nullptr : &it->second;
+const auth::ScramSecret& Proxy::dummy_secret() const {
+  if (!dummy_secret_) {
+    dummy_secret_ = std::make_unique<auth::ScramSecret>(
+        auth::make_scram_secret(std::to_string(random_u32()) + std::to_string(random_u32())));
+  }
+  return *dummy_secret_;
 }
 
 bool Proxy::start(std::string& err) {
@@ -234,7 +237,7 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
   cfg.unix_socket_dir = cfg_.unix_socket_dir;
   cfg_ = std::move(cfg);
   users_ = std::move(users);
-  rebuild_secrets();
+  secrets_.clear();
   logx::set_level(cfg_.log_level);
   for (auto& [key, e] : pools_) {
     const std::string& database = e->pool->database();

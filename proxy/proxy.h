@@ -47,7 +47,7 @@ class Proxy {
   const conf::Config& config() const { return cfg_; }
   const Userlist& users() const { return users_; }
   const auth::ScramSecret* scram_secret(const std::string& user) const;
-  const auth::ScramSecret& dummy_secret() const { return dummy_secret_; }
+  const auth::ScramSecret& dummy_secret() const;
   bool shutting_down() const { return shutting_down_; }
   int client_count() const { return int(clients_.size()); }
   // Finds or creates the pool for a client; nullptr if the database is unknown.
@@ -61,14 +61,13 @@ class Proxy {
   void accept(uv_stream_t* listener, bool tcp);
   void janitor();
   pool::Settings settings_for(const conf::Database& db) const;
-  void rebuild_secrets();
   void maybe_finish_shutdown();
 
   uv_loop_t* loop_;
   conf::Config cfg_;
   Userlist users_;
-  std::map<std::string, auth::ScramSecret> secrets_;   // client auth secrets by user
-  auth::ScramSecret dummy_secret_;                     // for unknown users: fail only at the end
+  mutable std::map<std::string, auth::ScramSecret> secrets_;     // client auth secrets by user, derived lazily
+  mutable std::unique_ptr<auth::ScramSecret> dummy_secret_;      // for unknown users: fail only at the end
   std::unique_ptr<uv_tcp_t> tcp_listener_;
   std::unique_ptr<uv_pipe_t> unix_listener_;
   std::string unix_path_;
