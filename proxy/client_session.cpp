@@ -365,7 +365,12 @@ void ClientSession::forward() {
     switch (type) {
       case 'X': terminate = true; break;
       case 'Q': case 'S': case 'F': s->note_sync_point(); break;
-      case 'P': case 'B': case 'D': case 'E': case 'C': case 'H': s->note_unsynced(); break;
+      case 'P':
+        // A named statement outlives the transaction on this server (until the plan cache maps them).
+        if (txn && avail - pos > 5 && p[pos + 5] != 0) s->note_session_state();
+        s->note_unsynced();
+        break;
+      case 'B': case 'D': case 'E': case 'C': case 'H': s->note_unsynced(); break;
       default: break;   // CopyData/CopyDone/CopyFail and anything the server will judge itself
     }
     if (terminate) {
@@ -409,6 +414,9 @@ bool ClientSession::inspect_query(const uint8_t* body, size_t len) {
       send(out);
       return false;
     }
+    case StmtKind::SessionObject:
+      server_->note_session_state();
+      return true;
     case StmtKind::Set:
     case StmtKind::Reset:
       if (tracked_index(c.name) >= 0 || c.name == "timezone") return true;   // followed through ParameterStatus

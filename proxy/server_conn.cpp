@@ -268,7 +268,7 @@ void ServerConn::settle_pending_setting() {
   if (!saw_error_) {
     client_->settings().apply(pending_setting_, pending_stmt_);
     if (tx_status_ == 'I') settings_.apply(pending_setting_, pending_stmt_);
-    else settings_unknown_ = true;   // inside a block: it may yet roll back
+    else needs_discard_ = true;   // inside a block: it may yet roll back
   }
   pending_setting_ = {};
   pending_stmt_.clear();
@@ -277,15 +277,16 @@ void ServerConn::settle_pending_setting() {
 void ServerConn::release_to_pool() {
   client_ = nullptr;
   state_ = State::Idle;
-  if (!settings_unknown_) {
+  if (!needs_discard_) {
     pool_.release(this);
     return;
   }
-  // What a transaction block did to settings is unknown: back to the defaults first.
-  run_internal("RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION", [this](const pg::ErrorInfo* err) {
+  // The last client left state behind (prepared statements, cursors, temp tables,
+  // settings changed inside a block): wipe it before anyone else gets this server.
+  run_internal("DISCARD ALL", [this](const pg::ErrorInfo* err) {
     settings_.clear();
-    settings_unknown_ = false;
-    if (err) return close_member("could not reset session settings");
+    needs_discard_ = false;
+    if (err) return close_member("DISCARD ALL failed");
     state_ = State::Idle;
     pool_.release(this);
   });

@@ -67,6 +67,8 @@ class ServerConn final : public Conn, public pool::Member {
     pending_stmt_ = stmt;
   }
   SettingList& settings() { return settings_; }
+  // The client created state that would outlive its transaction here.
+  void note_session_state() { needs_discard_ = true; }
 
   const TrackedValues& tracked() const { return tracked_; }
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
@@ -119,7 +121,7 @@ class ServerConn final : public Conn, public pool::Member {
   Classified pending_setting_;
   std::string pending_stmt_;
   bool saw_error_ = false;          // an ErrorResponse since the last ReadyForQuery
-  bool settings_unknown_ = false;   // a SET ran inside a transaction block: reset before reuse
+  bool needs_discard_ = false;      // session state of unknown extent: DISCARD ALL before reuse
 
   InternalDone internal_done_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;

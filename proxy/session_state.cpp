@@ -83,6 +83,16 @@ Classified classify(std::string_view sql) {
     c.kind = StmtKind::Listen;
     return c;
   }
+  if (first == "prepare" || first == "declare") {
+    c.kind = StmtKind::SessionObject;
+    return c;
+  }
+  if (first == "create") {
+    std::string w = lx.word();
+    if (w == "local" || w == "global") w = lx.word();
+    if (w == "temp" || w == "temporary") c.kind = StmtKind::SessionObject;
+    return c;
+  }
   if (first != "set" && first != "reset" && first != "discard") return c;
   if (multi_statement(sql)) return c;
   if (first == "discard") {

@@ -13,7 +13,10 @@
 
 namespace proxy {
 
-enum class StmtKind { Other, Set, Reset, ResetAll, DiscardAll, Listen };
+// SessionObject: creates something that outlives the transaction on that server
+// connection (PREPARE, DECLARE cursor, CREATE TEMP ...): the server is discarded
+// (DISCARD ALL) before anyone else uses it.
+enum class StmtKind { Other, Set, Reset, ResetAll, DiscardAll, Listen, SessionObject };
 
 struct Classified {
   StmtKind kind = StmtKind::Other;

@@ -37,6 +37,14 @@ TEST(Classify, ResetDiscardListen) {
   EXPECT_EQ(classify("-- comment\nlisten chan").kind, StmtKind::Listen);
 }
 
+TEST(Classify, SessionObjects) {
+  EXPECT_EQ(classify("PREPARE q AS SELECT 1").kind, StmtKind::SessionObject);
+  EXPECT_EQ(classify("declare c cursor with hold for select 1").kind, StmtKind::SessionObject);
+  EXPECT_EQ(classify("CREATE TEMP TABLE t (a int)").kind, StmtKind::SessionObject);
+  EXPECT_EQ(classify("create local temporary table t (a int)").kind, StmtKind::SessionObject);
+  EXPECT_EQ(classify("CREATE TABLE t (a int)").kind, StmtKind::Other);
+}
+
 TEST(SettingList, DiffReplaysAndResets) {
   proxy::SettingList client, server;
   client.apply(classify("SET search_path TO a"), "SET search_path TO a");
