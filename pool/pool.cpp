@@ -37,18 +37,23 @@ void Pool::acquire(Waiter* w, std::string_view key) {
     }
   }
   Time now = Clock::now();
-  bool any_active = std::any_of(members_.begin(), members_.end(), [](const Member* m) {
-    return m->state != Member::State::Idle;
-  });
-  if (now < retry_at_ && !any_active) {
-    // The last login failed moments ago and nothing could free up: say why now.
-    w->wait_failed(last_failure_);
-    return;
+  if (now < retry_at_) {
+    bool any_busy = std::any_of(members_.begin(), members_.end(), [](const Member* m) {
+      return m->state != Member::State::Idle;
+    });
+    if (!any_busy) {
+      // The last login failed moments ago and nothing could free up: say why now.
+      w->wait_failed(last_failure_);
+      return;
+    }
   }
   w->waiting = true;
   w->wait_start = now;
   waiters_.push_back(w);
-  serve();
+  // Saturated pool (the common case under load): nothing idle, nothing to launch.
+  // Releases serve the queue; skip the scans.
+  if (!idle_.empty()) serve();
+  else launch_for_waiters(now);
 }
 
 void Pool::cancel(Waiter* w) {
@@ -130,6 +135,7 @@ bool Pool::may_launch(Time now, bool for_waiter) const {
 // Opens servers for waiters that no idle or launching server will serve.
 void Pool::launch_for_waiters(Time now) {
   if (waiters_.empty()) return;
+  if (!may_launch(now, true) && idle_.empty()) return;   // full, and no idle server to trade
   // Waiters per params key, minus servers already launching for that key.
   std::vector<std::pair<std::string_view, int>> need;
   for (Waiter* w : waiters_) {

@@ -300,9 +300,10 @@ void ClientSession::process_input() {
       if (len < 4 || len > pg::kMaxMessageLen) return protocol_violation("invalid message length " + std::to_string(len));
     }
     if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
-    // Usually granted at once (forwarding runs inside); otherwise stop reading while queued.
+    // Usually granted at once (forwarding runs inside). While queued, keep reading
+    // (a disconnect is seen at once, no epoll changes) up to a bound.
     pool_entry_->pool->acquire(this, params_key_);
-    if (waiting) read_stop();
+    if (waiting && in_size() > kMaxBufferedWhileWaiting) read_stop();
     return;
   }
   if (server_->busy_internal()) {

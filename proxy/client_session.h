@@ -47,6 +47,7 @@ class ClientSession final : public Conn, public pool::Waiter {
 
  private:
   enum class State { Startup, Auth, Login, Ready };
+  static constexpr size_t kMaxBufferedWhileWaiting = 64 * 1024;
 
   void on_read() override;
   void on_read_end(int status) override;
