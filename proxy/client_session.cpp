@@ -315,29 +315,16 @@ void ClientSession::process_input() {
 
 // Client -> server: forward byte ranges, noting sync points for the release rule.
 void ClientSession::forward() {
-  constexpr unsigned kMaxBufs = 16;
-  uv_buf_t bufs[kMaxBufs];
-  unsigned n = 0;
   const uint8_t* p = in_data();
   size_t avail = in_size(), pos = 0;
   ServerConn* s = server_;
   bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
-  auto add = [&](size_t from, size_t len) {
-    if (n > 0 && bufs[n - 1].base + bufs[n - 1].len == reinterpret_cast<const char*>(p + from)) {
-      bufs[n - 1].len += len;
-    } else {
-      if (n == kMaxBufs) {
-        s->send(bufs, n);
-        n = 0;
-      }
-      bufs[n++] = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p + from)), unsigned(len));
-    }
-  };
+  WriteBatch out(s);
   bool terminate = false;
   while (pos < avail) {
     if (fwd_remaining_ > 0) {
       size_t take = std::min(fwd_remaining_, avail - pos);
-      add(pos, take);
+      out.add(p + pos, take);
       pos += take;
       fwd_remaining_ -= take;
       continue;
@@ -347,15 +334,14 @@ void ClientSession::forward() {
     uint32_t len = pg::get_u32(p + pos + 1);
     if (len < 4 || len > pg::kMaxMessageLen || !valid_frontend_type(uint8_t(type))) {
       in_consume(pos);
-      if (n) s->send(bufs, n);
+      out.flush();
       protocol_violation(len < 4 || len > pg::kMaxMessageLen ? "invalid message length " + std::to_string(len)
                                                             : "invalid frontend message type " + std::to_string(uint8_t(type)));
       return;
     }
     if (type == 'Q' && txn && avail - pos > len && !inspect_query(p + pos + 5, len - 4)) {
       // Refused here and answered by us: not forwarded.
-      if (n) s->send(bufs, n);
-      n = 0;
+      out.flush();
       pos += len + 1;
       in_consume(pos);
       p = in_data();
@@ -380,12 +366,12 @@ void ClientSession::forward() {
     }
     size_t total = size_t(len) + 1;
     size_t take = std::min(total, avail - pos);
-    add(pos, take);
+    out.add(p + pos, take);
     pos += take;
     fwd_remaining_ = total - take;
   }
   in_consume(pos);
-  if (n) s->send(bufs, n);
+  out.flush();
   if (terminate) {
     close();
     return;

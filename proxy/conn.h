@@ -87,4 +87,30 @@ class Conn {
   bool reading_ = false, closing_ = false, close_when_flushed_ = false, high_ = false, initialized_ = false, resolving_ = false;
 };
 
+// Byte ranges of received input bound for one peer, sent with one write;
+// adjacent ranges merge. The ranges must stay valid until flush().
+class WriteBatch {
+ public:
+  explicit WriteBatch(Conn* dest) : dest_(dest) {}
+  void add(const uint8_t* p, size_t len) {
+    const char* c = reinterpret_cast<const char*>(p);
+    if (n_ > 0 && bufs_[n_ - 1].base + bufs_[n_ - 1].len == c) {
+      bufs_[n_ - 1].len += unsigned(len);
+      return;
+    }
+    if (n_ == kMaxBufs) flush();
+    bufs_[n_++] = uv_buf_init(const_cast<char*>(c), unsigned(len));
+  }
+  void flush() {
+    if (n_) dest_->send(bufs_, n_);
+    n_ = 0;
+  }
+
+ private:
+  static constexpr unsigned kMaxBufs = 16;
+  Conn* dest_;
+  uv_buf_t bufs_[kMaxBufs];
+  unsigned n_ = 0;
+};
+
 }  // namespace proxy

@@ -191,27 +191,14 @@ void ServerConn::link(ClientSession* client) {
 
 // Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
 void ServerConn::process_linked() {
-  constexpr unsigned kMaxBufs = 16;
-  uv_buf_t bufs[kMaxBufs];
-  unsigned n = 0;
   const uint8_t* p = in_data();
   size_t avail = in_size(), pos = 0;
   bool release = false;
-  auto add = [&](size_t from, size_t len) {
-    if (n > 0 && bufs[n - 1].base + bufs[n - 1].len == reinterpret_cast<const char*>(p + from)) {
-      bufs[n - 1].len += len;
-    } else {
-      if (n == kMaxBufs) {
-        client_->send(bufs, n);
-        n = 0;
-      }
-      bufs[n++] = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p + from)), unsigned(len));
-    }
-  };
+  WriteBatch out(client_);
   while (pos < avail && !release) {
     if (fwd_remaining_ > 0) {
       size_t take = std::min(fwd_remaining_, avail - pos);
-      add(pos, take);
+      out.add(p + pos, take);
       pos += take;
       fwd_remaining_ -= take;
       continue;
@@ -246,13 +233,13 @@ void ServerConn::process_linked() {
       }
     }
     size_t take = std::min(total, avail - pos);
-    add(pos, take);
+    out.add(p + pos, take);
     pos += take;
     fwd_remaining_ = total - take;
   }
   in_consume(pos);
   ClientSession* c = client_;
-  if (n) c->send(bufs, n);
+  out.flush();
   if (release) {
     // The transaction is over: give the server back, then tell the client.
     client_ = nullptr;
