@@ -94,8 +94,9 @@ bool ClientSession::handle_startup_packet() {
       send("N");   // no TLS/GSS yet: the client goes on in plain text or gives up
       return true;
     case pg::kCancelRequest:
-      proxy_.cancel(sp.cancel_pid, sp.cancel_key);
-      close();
+      // Closed once the server has processed the cancel (or now, if there is nothing to cancel).
+      if (!proxy_.cancel(cancel_pid_, sp.cancel_pid, sp.cancel_key)) close();
+      else read_stop();
       return false;
     default: break;
   }

@@ -11,18 +11,27 @@
 namespace proxy {
 namespace {
 
-// Sends one CancelRequest to a server and hangs up.
+// Sends one CancelRequest to a server and waits for the server to hang up, which
+// it does once the cancel is processed; then the requesting client's connection is
+// closed too, so PQcancel returns when the cancel has landed, as on a direct connection.
 class CancelConn final : public Conn {
  public:
-  CancelConn(uv_loop_t* loop, uint32_t pid, uint32_t key) : Conn(loop) { pg::write_cancel(packet_, pid, key); }
+  CancelConn(Proxy& proxy, uint32_t requester, uint32_t pid, uint32_t key)
+      : Conn(proxy.loop()), proxy_(proxy), requester_(requester) {
+    pg::write_cancel(packet_, pid, key);
+  }
 
  private:
   void on_connected(int status) override {
     if (status != 0 || !send(packet_)) return close();
-    close_after_flush();
+    read_start();
   }
-  void on_read() override {}
+  void on_read() override { in_consume(in_size()); }
   void on_read_end(int) override { close(); }
+  void on_closed() override { proxy_.close_client(requester_); }
+
+  Proxy& proxy_;
+  uint32_t requester_;
   std::string packet_;
 };
 
@@ -143,17 +152,22 @@ void Proxy::client_gone(ClientSession* c) {
   maybe_finish_shutdown();
 }
 
-void Proxy::cancel(uint32_t pid, uint32_t key) {
+bool Proxy::cancel(uint32_t requester, uint32_t pid, uint32_t key) {
   auto it = clients_.find(pid);
   if (it == clients_.end() || it->second->cancel_key() != key) {
     LOG_DEBUG("cancel request for unknown client %u ignored", pid);
-    return;
+    return false;
   }
   ServerConn* s = it->second->server();
-  if (!s) return;   // nothing running for that client
-  auto* cc = new CancelConn(loop_, s->backend_pid(), s->backend_key());
+  if (!s) return false;   // nothing running for that client
+  auto* cc = new CancelConn(*this, requester, s->backend_pid(), s->backend_key());
   cc->connect(s->target().host, s->target().port);
   LOG_INFO("forwarding cancel request of client %u to server pid %u", pid, s->backend_pid());
+  return true;
+}
+
+void Proxy::close_client(uint32_t pid) {
+  if (auto it = clients_.find(pid); it != clients_.end()) it->second->close();
 }
 
 pool::Settings Proxy::settings_for(const conf::Database& db) const {

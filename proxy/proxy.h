@@ -53,7 +53,10 @@ class Proxy {
   // Finds or creates the pool for a client; nullptr if the database is unknown.
   PoolEntry* pool_for(const std::string& database, const std::string& user);
   void client_gone(ClientSession* c);
-  void cancel(uint32_t pid, uint32_t key);
+  // Forwards a CancelRequest received on client `requester`'s connection; true if
+  // one was sent (that connection is then closed when the server has processed it).
+  bool cancel(uint32_t requester, uint32_t pid, uint32_t key);
+  void close_client(uint32_t pid);
 
  private:
   static void on_tcp_connection(uv_stream_t* server, int status);

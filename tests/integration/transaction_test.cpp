@@ -364,7 +364,8 @@ TEST(Transaction, CancelRunningQuery) {
   while (PGresult* extra = PQgetResult(c.get())) PQclear(extra);
   EXPECT_EQ(r.sqlstate, "57014") << r.describe();
   EXPECT_EQ(PQtransactionStatus(c.get()), PQTRANS_INERROR);
-  ASSERT_TRUE(exec(c, "ROLLBACK").ok);
+  QResult rb = exec(c, "ROLLBACK");
+  ASSERT_TRUE(rb.ok) << rb.describe();
   EXPECT_EQ(exec(c, "SELECT 13").scalar(), "13");
 }
 
