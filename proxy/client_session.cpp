@@ -244,9 +244,7 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
   server_->run_internal(sql, [this, next](const pg::ErrorInfo* err) {
     if (err) {
       // The client asked for a value the server rejects: report it as PostgreSQL would at startup.
-      ServerConn* s = server_;
       detach_server(false);
-      if (s && !s->closing()) s->release_to_pool();
       std::string out;
       pg::write_error(out, pg::ErrorInfo{"FATAL", err->code, err->message, err->detail});
       send(out);
@@ -268,9 +266,7 @@ void ClientSession::finish_login() {
   state_ = State::Ready;
   LOG_DEBUG("client %u logged in: %s@%s", cancel_pid_, user_.c_str(), database_.c_str());
   if (pool_entry_->mode == conf::PoolMode::Transaction) {
-    ServerConn* s = server_;
     detach_server(false);
-    s->release_to_pool();
   }
   read_start();
   if (in_size() > 0) process_input();
@@ -324,10 +320,7 @@ void ClientSession::forward() {
   bool terminate = false;
   while (pos < avail) {
     if (fwd_remaining_ > 0) {
-      size_t take = std::min(fwd_remaining_, avail - pos);
-      out.add(p + pos, take);
-      pos += take;
-      fwd_remaining_ -= take;
+      pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
     if (avail - pos < pg::kHeaderLen) break;
@@ -366,10 +359,8 @@ void ClientSession::forward() {
       break;
     }
     size_t total = size_t(len) + 1;
-    size_t take = std::min(total, avail - pos);
-    out.add(p + pos, take);
-    pos += take;
-    fwd_remaining_ = total - take;
+    fwd_remaining_ = total;
+    pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
   in_consume(pos);
   out.flush();
@@ -380,7 +371,6 @@ void ClientSession::forward() {
   if (txn && s->clean() && fwd_remaining_ == 0) {
     // Everything was answered here (a refused statement): the server is not needed.
     detach_server(false);
-    s->release_to_pool();
     return;
   }
   if (s->over_high_water()) read_stop();   // resumed by the server's on_drained
@@ -449,7 +439,10 @@ void ClientSession::detach_server(bool client_gone) {
   if (!s) return;
   server_ = nullptr;
   s->unlink();
-  if (!client_gone) return;
+  if (!client_gone) {
+    if (!s->closing()) s->release_to_pool();   // the caller saw it clean
+    return;
+  }
   if (!s->clean() || fwd_remaining_ > 0) {
     s->pool().forget(s);
     s->close_member("client disconnected with a transaction or query in flight");

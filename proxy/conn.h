@@ -101,6 +101,14 @@ class WriteBatch {
     if (n_ == kMaxBufs) flush();
     bufs_[n_++] = uv_buf_init(const_cast<char*>(c), unsigned(len));
   }
+  // Passes through up to `remaining` bytes of a message from p (avail bytes are
+  // here); returns how many were taken and lowers `remaining` by as much.
+  size_t pass(const uint8_t* p, size_t avail, size_t& remaining) {
+    size_t take = remaining < avail ? remaining : avail;
+    add(p, take);
+    remaining -= take;
+    return take;
+  }
   void flush() {
     if (n_) dest_->send(bufs_, n_);
     n_ = 0;

@@ -197,10 +197,7 @@ void ServerConn::process_linked() {
   WriteBatch out(client_);
   while (pos < avail && !release) {
     if (fwd_remaining_ > 0) {
-      size_t take = std::min(fwd_remaining_, avail - pos);
-      out.add(p + pos, take);
-      pos += take;
-      fwd_remaining_ -= take;
+      pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
     if (avail - pos < pg::kHeaderLen) break;
@@ -232,17 +229,14 @@ void ServerConn::process_linked() {
         if (r.ok()) note_param(name, value);
       }
     }
-    size_t take = std::min(total, avail - pos);
-    out.add(p + pos, take);
-    pos += take;
-    fwd_remaining_ = total - take;
+    fwd_remaining_ = total;
+    pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
   in_consume(pos);
   ClientSession* c = client_;
   out.flush();
   if (release) {
     // The transaction is over: give the server back, then tell the client.
-    client_ = nullptr;
     release_to_pool();
     c->server_released();
     return;
