@@ -5,7 +5,8 @@
 # targets back to back, ROUNDS times; the table shows the medians.
 #
 # Env: DURATION (s, 10), ROUNDS (3), CLIENTS ("16 64 256", select-only rows),
-#      TPCB_CLIENTS (16), POOL_SIZE (20), PORT (25432: PostgreSQL; +1 PgBouncer;
+#      PREPARED_CLIENTS ("16 64", select-only -M prepared rows; PgBouncer 1.18
+#      fails them in transaction mode), TPCB_CLIENTS (16), POOL_SIZE (20), PORT (25432: PostgreSQL; +1 PgBouncer;
 #      +2 pgsidecar; keep it below the ephemeral range 32768+), SCALE (10),
 #      JOBS (2), TARGETS ("direct pgbouncer pgsidecar"),
 #      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench).
@@ -17,6 +18,7 @@ repo="$PWD"
 duration="${DURATION:-10}"
 rounds="${ROUNDS:-3}"
 clients_list="${CLIENTS:-16 64 256}"
+prepared_clients="${PREPARED_CLIENTS:-16 64}"
 tpcb_clients="${TPCB_CLIENTS:-16}"
 pool_size="${POOL_SIZE:-20}"
 port="${PORT:-25432}"
@@ -148,6 +150,7 @@ echo "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok" >"$csv"
 rows=()
 for c in $clients_list; do rows+=("select-simple-c$c|-S -M simple -c $c"); done
 for c in $clients_list; do rows+=("select-extended-c$c|-S -M extended -c $c"); done
+for c in $prepared_clients; do rows+=("select-prepared-c$c|-S -M prepared -c $c"); done
 for c in $tpcb_clients; do rows+=("tpcb-c$c|-M simple -c $c"); done
 
 echo "== warm-up (3 s per target)"
@@ -198,4 +201,13 @@ for row in order:
         print(f"{row:<22} {t:<10} {fmt(tps, '.0f'):>10} {fmt(med(rs, 'p50_ms'), '.2f'):>8} "
               f"{fmt(med(rs, 'p95_ms'), '.2f'):>8} {fmt(med(rs, 'p99_ms'), '.2f'):>8} "
               f"{ratio(base['direct']):>9} {ratio(base['pgbouncer']):>12}{note}")
+
+# The plan cache's gain: pgsidecar's prepared-mode tps over its own extended-mode tps.
+for row in order:
+    if row.startswith("select-prepared-"):
+        clients = row.rsplit("-", 1)[1]
+        prepared = med(runs.get((row, "pgsidecar"), []), "tps")
+        extended = med(runs.get(("select-extended-" + clients, "pgsidecar"), []), "tps")
+        if prepared and extended:
+            print(f"pgsidecar -M prepared / -M extended at {clients}: {prepared / extended:.2f}")
 PY

@@ -260,6 +260,9 @@ const Table<Config>& config_keys() {
       {"reserve_pool_timeout", field(&Config::reserve_pool_timeout)},
       {"max_client_conn", field(&Config::max_client_conn, 1)},
       {"max_db_connections", field(&Config::max_db_connections, 0)},
+      {"max_prepared_statements", field(&Config::max_prepared_statements, 0)},
+      {"schema_notify_channel", field(&Config::schema_notify_channel)},
+      {"schema_notify_conninfo", field(&Config::schema_notify_conninfo)},
       {"server_idle_timeout", field(&Config::server_idle_timeout)},
       {"server_lifetime", field(&Config::server_lifetime)},
       {"server_connect_timeout", field(&Config::server_connect_timeout)},
@@ -293,6 +296,9 @@ Config parse_config(const YAML::Node& root, const std::string& name) {
   }
   if (cfg.auth_type == AuthType::ScramSha256 && cfg.auth_file.empty()) {
     fail(seen["auth_type"], "auth_type scram-sha-256 requires auth_file");
+  }
+  if (!cfg.schema_notify_channel.empty() && cfg.schema_notify_conninfo.empty()) {
+    fail(seen["schema_notify_channel"], "schema_notify_channel requires schema_notify_conninfo");
   }
   if (cfg.listen_addr.empty() && cfg.unix_socket_dir.empty()) {
     fail(0, "nothing to listen on: listen_addr and unix_socket_dir are both empty");

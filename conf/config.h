@@ -49,6 +49,9 @@ struct Config {
   Duration reserve_pool_timeout{5000};
   int max_client_conn = 100;
   int max_db_connections = 0;       // 0 = unlimited
+  int max_prepared_statements = 200;  // per server connection, transaction mode; 0 = plan cache off
+  std::string schema_notify_channel;  // NOTIFY on it moves the schema version on; "" = not listening
+  std::string schema_notify_conninfo; // libpq conninfo of the connection that LISTENs
 
   Duration server_idle_timeout{600000};
   Duration server_lifetime{3600000};

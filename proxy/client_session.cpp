@@ -148,6 +148,7 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
   // session's own defaults (RESET returns to them). In transaction mode the tracked
   // ones are applied with SET instead, so clients differing only in those share servers.
   bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
+  plan_cache_ = txn && proxy_.config().max_prepared_statements > 0;
   std::sort(extra.begin(), extra.end());
   for (auto& [k, v] : extra) {
     int i = tracked_index(k);
@@ -296,6 +297,11 @@ void ClientSession::process_input() {
       if (!valid_frontend_type(type)) return protocol_violation("invalid frontend message type " + std::to_string(type));
       if (len < 4 || len > pg::kMaxMessageLen) return protocol_violation("invalid message length " + std::to_string(len));
     }
+    if (plan_cache_ && fwd_remaining_ == 0 && answer_parse_locally()) {
+      if (in_size() > 0) return process_input();
+      if (waiting) pool_entry_->pool->cancel(this);
+      return;
+    }
     if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
     // Usually granted at once (forwarding runs inside). While queued, keep reading
     // (a disconnect is seen at once, no epoll changes) up to a bound.
@@ -318,6 +324,7 @@ void ClientSession::forward() {
   bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
   WriteBatch out(s);
   bool terminate = false;
+  deferred_ = false;
   while (pos < avail) {
     if (fwd_remaining_ > 0) {
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
@@ -333,32 +340,58 @@ void ClientSession::forward() {
                                                             : "invalid frontend message type " + std::to_string(uint8_t(type)));
       return;
     }
-    if (type == 'Q' && txn && avail - pos > len && !inspect_query(p + pos + 5, len - 4)) {
-      // Refused here and answered by us: not forwarded.
-      out.flush();
-      pos += len + 1;
-      in_consume(pos);
-      p = in_data();
-      avail = in_size();
-      pos = 0;
-      continue;
+    size_t total = size_t(len) + 1;
+    bool whole = avail - pos >= total;
+    if (type == 'Q' && whole) {
+      std::string_view sql(reinterpret_cast<const char*>(p + pos + 5), len > 4 ? len - 5 : 0);
+      if (changes_schema(sql)) s->note_schema_change();
+      QueryAction action = txn ? inspect_query(p + pos + 5, len - 4) : QueryAction::Forward;
+      if (action == QueryAction::Defer) {
+        deferred_ = true;   // process_deferred() picks it up when the server is quiet
+        break;
+      }
+      if (action == QueryAction::Answered) {
+        out.flush();
+        pos += total;
+        in_consume(pos);
+        p = in_data();
+        avail = in_size();
+        pos = 0;
+        continue;
+      }
+    }
+    if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
+      bool wait = false;
+      size_t replaced = route_statement_message(type, p + pos, std::min(total, avail - pos), total, out, wait);
+      if (closing()) return;
+      if (wait) break;   // the part to rewrite has not all arrived
+      if (replaced > 0) {
+        s->note_unsynced();
+        pos += replaced;
+        fwd_remaining_ = total - replaced;   // a Bind's parameters stream on unchanged
+        continue;
+      }
     }
     switch (type) {
       case 'X': terminate = true; break;
       case 'Q': case 'S': case 'F': s->note_sync_point(); break;
       case 'P':
-        // A named statement outlives the transaction on this server (until the plan cache maps them).
-        if (txn && avail - pos > 5 && p[pos + 5] != 0) s->note_session_state();
+        // Without the plan cache, a named statement outlives the transaction on this server.
+        if (txn && !plan_cache_ && avail - pos > 5 && p[pos + 5] != 0) s->note_session_state();
+        if (whole && !plan_cache_) {
+          pg::Reader r(p + pos + 5, len - 4);
+          r.cstr();
+          if (changes_schema(r.cstr())) s->note_schema_change();
+        }
         s->note_unsynced();
         break;
       case 'B': case 'D': case 'E': case 'C': case 'H': s->note_unsynced(); break;
       default: break;   // CopyData/CopyDone/CopyFail and anything the server will judge itself
     }
     if (terminate) {
-      pos += std::min<size_t>(len + 1, avail - pos);
+      pos += std::min<size_t>(total, avail - pos);
       break;
     }
-    size_t total = size_t(len) + 1;
     fwd_remaining_ = total;
     pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
@@ -371,38 +404,49 @@ void ClientSession::forward() {
   if (txn && s->clean() && fwd_remaining_ == 0) {
     // Everything was answered here (a refused statement): the server is not needed.
     detach_server(false);
+    if (in_size() > 0 && !deferred_) process_input();
     return;
   }
   if (s->over_high_water()) read_stop();   // resumed by the server's on_drained
 }
 
-// Transaction mode, a whole simple Query: records session settings it changes and
-// refuses what needs a dedicated server. False when answered here (not forwarded).
-bool ClientSession::inspect_query(const uint8_t* body, size_t len) {
+// Transaction mode, a whole simple Query: records session settings it changes,
+// answers what the plan cache owns, refuses what needs a dedicated server. Such
+// statements wait (Defer) until everything sent before them has been answered,
+// so that replies stay in order and the server's state is known.
+ClientSession::QueryAction ClientSession::inspect_query(const uint8_t* body, size_t len) {
   std::string_view sql(reinterpret_cast<const char*>(body), len > 0 ? len - 1 : 0);
   Classified c = classify(sql);
+  if (c.kind == StmtKind::Other) return QueryAction::Forward;
+  if (!server_->idle_protocol()) return QueryAction::Defer;
   switch (c.kind) {
-    case StmtKind::Other: return true;
     case StmtKind::Listen: {
       std::string out;
       pg::write_error(out, "ERROR", "0A000",
                       "LISTEN is not supported in transaction pooling mode: notifications would reach whichever "
                       "client uses the server next; connect to a database with pool_mode session");
-      pg::write_ready(out, server_ ? server_->tx_status() : 'I');
+      pg::write_ready(out, server_->tx_status());
       send(out);
-      return false;
+      return QueryAction::Answered;
     }
     case StmtKind::SessionObject:
       server_->note_session_state();
-      return true;
+      return QueryAction::Forward;
+    case StmtKind::Deallocate:
+      return answer_deallocate(c) ? QueryAction::Answered : QueryAction::Forward;
+    case StmtKind::DeallocateAll:
+    case StmtKind::DiscardAll:
+      statements_.clear();
+      break;
     case StmtKind::Set:
     case StmtKind::Reset:
-      if (tracked_index(c.name) >= 0 || c.name == "timezone") return true;   // followed through ParameterStatus
-      [[fallthrough]];
+      if (tracked_index(c.name) >= 0 || c.name == "timezone") return QueryAction::Forward;   // followed through ParameterStatus
+      break;
     default:
-      if (server_->idle_protocol()) server_->expect_setting(std::move(c), sql);
-      return true;
+      break;
   }
+  server_->expect_setting(std::move(c), sql);
+  return QueryAction::Forward;
 }
 
 void ClientSession::resume_reading() {

@@ -4,8 +4,10 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "pool/pool.h"
+#include "pool/statements.h"
 #include "proxy/auth.h"
 #include "proxy/conn.h"
 #include "proxy/protocol.h"
@@ -16,6 +18,7 @@ namespace proxy {
 
 class Proxy;
 class ServerConn;
+struct PendingReply;
 struct PoolEntry;
 
 class ClientSession final : public Conn, public pool::Waiter {
@@ -37,6 +40,11 @@ class ClientSession final : public Conn, public pool::Waiter {
   void tracked_param_changed(int index, std::string_view value) { wanted_[size_t(index)] = value; }
   void resume_reading();                           // the server's write queue drained
   SettingList& settings() { return settings_; }
+  // A Parse (forget) or Close (restore) of a named statement was skipped by the server.
+  void undo_statement(const std::string& name, const pool::StatementPtr& st, bool forget);
+  // A statement waits in the input until the server has answered everything before it.
+  bool deferred() const { return deferred_; }
+  void process_deferred() { process_input(); }
 
   // Called by Proxy.
   void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
@@ -47,6 +55,12 @@ class ClientSession final : public Conn, public pool::Waiter {
 
  private:
   enum class State { Startup, Auth, Login, Ready };
+  enum class QueryAction { Forward, Answered, Defer };
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using StatementMap = std::unordered_map<std::string, pool::StatementPtr, NameHash, std::equal_to<>>;
   static constexpr size_t kMaxBufferedWhileWaiting = 64 * 1024;
 
   void on_read() override;
@@ -65,7 +79,15 @@ class ClientSession final : public Conn, public pool::Waiter {
   void continue_after_apply();
   void detach_server(bool client_gone);
   void protocol_violation(std::string_view message);
-  bool inspect_query(const uint8_t* body, size_t len);
+  QueryAction inspect_query(const uint8_t* body, size_t len);
+  // Plan cache (client_session_statements.cpp).
+  size_t route_statement_message(char type, const uint8_t* msg, size_t have, size_t total, WriteBatch& out, bool& wait);
+  bool prepared_here(const pool::StatementPtr& st, WriteBatch& out);
+  void ensure_prepared(const pool::StatementPtr& st, WriteBatch& out);
+  void prepare_on_server(const pool::StatementPtr& st, PendingReply reply, WriteBatch& out);
+  void close_on_server(const pool::StatementPtr& st, WriteBatch& out);
+  bool answer_deallocate(const Classified& c);
+  bool answer_parse_locally();
 
   Proxy& proxy_;
   uint32_t cancel_pid_, cancel_key_;
@@ -81,6 +103,9 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool sasl_started_ = false;
   size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through
   SettingList settings_;                   // SET statements in force for this client (transaction mode)
+  bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
+  StatementMap statements_;                // the client's named statements (plan cache)
+  bool deferred_ = false;                  // see deferred()
 };
 
 }  // namespace proxy

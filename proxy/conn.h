@@ -88,7 +88,8 @@ class Conn {
 };
 
 // Byte ranges of received input bound for one peer, sent with one write;
-// adjacent ranges merge. The ranges must stay valid until flush().
+// adjacent ranges merge. The ranges must stay valid until flush(). Small pieces
+// of our own (rewritten message headers) go in the batch's scratch space.
 class WriteBatch {
  public:
   explicit WriteBatch(Conn* dest) : dest_(dest) {}
@@ -109,14 +110,25 @@ class WriteBatch {
     remaining -= take;
     return take;
   }
+  // n bytes that stay valid until flush(), to fill and add(); null if n is too big.
+  uint8_t* scratch(size_t n) {
+    if (n > sizeof scratch_) return nullptr;
+    if (used_ + n > sizeof scratch_) flush();
+    uint8_t* p = scratch_ + used_;
+    used_ += n;
+    return p;
+  }
   void flush() {
     if (n_) dest_->send(bufs_, n_);
     n_ = 0;
+    used_ = 0;
   }
 
  private:
   static constexpr unsigned kMaxBufs = 16;
   Conn* dest_;
+  uint8_t scratch_[1024];
+  size_t used_ = 0;
   uv_buf_t bufs_[kMaxBufs];
   unsigned n_ = 0;
 };

@@ -119,6 +119,7 @@ bool Proxy::start(std::string& err) {
   uv_timer_init(loop_, &janitor_timer_);
   janitor_timer_.data = this;
   uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, 100, 100);
+  schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
   // Warm pools whose server login does not depend on the client (fixed user).
   for (const auto& db : cfg_.databases)
     if (db.name != "*" && !db.user.empty() && db.min_pool_size.value_or(cfg_.min_pool_size) > 0) pool_for(db.name, db.user);
@@ -228,6 +229,7 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
 void Proxy::janitor() {
   pool::Time now = pool::Clock::now();
   for (auto& [key, e] : pools_) e->pool->tick(now);
+  if (++janitor_ticks_ % 100 == 0) statements_.sweep();   // every 10 s: drop statements nobody holds
   if (cfg_.client_login_timeout.count() > 0) {
     std::vector<ClientSession*> late;
     for (auto& [pid, c] : clients_)
@@ -253,6 +255,7 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
   users_ = std::move(users);
   secrets_.clear();
   logx::set_level(cfg_.log_level);
+  schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
   for (auto& [key, e] : pools_) {
     const std::string& database = e->pool->database();
     const conf::Database* db = conf::find_database(cfg_, database);
@@ -269,6 +272,7 @@ void Proxy::shutdown(bool fast, std::function<void()> done) {
   shutdown_done_ = std::move(done);
   if (!shutting_down_) {
     shutting_down_ = true;
+    schema_listener_.stop();
     shutdown_deadline_ = pool::Clock::now() + (fast ? conf::Duration(0) : cfg_.shutdown_timeout);
     if (tcp_listener_) uv_close(reinterpret_cast<uv_handle_t*>(tcp_listener_.get()), nullptr);
     if (unix_listener_) {

@@ -10,8 +10,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/schema_listener.h"
+#include "cache/schema_version.h"
 #include "conf/config.h"
 #include "pool/pool.h"
+#include "pool/statements.h"
 #include "proxy/auth.h"
 
 namespace proxy {
@@ -57,6 +60,9 @@ class Proxy {
   // one was sent (that connection is then closed when the server has processed it).
   bool cancel(uint32_t requester, uint32_t pid, uint32_t key);
   void close_client(uint32_t pid);
+  // Plan cache: the statements clients share, and the schema version they were prepared under.
+  pool::StatementRegistry& statements() { return statements_; }
+  cache::SchemaVersion& schema() { return schema_; }
 
  private:
   static void on_tcp_connection(uv_stream_t* server, int status);
@@ -69,6 +75,10 @@ class Proxy {
   uv_loop_t* loop_;
   conf::Config cfg_;
   Userlist users_;
+  pool::StatementRegistry statements_;
+  cache::SchemaVersion schema_;
+  cache::SchemaListener schema_listener_{loop_, schema_};
+  unsigned janitor_ticks_ = 0;
   mutable std::map<std::string, auth::ScramSecret> secrets_;     // client auth secrets by user, derived lazily
   mutable std::unique_ptr<auth::ScramSecret> dummy_secret_;      // for unknown users: fail only at the end
   std::unique_ptr<uv_tcp_t> tcp_listener_;

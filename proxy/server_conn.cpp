@@ -1,10 +1,15 @@
 #include "proxy/server_conn.h"
 
+#include <cstdint>
+
 #include "conf/log.h"
 #include "proxy/client_session.h"
 #include "proxy/proxy.h"
 
 namespace proxy {
+namespace {
+const uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
+}  // namespace
 
 ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, const ServerTarget& target,
                        std::vector<std::pair<std::string, std::string>> params)
@@ -187,6 +192,9 @@ void ServerConn::link(ClientSession* client) {
   fwd_remaining_ = 0;
   saw_error_ = false;
   pending_setting_ = {};
+  schema_change_pending_ = false;
+  syncs_sent_ = syncs_done_ = 0;
+  replies_.clear();
 }
 
 // Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
@@ -208,6 +216,15 @@ void ServerConn::process_linked() {
       return;
     }
     size_t total = size_t(len) + 1;
+    if (type == '1' || type == '3' || type == 'E') {
+      ReplyStep step = handle_tracked_reply(type, p + pos, total, avail - pos, out);
+      if (step == ReplyStep::Fail) return;
+      if (step == ReplyStep::Wait) break;
+      if (step == ReplyStep::Done) {
+        pos += total;
+        continue;
+      }
+    }
     if (type == 'E') saw_error_ = true;
     if (type == 'Z' || type == 'S') {
       if (avail - pos < total) {
@@ -220,7 +237,13 @@ void ServerConn::process_linked() {
       if (type == 'Z') {
         tx_status_ = len >= 5 ? char(p[pos + 5]) : 'I';
         if (expected_rfq_ > 0) expected_rfq_--;
+        syncs_done_++;
+        if (!replies_.empty()) settle_replies();
         if (pending_setting_.kind != StmtKind::Other) settle_pending_setting();
+        if (schema_change_pending_ && tx_status_ == 'I') {
+          schema_change_pending_ = false;
+          proxy_.schema().bump("DDL passed through the proxy");
+        }
         saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
       } else {
@@ -242,10 +265,64 @@ void ServerConn::process_linked() {
     return;
   }
   if (c->over_high_water()) read_stop();   // resumed by the client's on_drained
+  else if (c->deferred() && idle_protocol()) c->process_deferred();   // it waited for this quiet point
+}
+
+// A ParseComplete, CloseComplete or ErrorResponse: the plan cache may own it.
+ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t* msg, size_t total, size_t avail,
+                                                        WriteBatch& out) {
+  if (type == 'E') {
+    if (pool_.settings().mode != conf::PoolMode::Transaction) return ReplyStep::Forward;
+    if (avail < total) return total > 64 * 1024 ? ReplyStep::Forward : ReplyStep::Wait;
+    pg::ErrorInfo e = pg::parse_error(msg + 5, total - 5);
+    if (e.code == "0A000" && e.message.rfind("cached plan must not change result type", 0) == 0)
+      proxy_.schema().bump("a cached plan's result type changed on the server");
+    if (replies_.empty() || replies_.front().kind != PendingReply::Kind::Duplicate || e.code != "26000" ||
+        e.message.find(kDuplicateMarker) == std::string::npos)
+      return ReplyStep::Forward;
+    // Our stand-in Bind failed as planned: the client's Parse reused a name it has.
+    std::string err;
+    pg::write_error(err, "ERROR", "42P05", "prepared statement \"" + replies_.front().client_name + "\" already exists");
+    replies_.pop_front();
+    saw_error_ = true;
+    out.flush();
+    client_->send(err);
+    return ReplyStep::Done;
+  }
+  if (replies_.empty() || total != 5) return ReplyStep::Forward;
+  PendingReply::Kind kind = replies_.front().kind;
+  if (replies_.front().reply != type) {
+    close_member("replies out of step with the plan cache's requests");
+    return ReplyStep::Fail;
+  }
+  if (type == '1' && replies_.front().prepared) replies_.front().prepared->mark_accepted(&pool_);
+  replies_.pop_front();
+  switch (kind) {
+    case PendingReply::Kind::Swallow: return ReplyStep::Done;
+    case PendingReply::Kind::AsParseComplete: out.add(kParseComplete, sizeof kParseComplete); return ReplyStep::Done;
+    default: return ReplyStep::Forward;
+  }
+}
+
+// A ReadyForQuery ended a batch: Parse/Close messages of it that got no reply were
+// skipped after an error, so what they would have done did not happen.
+void ServerConn::settle_replies() {
+  size_t stale = 0;
+  while (stale < replies_.size() && replies_[stale].epoch < syncs_done_) stale++;
+  for (size_t i = stale; i-- > 0;) {   // newest first: a skipped Close then Parse leaves it prepared
+    PendingReply& r = replies_[i];
+    if (r.prepared) statements_.remove(r.prepared.get());
+    if (r.closed) statements_.add(r.closed, 0, SIZE_MAX);   // still here; version unknown, so re-prepared before use
+    if (client_ && r.client_undo != PendingReply::ClientUndo::None)
+      client_->undo_statement(r.client_name, r.client_stmt, r.client_undo == PendingReply::ClientUndo::Forget);
+  }
+  replies_.erase(replies_.begin(), replies_.begin() + std::ptrdiff_t(stale));
 }
 
 // The statement behind pending_setting_ finished: record it if it succeeded.
 void ServerConn::settle_pending_setting() {
+  if (!saw_error_ && (pending_setting_.kind == StmtKind::DiscardAll || pending_setting_.kind == StmtKind::DeallocateAll))
+    statements_.clear();   // the server dropped every prepared statement
   if (!saw_error_) {
     client_->settings().apply(pending_setting_, pending_stmt_);
     if (tx_status_ == 'I') settings_.apply(pending_setting_, pending_stmt_);
@@ -266,6 +343,7 @@ void ServerConn::release_to_pool() {
   // settings changed inside a block): wipe it before anyone else gets this server.
   run_internal("DISCARD ALL", [this](const pg::ErrorInfo* err) {
     settings_.clear();
+    statements_.clear();
     needs_discard_ = false;
     if (err) return close_member("DISCARD ALL failed");
     state_ = State::Idle;

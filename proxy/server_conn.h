@@ -3,6 +3,7 @@
 // forwarded), or running an internal query (reset, health check, SET replay).
 #pragma once
 #include <array>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "pool/pool.h"
+#include "pool/statements.h"
 #include "proxy/auth.h"
 #include "proxy/conn.h"
 #include "proxy/protocol.h"
@@ -27,6 +29,34 @@ struct ServerTarget {
   int port = 5432;
   std::string dbname, user, password;
 };
+
+// Plan cache, transaction mode: how to treat the reply to one Parse or Close sent
+// to the server while linked. Every Parse and Close gets one, in sending order,
+// so replies match them one to one; a message skipped because an earlier one in
+// its batch failed gets no reply, and is undone when that batch's ReadyForQuery comes.
+struct PendingReply {
+  enum class Kind : uint8_t {
+    Pass,              // the client's own message: forward the reply
+    Swallow,           // ours (prepare before use, eviction, re-prepare): drop the reply
+    AsParseComplete,   // a Close standing in for a Parse of a statement already prepared here
+    Duplicate,         // a Bind that fails, standing in for a Parse of a name the client has: 42P05
+  };
+  // For the client's own Parse (Forget the name it registered) or Close (Restore it).
+  enum class ClientUndo : uint8_t { None, Forget, Restore };
+  Kind kind;
+  char reply;                     // '1' ParseComplete, '3' CloseComplete, 'E' (Duplicate)
+  uint64_t epoch;                 // sync points sent before it
+  pool::StatementPtr prepared = nullptr;   // a Parse of it was sent here (undo: not prepared after all)
+  pool::StatementPtr closed = nullptr;     // a Close of it was sent here (undo: still prepared)
+  ClientUndo client_undo = ClientUndo::None;
+  std::string client_name = {};            // the client's statement name (also for Duplicate's error)
+  pool::StatementPtr client_stmt = nullptr;
+};
+
+// Statement names pgsidecar sends that never exist on a server: a Close of the
+// first answers CloseComplete and does nothing; a Bind of the second fails with 26000.
+constexpr std::string_view kNoStatement = "pgsidecar none";
+constexpr std::string_view kDuplicateMarker = "pgsidecar duplicate";
 
 class ServerConn final : public Conn, public pool::Member {
  public:
@@ -58,7 +88,7 @@ class ServerConn final : public Conn, public pool::Member {
            (state_ == State::Linked || state_ == State::Idle);
   }
   // Bookkeeping of what the linked client sent (see ClientSession::forward).
-  void note_sync_point() { expected_rfq_++; unsynced_ = false; }
+  void note_sync_point() { expected_rfq_++; syncs_sent_++; unsynced_ = false; }
   void note_unsynced() { unsynced_ = true; }
 
   // A SET/RESET/DISCARD the client sent as the next query: recorded when it succeeds.
@@ -69,6 +99,13 @@ class ServerConn final : public Conn, public pool::Member {
   SettingList& settings() { return settings_; }
   // The client created state that would outlive its transaction here.
   void note_session_state() { needs_discard_ = true; }
+  // DDL went out: the schema version moves on once it is committed.
+  void note_schema_change() { schema_change_pending_ = true; }
+
+  // Plan cache: statements prepared here, and the replies to expect.
+  pool::ServerStatements& statements() { return statements_; }
+  uint64_t syncs_sent() const { return syncs_sent_; }
+  void expect_reply(PendingReply r) { replies_.push_back(std::move(r)); }
 
   const TrackedValues& tracked() const { return tracked_; }
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
@@ -90,6 +127,10 @@ class ServerConn final : public Conn, public pool::Member {
 
   void on_connected(int status) override;
   void settle_pending_setting();
+  void settle_replies();
+  void undo_reply(PendingReply& r);
+  enum class ReplyStep { Forward, Done, Wait, Fail };
+  ReplyStep handle_tracked_reply(char type, const uint8_t* msg, size_t total, size_t avail, WriteBatch& out);
   void fail_login(pg::ErrorInfo e);
   bool handle_login_message(char type, const uint8_t* body, size_t len);
   bool handle_auth(const uint8_t* body, size_t len);
@@ -122,6 +163,12 @@ class ServerConn final : public Conn, public pool::Member {
   std::string pending_stmt_;
   bool saw_error_ = false;          // an ErrorResponse since the last ReadyForQuery
   bool needs_discard_ = false;      // session state of unknown extent: DISCARD ALL before reuse
+  bool schema_change_pending_ = false;
+
+  // Plan cache (transaction mode).
+  pool::ServerStatements statements_;
+  std::deque<PendingReply> replies_;
+  uint64_t syncs_sent_ = 0, syncs_done_ = 0;   // Sync/Query/FunctionCall sent, ReadyForQuery received
 
   InternalDone internal_done_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;

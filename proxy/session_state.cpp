@@ -47,28 +47,43 @@ class Lexer {
   size_t pos_ = 0;
 };
 
-// True if sql holds more than one statement (a ';' outside quotes, comments and
-// dollar quotes, with something other than space after it).
-bool multi_statement(std::string_view sql) {
-  for (size_t i = 0; i < sql.size(); i++) {
+// Where the statement after the next top-level ';' starts (outside quotes,
+// comments and dollar quotes), or npos if there is none.
+size_t next_statement(std::string_view sql, size_t from) {
+  for (size_t i = from; i < sql.size(); i++) {
     char c = sql[i];
     if (c == '\'' || c == '"') {
       size_t end = sql.find(c, i + 1);
-      if (end == std::string_view::npos) return false;
+      if (end == std::string_view::npos) return end;
       i = end;
     } else if (c == '$') {
       size_t tag_end = sql.find('$', i + 1);
-      if (tag_end == std::string_view::npos) return false;
+      if (tag_end == std::string_view::npos) return tag_end;
       std::string_view tag = sql.substr(i, tag_end - i + 1);
       size_t end = sql.find(tag, tag_end + 1);
-      if (end == std::string_view::npos) return false;
+      if (end == std::string_view::npos) return end;
       i = end + tag.size() - 1;
+    } else if (c == '-' && sql.compare(i, 2, "--") == 0) {
+      i = std::min(sql.find('\n', i), sql.size());
+    } else if (c == '/' && sql.compare(i, 2, "/*") == 0) {
+      size_t end = sql.find("*/", i + 2);
+      if (end == std::string_view::npos) return end;
+      i = end + 1;
     } else if (c == ';') {
-      Lexer rest(sql.substr(i + 1));
-      rest.skip_space();
-      std::string_view r = rest.rest();
-      if (!r.empty() && r.find_first_not_of(';') != std::string_view::npos) return true;
+      return i + 1;
     }
+  }
+  return std::string_view::npos;
+}
+
+// True if sql holds more than one statement (something other than space, comments
+// and ';' after a top-level ';').
+bool multi_statement(std::string_view sql) {
+  for (size_t at = next_statement(sql, 0); at != std::string_view::npos; at = next_statement(sql, at)) {
+    Lexer rest(sql.substr(at));
+    rest.skip_space();
+    std::string_view r = rest.rest();
+    if (!r.empty() && r.find_first_not_of(';') != std::string_view::npos) return true;
   }
   return false;
 }
@@ -81,6 +96,14 @@ Classified classify(std::string_view sql) {
   Classified c;
   if (first == "listen") {
     c.kind = StmtKind::Listen;
+    return c;
+  }
+  if (first == "deallocate") {
+    std::string name = lx.word();
+    if (name == "prepare") name = lx.word();
+    if (name.empty() || multi_statement(sql)) return c;
+    c.kind = name == "all" ? StmtKind::DeallocateAll : StmtKind::Deallocate;
+    c.name = std::move(name);
     return c;
   }
   if (first == "prepare" || first == "declare") {
@@ -118,6 +141,15 @@ Classified classify(std::string_view sql) {
   c.kind = StmtKind::Set;
   c.name = name;
   return c;
+}
+
+bool changes_schema(std::string_view sql) {
+  for (size_t at = 0; at != std::string_view::npos; at = next_statement(sql, at)) {
+    Lexer lx(sql.substr(at));
+    std::string first = lx.word();
+    if (first == "create" || first == "alter" || first == "drop" || first == "import") return true;
+  }
+  return false;
 }
 
 void SettingList::apply(const Classified& c, std::string_view stmt) {

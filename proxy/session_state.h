@@ -2,7 +2,8 @@
 // client from server to server and never leaks to the next client:
 //  - classify() recognises, from the text of a simple Query, the statements that
 //    change session-level settings (SET, RESET, DISCARD ALL) or that cannot work
-//    without a dedicated server (LISTEN);
+//    without a dedicated server (LISTEN), and SQL-level DEALLOCATE;
+//  - changes_schema() spots DDL, which moves the schema version on;
 //  - SettingList records the SET statements in force, per client and per server,
 //    and diff() writes the SQL that turns a server's list into a client's.
 #pragma once
@@ -16,16 +17,22 @@ namespace proxy {
 // SessionObject: creates something that outlives the transaction on that server
 // connection (PREPARE, DECLARE cursor, CREATE TEMP ...): the server is discarded
 // (DISCARD ALL) before anyone else uses it.
-enum class StmtKind { Other, Set, Reset, ResetAll, DiscardAll, Listen, SessionObject };
+// Deallocate/DeallocateAll: DEALLOCATE [PREPARE] name | ALL, which must also
+// reach the statements the plan cache keeps for the client.
+enum class StmtKind { Other, Set, Reset, ResetAll, DiscardAll, Listen, SessionObject, Deallocate, DeallocateAll };
 
 struct Classified {
   StmtKind kind = StmtKind::Other;
-  std::string name;   // lower-cased setting name for Set/Reset
+  std::string name;   // lower-cased setting name for Set/Reset; statement name for Deallocate
 };
 
 // Looks at one simple-Query text. Multi-statement strings, SET LOCAL and
 // SET TRANSACTION are Other (they do not outlive the transaction, or are not ours to split).
 Classified classify(std::string_view sql);
+
+// True if any statement in sql starts with CREATE, ALTER, DROP or IMPORT (DDL
+// that can change what a prepared statement reads or returns).
+bool changes_schema(std::string_view sql);
 
 class SettingList {
  public:

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libuv1-dev libpq-dev libyaml-cpp-dev libssl-dev libsystemd-dev
+  libuv1-dev libpq-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev
   systemd postgresql postgresql-contrib pgbouncer
   python3 procps iproute2

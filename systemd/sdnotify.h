@@ -1,6 +1,6 @@
-// Thin wrappers over sd_notify(3) for a Type=notify systemd unit. Every call is a
+// The sd_notify(3) messages a Type=notify systemd unit expects. Every call is a
 // no-op when the process was not started by systemd (NOTIFY_SOCKET unset), so the
-// daemon calls them unconditionally. Errors from sd_notify are ignored: telling
+// daemon calls them unconditionally. Send errors are ignored: telling
 // systemd is best effort and must never stop the proxy.
 #pragma once
 #include <chrono>

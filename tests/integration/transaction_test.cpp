@@ -158,105 +158,13 @@ TEST(Transaction, PgbenchExtendedProtocol) {
   EXPECT_EQ(cluster().scalar("SELECT count(*) FROM pgbench_history").value_or("?"), "6400");
 }
 
-// Design goal (docs/design.md: "prepared statements working" where PgBouncer
-// fails): named protocol-level statements across pooled servers.
-// Acceptance tests for the plan cache (issue 3): named prepared statements that
-// follow their client across servers. Disabled until that lands; what holds now
-// is tested by NamedStatementsNeverReachAnotherClient.
-TEST(Transaction, DISABLED_PgbenchPreparedProtocol) {
-  DaemonConfig cfg = tx_config(4);
-  cfg.set("query_wait_timeout", "60s");
-  Daemon d(cfg);
-  START_DAEMON(d);
-  ProcResult init;
-  run_pgbench(d, {"-i", "-s", "1", "-q"}, init);
-  ASSERT_EQ(init.exit_code, 0) << init.output;
-  // One thread per client: pgbench <= 15 prepares synchronously (PQprepare)
-  // on a client's first command, which with several clients per thread and
-  // fewer servers than clients would deadlock the thread, not the pooler.
-  ProcResult r;
-  run_pgbench(d, {"-M", "prepared", "-c", "8", "-j", "8", "-t", "100"}, r, 60000);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_FALSE(r.timed_out);
-  EXPECT_NE(r.output.find("number of transactions actually processed: 800/800"), std::string::npos) << r.output;
-  EXPECT_FALSE(has_error_text(r.output)) << r.output;
-}
+// Named prepared statements in transaction mode: plan_cache_test.cpp.
 
 namespace {
 // Ordered pairs of three clients, so that with a pool of two servers every
 // client has to share, and at some point change, servers.
 const std::vector<std::pair<int, int>> kPairs = {{0, 1}, {1, 2}, {2, 0}, {1, 0}, {2, 1}, {0, 2}};
 }  // namespace
-
-TEST(Transaction, DISABLED_ProtocolPreparedStatementsAcrossServers) {
-  Daemon d(tx_config(2));
-  START_DAEMON(d);
-  std::vector<ConnPtr> cs;
-  for (int i = 0; i < 3; ++i) {
-    cs.push_back(must_connect(d.conninfo()));
-    ASSERT_TRUE(cs.back());
-    // Same statement name, different text per client.
-    std::string sql = "SELECT $1::int * " + std::to_string(i + 2) + ", pg_backend_pid()";
-    QResult p = result_of(PQprepare(cs.back().get(), "mul", sql.c_str(), 1, nullptr));
-    ASSERT_TRUE(p.ok) << "client " << i << ": " << p.describe();
-  }
-  std::vector<std::set<std::string>> pids(3);
-  auto run = [&](int i, int x) {
-    std::string v = std::to_string(x);
-    const char* vals[1] = {v.c_str()};
-    QResult r = result_of(PQexecPrepared(cs[i].get(), "mul", 1, vals, nullptr, nullptr, 0));
-    EXPECT_TRUE(r.ok) << "client " << i << ": " << r.describe();
-    if (!r.ok) return;
-    EXPECT_EQ(r.at(0, 0), std::to_string(x * (i + 2))) << "client " << i << " ran another client's statement";
-    pids[i].insert(r.at(0, 1));
-  };
-  for (int round = 0; round < 12; ++round) {
-    auto [p, q] = kPairs[round % kPairs.size()];
-    ASSERT_TRUE(exec(cs[p], "BEGIN").ok);
-    run(p, round);
-    ASSERT_TRUE(exec(cs[q], "BEGIN").ok);
-    run(q, round + 100);
-    ASSERT_TRUE(exec(cs[p], "COMMIT").ok);
-    ASSERT_TRUE(exec(cs[q], "COMMIT").ok);
-    run(p, round + 1000);  // autocommit
-  }
-  size_t max_servers = 0;
-  for (auto& s : pids) max_servers = std::max(max_servers, s.size());
-  EXPECT_GE(max_servers, 2u) << "no client ever changed server; the test did not exercise re-preparing";
-  // Deallocation from the client is honoured.
-  QResult dealloc = exec(cs[0], "DEALLOCATE mul");
-  EXPECT_TRUE(dealloc.ok) << dealloc.describe();
-}
-
-// Until the plan cache maps statement names, a server on which a client created a
-// named statement is wiped (DISCARD ALL) before reuse: another client can prepare
-// the same name and never runs the first client's statement.
-TEST(Transaction, NamedStatementsNeverReachAnotherClient) {
-  Daemon d(tx_config(1));
-  START_DAEMON(d);
-  ConnPtr a = must_connect(d.conninfo());
-  ConnPtr b = must_connect(d.conninfo());
-  ASSERT_TRUE(a && b);
-  QResult pa = result_of(PQprepare(a.get(), "mul", "SELECT $1::int * 2", 1, nullptr));
-  ASSERT_TRUE(pa.ok) << pa.describe();
-  // Same name on the only server: no 42P05 "already exists".
-  QResult pb = result_of(PQprepare(b.get(), "mul", "SELECT $1::int * 3", 1, nullptr));
-  ASSERT_TRUE(pb.ok) << pb.describe();
-  const char* vals[1] = {"7"};
-  for (auto* c : {a.get(), b.get()}) {
-    QResult r = result_of(PQexecPrepared(c, "mul", 1, vals, nullptr, nullptr, 0));
-    // Either PostgreSQL's own "does not exist", or the client's own statement: never the other's.
-    if (r.ok) EXPECT_EQ(r.at(0, 0), c == a.get() ? "14" : "21");
-    else EXPECT_EQ(r.sqlstate, "26000") << r.describe();
-  }
-  // Within one transaction a named statement works as on a direct connection.
-  ASSERT_TRUE(exec(b, "BEGIN").ok);
-  ASSERT_TRUE(result_of(PQprepare(b.get(), "inside", "SELECT $1::int + 1", 1, nullptr)).ok);
-  QResult in = result_of(PQexecPrepared(b.get(), "inside", 1, vals, nullptr, nullptr, 0));
-  ASSERT_TRUE(in.ok) << in.describe();
-  EXPECT_EQ(in.at(0, 0), "8");
-  ASSERT_TRUE(exec(b, "COMMIT").ok);
-}
 
 TEST(Transaction, SessionParametersFollowTheClient) {
   Daemon d(tx_config(2));

@@ -45,6 +45,28 @@ TEST(Classify, SessionObjects) {
   EXPECT_EQ(classify("CREATE TABLE t (a int)").kind, StmtKind::Other);
 }
 
+TEST(Classify, Deallocate) {
+  EXPECT_EQ(classify("DEALLOCATE s1").kind, StmtKind::Deallocate);
+  EXPECT_EQ(classify("DEALLOCATE s1").name, "s1");
+  EXPECT_EQ(classify("deallocate prepare \"P_0\"").name, "P_0");   // quoted: case kept
+  EXPECT_EQ(classify("DEALLOCATE P_0").name, "p_0");                // unquoted: folded, as PostgreSQL does
+  EXPECT_EQ(classify("DEALLOCATE ALL").kind, StmtKind::DeallocateAll);
+  EXPECT_EQ(classify("DEALLOCATE PREPARE ALL").kind, StmtKind::DeallocateAll);
+  EXPECT_EQ(classify("DEALLOCATE s1; SELECT 1").kind, StmtKind::Other);
+}
+
+TEST(ChangesSchema, DdlAnywhereInTheString) {
+  using proxy::changes_schema;
+  EXPECT_TRUE(changes_schema("ALTER TABLE t ADD COLUMN c int"));
+  EXPECT_TRUE(changes_schema("  create index on t (a)"));
+  EXPECT_TRUE(changes_schema("BEGIN; DROP TABLE t; COMMIT"));
+  EXPECT_TRUE(changes_schema("/* x; */ SELECT 1; -- ;\n alter table t rename to u"));
+  EXPECT_FALSE(changes_schema("SELECT 'alter; drop'"));
+  EXPECT_FALSE(changes_schema("SELECT $$; DROP TABLE t$$"));
+  EXPECT_FALSE(changes_schema("INSERT INTO create_log VALUES (1)"));
+  EXPECT_FALSE(changes_schema("-- drop table t\nSELECT 1"));
+}
+
 TEST(SettingList, DiffReplaysAndResets) {
   proxy::SettingList client, server;
   client.apply(classify("SET search_path TO a"), "SET search_path TO a");

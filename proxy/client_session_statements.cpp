@@ -1,0 +1,238 @@
+// The plan cache's proxy side (transaction mode). A client's named statements map
+// to shared server-side statements (pool/statements.h); Parse, Bind, Describe and
+// Close are rewritten so that a server prepares a statement once for every client
+// that uses it, and a client can land on any server. Replies the client did not
+// ask for are dropped by the server connection (see PendingReply).
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
+
+#include "proxy/client_session.h"
+#include "proxy/proxy.h"
+#include "proxy/server_conn.h"
+
+namespace proxy {
+namespace {
+
+using Kind = PendingReply::Kind;
+
+// Writes a message's type, length and leading fields (an optional kind byte, then
+// each field with its NUL) into out's scratch space; `rest` more body bytes follow,
+// added by the caller. False if the fields do not fit.
+bool write_head(WriteBatch& out, char type, char kind, std::initializer_list<std::string_view> fields, size_t rest) {
+  size_t n = pg::kHeaderLen + (kind ? 1 : 0);
+  for (std::string_view f : fields) n += f.size() + 1;
+  uint8_t* p = out.scratch(n);
+  if (!p) return false;
+  p[0] = uint8_t(type);
+  pg::put_u32(p + 1, uint32_t(n - 1 + rest));
+  uint8_t* w = p + pg::kHeaderLen;
+  if (kind) *w++ = uint8_t(kind);
+  for (std::string_view f : fields) {
+    std::memcpy(w, f.data(), f.size());
+    w += f.size();
+    *w++ = 0;
+  }
+  out.add(p, n);
+  return true;
+}
+
+// The end of a Bind with no parameters and no formats: three zero counts.
+const uint8_t kEmptyBindTail[6] = {};
+
+PendingReply reply(Kind kind, char type, uint64_t epoch) { return PendingReply{kind, type, epoch}; }
+
+}  // namespace
+
+size_t ClientSession::route_statement_message(char type, const uint8_t* msg, size_t have, size_t total,
+                                              WriteBatch& out, bool& wait) {
+  ServerConn* s = server_;
+  uint64_t epoch = s->syncs_sent();
+  if (type != 'B' && have < total) {
+    wait = true;   // Parse, Describe and Close are rewritten whole
+    return 0;
+  }
+  pg::Reader r(msg + pg::kHeaderLen, have - pg::kHeaderLen);
+  switch (type) {
+    case 'P': {
+      std::string_view name = r.cstr();
+      if (!r.ok()) return 0;   // malformed: the server says so
+      size_t tail_at = pg::kHeaderLen + name.size() + 1;
+      std::string_view tail(reinterpret_cast<const char*>(msg + tail_at), total - tail_at);
+      bool ddl = changes_schema(tail.substr(0, tail.find('\0')));
+      if (name.empty()) {   // the unnamed statement keeps its own semantics
+        if (ddl) s->note_schema_change();
+        s->expect_reply(reply(Kind::Pass, '1', epoch));
+        return 0;
+      }
+      if (statements_.find(name) != statements_.end()) {
+        // PostgreSQL answers 42P05 and skips to Sync; a Bind that fails makes the server skip.
+        write_head(out, 'B', 0, {"", kDuplicateMarker}, sizeof kEmptyBindTail);
+        out.add(kEmptyBindTail, sizeof kEmptyBindTail);
+        PendingReply dup = reply(Kind::Duplicate, 'E', epoch);
+        dup.client_name = name;
+        s->expect_reply(std::move(dup));
+        return total;
+      }
+      pool::StatementPtr st = proxy_.statements().intern(tail, ddl);
+      statements_.emplace(std::string(name), st);
+      PendingReply own = reply(Kind::Pass, '1', epoch);
+      own.client_undo = PendingReply::ClientUndo::Forget;
+      own.client_name = name;
+      own.client_stmt = st;
+      if (prepared_here(st, out)) {
+        // A Close of nothing stands in for the Parse; its reply becomes ParseComplete.
+        write_head(out, 'C', 'S', {kNoStatement}, 0);
+        own.kind = Kind::AsParseComplete;
+        own.reply = '3';
+        s->expect_reply(std::move(own));
+        return total;
+      }
+      prepare_on_server(st, std::move(own), out);
+      return total;
+    }
+    case 'B': {
+      std::string_view portal = r.cstr(), name = r.cstr();
+      if (!r.ok()) {
+        wait = have < total;   // the names have not all arrived
+        return 0;
+      }
+      auto it = name.empty() ? statements_.end() : statements_.find(name);
+      if (it == statements_.end()) return 0;   // unnamed, or unknown: PostgreSQL's own 26000 comes back
+      pool::StatementPtr st = it->second;
+      if (st->changes_schema) s->note_schema_change();
+      ensure_prepared(st, out);
+      size_t head = pg::kHeaderLen + portal.size() + 1 + name.size() + 1;
+      if (!write_head(out, 'B', 0, {portal, st->name}, total - head)) {
+        protocol_violation("portal name too long");
+        return 0;
+      }
+      return head;
+    }
+    case 'D': {
+      uint8_t kind = r.u8();
+      std::string_view name = r.cstr();
+      if (!r.ok() || kind != 'S' || name.empty()) return 0;
+      auto it = statements_.find(name);
+      if (it == statements_.end()) return 0;
+      pool::StatementPtr st = it->second;
+      ensure_prepared(st, out);
+      write_head(out, 'D', 'S', {st->name}, 0);
+      return total;
+    }
+    case 'C': {
+      // Forwarded unchanged: no server statement has the client's name, so the
+      // server closes nothing and answers CloseComplete where PostgreSQL would.
+      uint8_t kind = r.u8();
+      std::string_view name = r.cstr();
+      PendingReply own = reply(Kind::Pass, '3', epoch);
+      if (auto it = r.ok() && kind == 'S' ? statements_.find(name) : statements_.end(); it != statements_.end()) {
+        own.client_undo = PendingReply::ClientUndo::Restore;
+        own.client_name = name;
+        own.client_stmt = std::move(it->second);
+        statements_.erase(it);
+      }
+      s->expect_reply(std::move(own));
+      return 0;
+    }
+    default:
+      return 0;
+  }
+}
+
+// True if the linked server has st under the current schema version. If it has
+// an older one, that is closed here (the caller prepares st again).
+bool ClientSession::prepared_here(const pool::StatementPtr& st, WriteBatch& out) {
+  pool::StatementStats& stats = proxy_.statements().stats();
+  switch (server_->statements().find(st.get(), proxy_.schema().current())) {
+    case pool::ServerStatements::Lookup::Hit:
+      stats.hits++;
+      return true;
+    case pool::ServerStatements::Lookup::Stale:
+      stats.reprepares++;
+      close_on_server(st, out);
+      return false;
+    case pool::ServerStatements::Lookup::Miss:
+      stats.misses++;
+      return false;
+  }
+  return false;
+}
+
+// Before a Bind or Describe of st: make sure the server has it.
+void ClientSession::ensure_prepared(const pool::StatementPtr& st, WriteBatch& out) {
+  if (!prepared_here(st, out)) prepare_on_server(st, reply(Kind::Swallow, '1', server_->syncs_sent()), out);
+}
+
+// Parse st on the linked server, closing the least recently used one if it is full.
+void ClientSession::prepare_on_server(const pool::StatementPtr& st, PendingReply parse_reply, WriteBatch& out) {
+  pool::StatementStats& stats = proxy_.statements().stats();
+  size_t capacity = size_t(std::max(1, proxy_.config().max_prepared_statements));
+  if (pool::StatementPtr evicted = server_->statements().add(st, proxy_.schema().current(), capacity)) {
+    stats.evictions++;
+    close_on_server(evicted, out);
+  }
+  write_head(out, 'P', 0, {st->name}, st->parse_tail.size());
+  out.add(reinterpret_cast<const uint8_t*>(st->parse_tail.data()), st->parse_tail.size());
+  stats.prepares++;
+  parse_reply.prepared = st;
+  server_->expect_reply(std::move(parse_reply));
+}
+
+void ClientSession::close_on_server(const pool::StatementPtr& st, WriteBatch& out) {
+  write_head(out, 'C', 'S', {st->name}, 0);
+  PendingReply close = reply(Kind::Swallow, '3', server_->syncs_sent());
+  close.closed = st;
+  server_->expect_reply(std::move(close));
+}
+
+// Between transactions, Parse + Sync of a statement that a server of this pool has
+// accepted before is answered here, with no server: the client needs one only once
+// it runs something. Besides saving a round trip, this keeps pgbench -M prepared
+// from deadlocking: it waits for each Parse with its other clients (holding servers
+// in open transactions) stalled behind it.
+bool ClientSession::answer_parse_locally() {
+  const uint8_t* p = in_data();
+  size_t avail = in_size();
+  if (avail < pg::kHeaderLen || p[0] != 'P') return false;
+  size_t parse_len = size_t(pg::get_u32(p + 1)) + 1;
+  if (parse_len < pg::kHeaderLen || avail < parse_len + pg::kHeaderLen) return false;
+  const uint8_t* sync = p + parse_len;
+  if (sync[0] != 'S' || pg::get_u32(sync + 1) != 4) return false;
+  pg::Reader r(p + pg::kHeaderLen, parse_len - pg::kHeaderLen);
+  std::string_view name = r.cstr();
+  if (!r.ok() || name.empty() || statements_.find(name) != statements_.end()) return false;
+  size_t tail_at = pg::kHeaderLen + name.size() + 1;
+  std::string_view tail(reinterpret_cast<const char*>(p + tail_at), parse_len - tail_at);
+  pool::StatementPtr st = proxy_.statements().find(tail);
+  if (!st || !st->accepted_in(pool_entry_->pool.get())) return false;
+  statements_.emplace(std::string(name), std::move(st));
+  proxy_.statements().stats().hits++;
+  in_consume(parse_len + pg::kHeaderLen);
+  static const char kReply[] = {'1', 0, 0, 0, 4, 'Z', 0, 0, 0, 5, 'I'};
+  send(std::string_view(kReply, sizeof kReply));
+  return true;
+}
+
+// DEALLOCATE of a statement the plan cache keeps for the client: answered here.
+bool ClientSession::answer_deallocate(const Classified& c) {
+  auto it = statements_.find(c.name);
+  if (it == statements_.end() || server_->tx_status() == 'E') return false;   // the server's own answer
+  statements_.erase(it);
+  std::string out;
+  pg::Writer(out, 'C').cstr("DEALLOCATE").finish();
+  pg::write_ready(out, server_->tx_status());
+  send(out);
+  return true;
+}
+
+void ClientSession::undo_statement(const std::string& name, const pool::StatementPtr& st, bool forget) {
+  auto it = statements_.find(name);
+  if (forget) {
+    if (it != statements_.end() && it->second == st) statements_.erase(it);
+  } else if (it == statements_.end()) {
+    statements_.emplace(name, st);
+  }
+}
+
+}  // namespace proxy
