@@ -52,6 +52,14 @@ void ServerStatements::remove(const Statement* st) {
   index_.erase(it);
 }
 
+void ServerStatements::invalidate(const Statement* st) {
+  if (auto it = index_.find(st); it != index_.end()) it->second->schema_version = 0;
+}
+
+void ServerStatements::invalidate_all() {
+  for (Entry& e : lru_) e.schema_version = 0;
+}
+
 void ServerStatements::clear() {
   lru_.clear();
   index_.clear();

@@ -70,7 +70,7 @@ class StatementRegistry {
 // Statements prepared on one server connection, least recently used first out.
 class ServerStatements {
  public:
-  enum class Lookup { Hit, Miss, Stale };
+  enum class Lookup { Hit, Miss, Stale };   // schema version 0 is always stale
 
   // Hit marks st most recently used; Stale means it was prepared under an older
   // schema version and must be closed and prepared again.
@@ -80,6 +80,10 @@ class ServerStatements {
   StatementPtr add(StatementPtr st, uint64_t schema_version, size_t capacity);
   void remove(const Statement* st);
   void clear();
+  // Whether or not the server still has them, they are to be closed and prepared
+  // again before use (a Close of a statement that does not exist is no error).
+  void invalidate(const Statement* st);
+  void invalidate_all();
   size_t size() const { return index_.size(); }
 
  private:

@@ -362,7 +362,7 @@ void ClientSession::forward() {
     }
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
       bool wait = false;
-      size_t replaced = route_statement_message(type, p + pos, std::min(total, avail - pos), total, out, wait);
+      size_t replaced = route_statement_message(type, p + pos, avail - pos, total, out, wait);
       if (closing()) return;
       if (wait) break;   // the part to rewrite has not all arrived
       if (replaced > 0) {

@@ -62,6 +62,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   };
   using StatementMap = std::unordered_map<std::string, pool::StatementPtr, NameHash, std::equal_to<>>;
   static constexpr size_t kMaxBufferedWhileWaiting = 64 * 1024;
+  static constexpr size_t kMaxRetryBytes = 8 * 1024;   // largest Bind..Sync kept for a re-run
 
   void on_read() override;
   void on_read_end(int status) override;
@@ -81,7 +82,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   void protocol_violation(std::string_view message);
   QueryAction inspect_query(const uint8_t* body, size_t len);
   // Plan cache (client_session_statements.cpp).
-  size_t route_statement_message(char type, const uint8_t* msg, size_t have, size_t total, WriteBatch& out, bool& wait);
+  size_t route_statement_message(char type, const uint8_t* msg, size_t avail, size_t total, WriteBatch& out, bool& wait);
+  size_t route_unnamed_parse(std::string_view query, const uint8_t* msg, size_t total, size_t tail_at, WriteBatch& out);
   bool prepared_here(const pool::StatementPtr& st, WriteBatch& out);
   void ensure_prepared(const pool::StatementPtr& st, WriteBatch& out);
   void prepare_on_server(const pool::StatementPtr& st, PendingReply reply, WriteBatch& out);

@@ -18,12 +18,13 @@ using Kind = PendingReply::Kind;
 
 // Writes a message's type, length and leading fields (an optional kind byte, then
 // each field with its NUL) into out's scratch space; `rest` more body bytes follow,
-// added by the caller. False if the fields do not fit.
-bool write_head(WriteBatch& out, char type, char kind, std::initializer_list<std::string_view> fields, size_t rest) {
+// added by the caller. Returns the bytes written, empty if the fields do not fit.
+std::string_view write_head(WriteBatch& out, char type, char kind, std::initializer_list<std::string_view> fields,
+                            size_t rest) {
   size_t n = pg::kHeaderLen + (kind ? 1 : 0);
   for (std::string_view f : fields) n += f.size() + 1;
   uint8_t* p = out.scratch(n);
-  if (!p) return false;
+  if (!p) return {};
   p[0] = uint8_t(type);
   pg::put_u32(p + 1, uint32_t(n - 1 + rest));
   uint8_t* w = p + pg::kHeaderLen;
@@ -34,7 +35,21 @@ bool write_head(WriteBatch& out, char type, char kind, std::initializer_list<std
     *w++ = 0;
   }
   out.add(p, n);
-  return true;
+  return {reinterpret_cast<const char*>(p), n};
+}
+
+// Length of the Describe/Execute messages and the Sync that follow a Bind at p,
+// if that is all there is up to the Sync and it has all arrived; else 0.
+size_t rest_of_execute_batch(const uint8_t* p, size_t avail) {
+  size_t pos = 0;
+  while (avail - pos >= pg::kHeaderLen) {
+    char type = char(p[pos]);
+    size_t total = size_t(pg::get_u32(p + pos + 1)) + 1;
+    if ((type != 'D' && type != 'E' && type != 'S') || total < pg::kHeaderLen || avail - pos < total) return 0;
+    pos += total;
+    if (type == 'S') return pos;
+  }
+  return 0;
 }
 
 // The end of a Bind with no parameters and no formats: three zero counts.
@@ -44,10 +59,11 @@ PendingReply reply(Kind kind, char type, uint64_t epoch) { return PendingReply{k
 
 }  // namespace
 
-size_t ClientSession::route_statement_message(char type, const uint8_t* msg, size_t have, size_t total,
+size_t ClientSession::route_statement_message(char type, const uint8_t* msg, size_t avail, size_t total,
                                               WriteBatch& out, bool& wait) {
   ServerConn* s = server_;
   uint64_t epoch = s->syncs_sent();
+  size_t have = std::min(avail, total);
   if (type != 'B' && have < total) {
     wait = true;   // Parse, Describe and Close are rewritten whole
     return 0;
@@ -59,11 +75,11 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
       if (!r.ok()) return 0;   // malformed: the server says so
       size_t tail_at = pg::kHeaderLen + name.size() + 1;
       std::string_view tail(reinterpret_cast<const char*>(msg + tail_at), total - tail_at);
-      bool ddl = changes_schema(tail.substr(0, tail.find('\0')));
+      std::string_view query = tail.substr(0, tail.find('\0'));
+      bool ddl = changes_schema(query);
       if (name.empty()) {   // the unnamed statement keeps its own semantics
         if (ddl) s->note_schema_change();
-        s->expect_reply(reply(Kind::Pass, '1', epoch));
-        return 0;
+        return route_unnamed_parse(query, msg, total, tail_at, out);
       }
       if (statements_.find(name) != statements_.end()) {
         // PostgreSQL answers 42P05 and skips to Sync; a Bind that fails makes the server skip.
@@ -101,11 +117,25 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
       if (it == statements_.end()) return 0;   // unnamed, or unknown: PostgreSQL's own 26000 comes back
       pool::StatementPtr st = it->second;
       if (st->changes_schema) s->note_schema_change();
-      ensure_prepared(st, out);
+      bool fresh_batch = s->idle_protocol() && s->tx_status() == 'I';
+      s->note_shared_bind();
+      bool hit = prepared_here(st, out);
+      if (!hit) prepare_on_server(st, reply(Kind::Swallow, '1', epoch), out);
       size_t head = pg::kHeaderLen + portal.size() + 1 + name.size() + 1;
-      if (!write_head(out, 'B', 0, {portal, st->name}, total - head)) {
+      std::string_view new_head = write_head(out, 'B', 0, {portal, st->name}, total - head);
+      if (new_head.empty()) {
         protocol_violation("portal name too long");
         return 0;
+      }
+      // Bind/Execute/Sync alone in an implicit transaction: if the server says the
+      // plan's result type changed, it can be prepared afresh and run again unseen.
+      if (hit && fresh_batch && have == total) {
+        size_t rest = rest_of_execute_batch(msg + total, avail - total);
+        if (rest > 0 && total + rest <= kMaxRetryBytes) {
+          std::string& bytes = s->arm_retry(st);
+          bytes.assign(new_head);
+          bytes.append(reinterpret_cast<const char*>(msg + head), total - head + rest);
+        }
       }
       return head;
     }
@@ -140,6 +170,42 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
   }
 }
 
+// An unnamed Parse goes out unchanged, except SQL that reaches the statements the
+// plan cache keeps (psycopg sends DEALLOCATE through the extended protocol).
+size_t ClientSession::route_unnamed_parse(std::string_view query, const uint8_t* msg, size_t total, size_t tail_at,
+                                          WriteBatch& out) {
+  ServerConn* s = server_;
+  PendingReply pass = reply(Kind::Pass, '1', s->syncs_sent());
+  size_t start = query.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos || (query[start] != 'D' && query[start] != 'd')) {
+    s->expect_reply(std::move(pass));
+    return 0;
+  }
+  Classified c = classify(query);
+  if (c.kind == StmtKind::DeallocateAll || c.kind == StmtKind::DiscardAll) {
+    // The server will drop every statement: whatever it is known to hold is
+    // closed and prepared again before its next use (a Close of nothing is fine).
+    statements_.clear();
+    s->statements().invalidate_all();
+  } else if (auto it = c.kind == StmtKind::Deallocate ? statements_.find(c.name) : statements_.end();
+             it != statements_.end()) {
+    // DEALLOCATE of one of the client's names: deallocate the shared statement
+    // on this server instead (others prepare it again when they need it).
+    pool::StatementPtr st = std::move(it->second);
+    statements_.erase(it);
+    ensure_prepared(st, out);
+    s->statements().invalidate(st.get());
+    std::string sql = "DEALLOCATE " + st->name;
+    size_t rest_at = tail_at + query.size() + 1;   // parameter type count and OIDs
+    write_head(out, 'P', 0, {"", sql}, total - rest_at);
+    out.add(msg + rest_at, total - rest_at);
+    s->expect_reply(std::move(pass));
+    return total;
+  }
+  s->expect_reply(std::move(pass));
+  return 0;
+}
+
 // True if the linked server has st under the current schema version. If it has
 // an older one, that is closed here (the caller prepares st again).
 bool ClientSession::prepared_here(const pool::StatementPtr& st, WriteBatch& out) {
@@ -159,7 +225,7 @@ bool ClientSession::prepared_here(const pool::StatementPtr& st, WriteBatch& out)
   return false;
 }
 
-// Before a Bind or Describe of st: make sure the server has it.
+// Before a Describe of st: make sure the server has it.
 void ClientSession::ensure_prepared(const pool::StatementPtr& st, WriteBatch& out) {
   if (!prepared_here(st, out)) prepare_on_server(st, reply(Kind::Swallow, '1', server_->syncs_sent()), out);
 }

@@ -83,6 +83,7 @@ void write_error(std::string& out, const ErrorInfo& e) {
   Writer w(out, 'E');
   w.u8('S').cstr(e.severity).u8('V').cstr(e.severity).u8('C').cstr(e.code).u8('M').cstr(e.message);
   if (!e.detail.empty()) w.u8('D').cstr(e.detail);
+  if (!e.routine.empty()) w.u8('R').cstr(e.routine);
   w.u8(0).finish();
 }
 

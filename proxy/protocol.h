@@ -67,6 +67,7 @@ struct ErrorInfo {
   std::string code;       // SQLSTATE
   std::string message;
   std::string detail;
+  std::string routine = {};   // PostgreSQL's source function; drivers key some recovery on it
 };
 ErrorInfo parse_error(const uint8_t* body, size_t len);
 

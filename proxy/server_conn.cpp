@@ -195,6 +195,9 @@ void ServerConn::link(ClientSession* client) {
   schema_change_pending_ = false;
   syncs_sent_ = syncs_done_ = 0;
   replies_.clear();
+  forwarded_since_rfq_ = retrying_ = false;
+  shared_bind_epoch_ = 0;
+  retry_stmt_.reset();
 }
 
 // Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
@@ -238,7 +241,15 @@ void ServerConn::process_linked() {
         tx_status_ = len >= 5 ? char(p[pos + 5]) : 'I';
         if (expected_rfq_ > 0) expected_rfq_--;
         syncs_done_++;
+        forwarded_since_rfq_ = false;
         if (!replies_.empty()) settle_replies();
+        if (retrying_) {
+          retrying_ = false;
+          pos += total;
+          rerun_batch();
+          continue;
+        }
+        if (retry_stmt_ && retry_epoch_ < syncs_done_) retry_stmt_.reset();
         if (pending_setting_.kind != StmtKind::Other) settle_pending_setting();
         if (schema_change_pending_ && tx_status_ == 'I') {
           schema_change_pending_ = false;
@@ -252,6 +263,7 @@ void ServerConn::process_linked() {
         if (r.ok()) note_param(name, value);
       }
     }
+    if (type != 'Z') forwarded_since_rfq_ = true;
     fwd_remaining_ = total;
     pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
@@ -275,8 +287,31 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
     if (pool_.settings().mode != conf::PoolMode::Transaction) return ReplyStep::Forward;
     if (avail < total) return total > 64 * 1024 ? ReplyStep::Forward : ReplyStep::Wait;
     pg::ErrorInfo e = pg::parse_error(msg + 5, total - 5);
-    if (e.code == "0A000" && e.message.rfind("cached plan must not change result type", 0) == 0)
+    if (e.code == "0A000" && e.message.rfind("cached plan must not change result type", 0) == 0) {
       proxy_.schema().bump("a cached plan's result type changed on the server");
+      if (retry_stmt_ && retry_epoch_ == syncs_done_ && !forwarded_since_rfq_) {
+        retrying_ = true;   // nothing of this batch reached the client: run it again
+        return ReplyStep::Done;
+      }
+    }
+    if (e.code == "26000" && e.message.find("\"pgsidecar_") != std::string::npos) {
+      // Dropped behind our back (a DEALLOCATE ALL inside a multi-statement query, say):
+      // close and prepare afresh whatever this server is thought to have.
+      statements_.invalidate_all();
+    }
+    if (e.code == "08P01" && shared_bind_epoch_ == syncs_done_ + 1 && e.message.rfind("bind message has ", 0) == 0 &&
+        e.message.find(" result formats but query has ") != std::string::npos) {
+      // The client's Bind asks for the row shape it described before, and the shared
+      // statement now has another: that is PostgreSQL's 0A000, which drivers (pgjdbc)
+      // answer by preparing and describing again.
+      std::string err;
+      pg::write_error(err, pg::ErrorInfo{"ERROR", "0A000", "cached plan must not change result type", {},
+                                         "RevalidateCachedQuery"});
+      saw_error_ = true;
+      out.flush();
+      client_->send(err);
+      return ReplyStep::Done;
+    }
     if (replies_.empty() || replies_.front().kind != PendingReply::Kind::Duplicate || e.code != "26000" ||
         e.message.find(kDuplicateMarker) == std::string::npos)
       return ReplyStep::Forward;
@@ -302,6 +337,30 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
     case PendingReply::Kind::AsParseComplete: out.add(kParseComplete, sizeof kParseComplete); return ReplyStep::Done;
     default: return ReplyStep::Forward;
   }
+}
+
+// The batch armed by arm_retry() failed with 0A000 and its ReadyForQuery was dropped:
+// prepare the statement afresh, then send the batch again.
+void ServerConn::rerun_batch() {
+  pool::StatementPtr st = std::move(retry_stmt_);
+  retry_stmt_.reset();
+  std::string out;
+  pg::Writer(out, 'C').u8('S').cstr(st->name).finish();
+  pg::Writer(out, 'P').cstr(st->name).bytes(st->parse_tail).finish();
+  out += retry_bytes_;
+  PendingReply close{PendingReply::Kind::Swallow, '3', syncs_sent_};
+  close.closed = st;
+  PendingReply parse{PendingReply::Kind::Swallow, '1', syncs_sent_};
+  parse.prepared = st;
+  replies_.push_back(std::move(close));
+  replies_.push_back(std::move(parse));
+  statements_.add(st, proxy_.schema().current(), SIZE_MAX);
+  pool::StatementStats& stats = proxy_.statements().stats();
+  stats.reprepares++;
+  stats.prepares++;
+  note_shared_bind();
+  note_sync_point();
+  send(out);
 }
 
 // A ReadyForQuery ended a batch: Parse/Close messages of it that got no reply were

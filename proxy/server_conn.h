@@ -106,6 +106,19 @@ class ServerConn final : public Conn, public pool::Member {
   pool::ServerStatements& statements() { return statements_; }
   uint64_t syncs_sent() const { return syncs_sent_; }
   void expect_reply(PendingReply r) { replies_.push_back(std::move(r)); }
+  // The Bind..Sync batch being sent, for st: kept (the caller fills the returned
+  // buffer with its bytes as sent) so that it can run again, unseen by the client,
+  // after preparing st afresh if the server finds its result type changed (0A000).
+  // This batch binds a shared statement, whose row shape may have changed since the
+  // client described it (prepared afresh after DDL, or on a server that never had
+  // the old one): a Bind asking for the old shape is then answered as PostgreSQL
+  // answers a changed plan, 0A000, which drivers recover from.
+  void note_shared_bind() { shared_bind_epoch_ = syncs_sent_ + 1; }
+  std::string& arm_retry(const pool::StatementPtr& st) {
+    retry_stmt_ = st;
+    retry_epoch_ = syncs_sent_;
+    return retry_bytes_;
+  }
 
   const TrackedValues& tracked() const { return tracked_; }
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
@@ -128,6 +141,7 @@ class ServerConn final : public Conn, public pool::Member {
   void on_connected(int status) override;
   void settle_pending_setting();
   void settle_replies();
+  void rerun_batch();
   void undo_reply(PendingReply& r);
   enum class ReplyStep { Forward, Done, Wait, Fail };
   ReplyStep handle_tracked_reply(char type, const uint8_t* msg, size_t total, size_t avail, WriteBatch& out);
@@ -169,6 +183,12 @@ class ServerConn final : public Conn, public pool::Member {
   pool::ServerStatements statements_;
   std::deque<PendingReply> replies_;
   uint64_t syncs_sent_ = 0, syncs_done_ = 0;   // Sync/Query/FunctionCall sent, ReadyForQuery received
+  bool forwarded_since_rfq_ = false;           // a reply went to the client since the last ReadyForQuery
+  pool::StatementPtr retry_stmt_;              // see arm_retry(); null when not armed
+  uint64_t retry_epoch_ = 0;
+  std::string retry_bytes_;
+  bool retrying_ = false;                      // its 0A000 was dropped: drop its ReadyForQuery and re-run
+  uint64_t shared_bind_epoch_ = 0;             // see note_shared_bind(); epoch + 1, 0 = none
 
   InternalDone internal_done_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;

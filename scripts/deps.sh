@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything needed to build, test and benchmark pgsidecar on Debian 12.
 # Skips apt entirely when every package is already installed, so reruns are fast.
+# Also installs the real drivers that tests/integration/drivers_test.cpp runs
+# (psycopg, PostgreSQL JDBC, node-postgres into tests/clients/node_modules).
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(
   build-essential cmake pkg-config
@@ -9,7 +12,12 @@ packages=(
   libgtest-dev libgmock-dev
   systemd postgresql postgresql-contrib pgbouncer
   python3 procps iproute2
+  python3-psycopg libpostgresql-jdbc-java
 )
+# A JDK (java runs JdbcPrepared.java as a source file) and Node, unless already there.
+command -v javac >/dev/null || packages+=(default-jdk-headless)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -17,7 +25,18 @@ for p in "${packages[@]}"; do
   [[ "$status" == installed ]] || missing+=("$p")
 done
 
+# node-postgres for tests/clients, from its package-lock.json; redone only when that changes.
+install_node_clients() {
+  local dir="$root/tests/clients" stamp
+  stamp="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  [[ "$(cat "$dir/node_modules/.deps-stamp" 2>/dev/null)" == "$stamp" ]] && return 0
+  echo "deps.sh: npm ci in tests/clients"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$stamp" >"$dir/node_modules/.deps-stamp"
+}
+
 if ((${#missing[@]} == 0)); then
+  install_node_clients
   exit 0
 fi
 
@@ -36,3 +55,5 @@ apt-get install -y -qq "${missing[@]}" >/dev/null
 if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_ctlcluster >/dev/null; then
   pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
+
+install_node_clients

@@ -321,7 +321,7 @@ TEST(PlanCache, NotifyOnTheSchemaChannelRepreparesStatements) {
   cluster().psql("DROP TABLE pc_notify");
 }
 
-TEST(PlanCache, ResultTypeChangeFromElsewhereFailsOnceThenWorks) {
+TEST(PlanCache, ResultTypeChangedElsewhereIsRecoveredOutsideTransactions) {
   Daemon d(tx_config(1));
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
@@ -330,12 +330,45 @@ TEST(PlanCache, ResultTypeChangeFromElsewhereFailsOnceThenWorks) {
                  "GRANT ALL ON pc_other TO app");
   ASSERT_TRUE(prepare(c, "all_cols", "SELECT * FROM pc_other", 0).ok);
   ASSERT_TRUE(run(c, "all_cols", {}).ok);
+  // Unannounced, behind the proxy's back. PostgreSQL answers 0A000 "cached plan
+  // must not change result type"; outside a transaction pgsidecar prepares afresh
+  // and runs the execution again.
   cluster().psql("ALTER TABLE pc_other ADD COLUMN extra int DEFAULT 3");
-  // Unannounced: PostgreSQL's own error passes through, and the next use is prepared afresh.
   QResult first = run(c, "all_cols", {});
-  EXPECT_EQ(first.sqlstate, "0A000") << first.describe();
-  QResult second = run(c, "all_cols", {});
-  ASSERT_TRUE(second.ok) << second.describe();
-  EXPECT_EQ(second.at(0, 1), "3");
+  ASSERT_TRUE(first.ok) << first.describe();
+  EXPECT_EQ(first.at(0, 1), "3");
+  // Inside a transaction the error is PostgreSQL's (the transaction is aborted);
+  // the next transaction works.
+  cluster().psql("ALTER TABLE pc_other ADD COLUMN more int DEFAULT 4");
+  ASSERT_TRUE(exec(c, "BEGIN").ok);
+  QResult in_tx = run(c, "all_cols", {});
+  EXPECT_EQ(in_tx.sqlstate, "0A000") << in_tx.describe();
+  ASSERT_TRUE(exec(c, "ROLLBACK").ok);
+  QResult after = run(c, "all_cols", {});
+  ASSERT_TRUE(after.ok) << after.describe();
+  EXPECT_EQ(after.at(0, 2), "4");
   cluster().psql("DROP TABLE pc_other");
+}
+
+// psycopg sends DEALLOCATE through the extended protocol (an unnamed Parse).
+TEST(PlanCache, DeallocateThroughTheExtendedProtocol) {
+  Daemon d(tx_config(1));
+  START_DAEMON(d);
+  ConnPtr a = must_connect(d.conninfo()), b = must_connect(d.conninfo());
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(prepare(a, "s", "SELECT $1::int + 100").ok);
+  ASSERT_TRUE(prepare(a, "t", "SELECT $1::int + 200").ok);
+  ASSERT_TRUE(prepare(b, "same", "SELECT $1::int + 100").ok);
+  QResult one = exec_params(a, "DEALLOCATE t", {});
+  ASSERT_TRUE(one.ok) << one.describe();
+  EXPECT_EQ(run(a, "t", {"1"}).sqlstate, "26000");
+  EXPECT_EQ(run(a, "s", {"1"}).scalar(), "101");
+  QResult all = exec_params(a, "DEALLOCATE ALL", {});
+  ASSERT_TRUE(all.ok) << all.describe();
+  EXPECT_EQ(run(a, "s", {"1"}).sqlstate, "26000");
+  // The server dropped the shared statement too; the other client does not notice.
+  QResult other = run(b, "same", {"2"});
+  ASSERT_TRUE(other.ok) << other.describe();
+  EXPECT_EQ(other.scalar(), "102");
+  EXPECT_EQ(exec_params(a, "DEALLOCATE nope", {}).sqlstate, "26000");
 }
