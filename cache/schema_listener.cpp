@@ -1,5 +1,6 @@
 #include "cache/schema_listener.h"
 
+#include "cache/libpq.h"
 #include "conf/log.h"
 
 namespace cache {
@@ -49,36 +50,37 @@ void SchemaListener::drop_connection() {
     poll_fd_ = -1;
   }
   if (conn_) {
-    PQfinish(conn_);
+    pq_->finish(conn_);
     conn_ = nullptr;
   }
 }
 
 void SchemaListener::connect() {
   state_ = State::Connecting;
-  conn_ = PQconnectStart(conninfo_.c_str());
-  if (!conn_ || PQstatus(conn_) == CONNECTION_BAD) return fail("could not start connection");
+  if (!pq_ && !(pq_ = pq::api())) return fail("libpq is not available");
+  conn_ = pq_->connectStart(conninfo_.c_str());
+  if (!conn_ || pq_->status(conn_) == CONNECTION_BAD) return fail("could not start connection");
   advance_connect();
 }
 
 // Follows PQconnectPoll's wishes; the socket may change between steps.
 void SchemaListener::advance_connect() {
-  switch (PQconnectPoll(conn_)) {
+  switch (pq_->connectPoll(conn_)) {
     case PGRES_POLLING_READING: return watch(UV_READABLE);
     case PGRES_POLLING_WRITING: return watch(UV_WRITABLE);
     case PGRES_POLLING_OK: break;
     default: return fail("connection failed");
   }
-  if (PQsetnonblocking(conn_, 1) != 0) return fail("could not set non-blocking mode");
+  if (pq_->setnonblocking(conn_, 1) != 0) return fail("could not set non-blocking mode");
   std::string sql = "LISTEN " + quote_ident(channel_);
-  if (!PQsendQuery(conn_, sql.c_str())) return fail("could not send LISTEN");
+  if (!pq_->sendQuery(conn_, sql.c_str())) return fail("could not send LISTEN");
   state_ = State::Subscribing;
-  if (PQflush(conn_) != 0) return fail("could not send LISTEN");
+  if (pq_->flush(conn_) != 0) return fail("could not send LISTEN");
   watch(UV_READABLE);
 }
 
 void SchemaListener::watch(int events) {
-  int fd = PQsocket(conn_);
+  int fd = pq_->socket(conn_);
   if (fd < 0) return fail("no socket");
   if (poll_ && fd != poll_fd_) {
     uv_poll_stop(poll_);
@@ -109,13 +111,13 @@ void SchemaListener::on_socket(int) {
 
 // Reads what arrived: the LISTEN's result, then notifications.
 void SchemaListener::consume() {
-  if (!PQconsumeInput(conn_)) return fail("connection lost");
-  while (!PQisBusy(conn_)) {
-    PGresult* r = PQgetResult(conn_);
+  if (!pq_->consumeInput(conn_)) return fail("connection lost");
+  while (!pq_->isBusy(conn_)) {
+    PGresult* r = pq_->getResult(conn_);
     if (!r) break;
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    std::string err = ok ? "" : PQresultErrorMessage(r);
-    PQclear(r);
+    bool ok = pq_->resultStatus(r) == PGRES_COMMAND_OK;
+    std::string err = ok ? "" : pq_->resultErrorMessage(r);
+    pq_->clear(r);
     if (!ok) return fail(err.c_str());
     if (state_ == State::Subscribing) {
       state_ = State::Listening;
@@ -124,14 +126,14 @@ void SchemaListener::consume() {
       missed_ = false;
     }
   }
-  while (PGnotify* n = PQnotifies(conn_)) {
+  while (PGnotify* n = pq_->notifies(conn_)) {
     version_.bump("NOTIFY on the schema channel");
-    PQfreemem(n);
+    pq_->freemem(n);
   }
 }
 
 void SchemaListener::fail(const char* what) {
-  std::string detail = conn_ ? PQerrorMessage(conn_) : "";
+  std::string detail = conn_ ? pq_->errorMessage(conn_) : "";
   while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
   LOG_WARN("schema notification channel \"%s\": %s%s%s; retrying in %d s", channel_.c_str(), what,
            detail.empty() ? "" : ": ", detail.c_str(), kRetryMs / 1000);

@@ -1,6 +1,7 @@
 // Moves the schema version on when PostgreSQL says the schema changed: LISTEN on a
 // configured channel over a libpq connection of its own (a control-plane connection,
-// driven asynchronously on the loop with uv_poll), and bump on every NOTIFY. Migration
+// driven asynchronously on the loop with uv_poll; libpq loaded on first use, see
+// cache/libpq.h), and bump on every NOTIFY. Migration
 // tools that change the schema behind the proxy's back run `NOTIFY <channel>` after.
 // A lost connection is re-established every few seconds; the version is bumped then
 // too, since a notification may have been missed in between.
@@ -10,6 +11,7 @@
 
 #include <string>
 
+#include "cache/libpq.h"
 #include "cache/schema_version.h"
 
 namespace cache {
@@ -41,6 +43,7 @@ class SchemaListener {
 
   uv_loop_t* loop_;
   SchemaVersion& version_;
+  const pq::Api* pq_ = nullptr;   // loaded on first connect
   std::string channel_, conninfo_;
   State state_ = State::Stopped;
   PGconn* conn_ = nullptr;
