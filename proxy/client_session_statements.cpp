@@ -38,14 +38,16 @@ std::string_view write_head(WriteBatch& out, char type, char kind, std::initiali
   return {reinterpret_cast<const char*>(p), n};
 }
 
-// Length of the Describe/Execute messages and the Sync that follow a Bind at p,
-// if that is all there is up to the Sync and it has all arrived; else 0.
+// Length of the Describe (portal)/Execute messages and the Sync that follow a Bind
+// at p, if that is all there is up to the Sync and it has all arrived; else 0.
 size_t rest_of_execute_batch(const uint8_t* p, size_t avail) {
   size_t pos = 0;
   while (avail - pos >= pg::kHeaderLen) {
     char type = char(p[pos]);
     size_t total = size_t(pg::get_u32(p + pos + 1)) + 1;
-    if ((type != 'D' && type != 'E' && type != 'S') || total < pg::kHeaderLen || avail - pos < total) return 0;
+    if (total < pg::kHeaderLen || avail - pos < total) return 0;
+    bool portal_describe = type == 'D' && total > pg::kHeaderLen && p[pos + pg::kHeaderLen] == 'P';
+    if (!portal_describe && type != 'E' && type != 'S') return 0;
     pos += total;
     if (type == 'S') return pos;
   }

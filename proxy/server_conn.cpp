@@ -375,7 +375,7 @@ void ServerConn::settle_replies() {
     if (client_ && r.client_undo != PendingReply::ClientUndo::None)
       client_->undo_statement(r.client_name, r.client_stmt, r.client_undo == PendingReply::ClientUndo::Forget);
   }
-  replies_.erase(replies_.begin(), replies_.begin() + std::ptrdiff_t(stale));
+  replies_.pop_front(stale);
 }
 
 // The statement behind pending_setting_ finished: record it if it succeeded.

@@ -3,7 +3,6 @@
 // forwarded), or running an internal query (reset, health check, SET replay).
 #pragma once
 #include <array>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -43,14 +42,38 @@ struct PendingReply {
   };
   // For the client's own Parse (Forget the name it registered) or Close (Restore it).
   enum class ClientUndo : uint8_t { None, Forget, Restore };
-  Kind kind;
-  char reply;                     // '1' ParseComplete, '3' CloseComplete, 'E' (Duplicate)
-  uint64_t epoch;                 // sync points sent before it
+  Kind kind = Kind::Pass;
+  char reply = 0;                    // '1' ParseComplete, '3' CloseComplete, 'E' (Duplicate)
+  uint64_t epoch = 0;             // sync points sent before it
   pool::StatementPtr prepared = nullptr;   // a Parse of it was sent here (undo: not prepared after all)
   pool::StatementPtr closed = nullptr;     // a Close of it was sent here (undo: still prepared)
   ClientUndo client_undo = ClientUndo::None;
   std::string client_name = {};            // the client's statement name (also for Duplicate's error)
   pool::StatementPtr client_stmt = nullptr;
+};
+
+// FIFO of PendingReply that keeps its storage: every Parse of the extended protocol
+// passes through it, and a std::deque would allocate a block every few messages.
+class ReplyQueue {
+ public:
+  bool empty() const { return head_ == items_.size(); }
+  size_t size() const { return items_.size() - head_; }
+  PendingReply& front() { return items_[head_]; }
+  PendingReply& operator[](size_t i) { return items_[head_ + i]; }
+  void push_back(PendingReply r) { items_.push_back(std::move(r)); }
+  void pop_front(size_t n = 1) {
+    for (size_t i = 0; i < n; i++) items_[head_ + i] = PendingReply{};   // let go of statements now
+    head_ += n;
+    if (head_ == items_.size()) clear();
+  }
+  void clear() {
+    items_.clear();
+    head_ = 0;
+  }
+
+ private:
+  std::vector<PendingReply> items_;
+  size_t head_ = 0;
 };
 
 // Statement names pgsidecar sends that never exist on a server: a Close of the
@@ -181,7 +204,7 @@ class ServerConn final : public Conn, public pool::Member {
 
   // Plan cache (transaction mode).
   pool::ServerStatements statements_;
-  std::deque<PendingReply> replies_;
+  ReplyQueue replies_;
   uint64_t syncs_sent_ = 0, syncs_done_ = 0;   // Sync/Query/FunctionCall sent, ReadyForQuery received
   bool forwarded_since_rfq_ = false;           // a reply went to the client since the last ReadyForQuery
   pool::StatementPtr retry_stmt_;              // see arm_retry(); null when not armed
