@@ -243,6 +243,23 @@ void parse_databases(Config& cfg, const Val& v) {
   }
 }
 
+const Table<Metrics>& metrics_keys() {
+  static const Table<Metrics> keys = {
+      {"listen", [](Metrics& m, const Val& v) {
+         m.listen = str(v);
+         if (m.listen.empty()) return;
+         size_t colon = m.listen.rfind(':');
+         int port = 0;
+         const char* end = m.listen.data() + m.listen.size();
+         auto [ptr, ec] = colon == std::string::npos ? std::from_chars(end, end, port)
+                                                     : std::from_chars(m.listen.data() + colon + 1, end, port);
+         if (colon == std::string::npos || colon == 0 || ec != std::errc() || ptr != end || port < 1 || port > 65535)
+           fail(v, "must be \"IP:port\" (e.g. \"127.0.0.1:9127\"), or \"\" for no metrics endpoint" + got(m.listen));
+       }},
+  };
+  return keys;
+}
+
 const Table<Config>& config_keys() {
   static const Table<Config> keys = {
       {"listen_addr", field(&Config::listen_addr)},
@@ -275,6 +292,11 @@ const Table<Config>& config_keys() {
       {"client_login_timeout", field(&Config::client_login_timeout)},
       {"shutdown_timeout", field(&Config::shutdown_timeout)},
       {"log_level", field(&Config::log_level)},
+      {"metrics", [](Config& c, const Val& v) {
+         if (v.node.IsNull()) return;
+         if (!v.node.IsMap()) fail(v, "must be a map (e.g. {listen: \"127.0.0.1:9127\"})");
+         apply_map(c.metrics, v.node, metrics_keys(), v.line);
+       }},
       {"databases", [](Config&, const Val&) {}},  // applied last by parse_config: needs the pool defaults
   };
   return keys;

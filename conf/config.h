@@ -29,6 +29,11 @@ struct Database {
   std::optional<int> reserve_pool_size;     // overrides reserve_pool_size
 };
 
+// `metrics:` map.
+struct Metrics {
+  std::string listen = "127.0.0.1:9127";   // Prometheus /metrics endpoint; "" = off
+};
+
 struct Config {
   std::string source_path;          // file it was loaded from (for messages)
 
@@ -66,6 +71,7 @@ struct Config {
   Duration shutdown_timeout{30000};
 
   LogLevel log_level = LogLevel::Info;
+  Metrics metrics;
 
   std::vector<Database> databases;
 };

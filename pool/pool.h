@@ -72,6 +72,7 @@ struct DatabaseCounter {
 struct Stats {
   int idle = 0, active = 0, launching = 0, checking = 0, waiting = 0;
   uint64_t launched_total = 0, login_failures_total = 0, wait_timeouts_total = 0;
+  uint64_t queries_total = 0, transactions_total = 0;   // ReadyForQuery from a linked server; of those, back to idle
 };
 
 class Pool {
@@ -108,6 +109,11 @@ class Pool {
   const std::string& user() const { return user_; }
   const Settings& settings() const { return settings_; }
   Stats stats() const;
+  // A linked server answered a query or Sync; transaction_ended if its status is idle again.
+  void note_answered(bool transaction_ended) {
+    counters_.queries_total++;
+    if (transaction_ended) counters_.transactions_total++;
+  }
   int total() const { return int(members_.size()); }
 
  private:

@@ -218,6 +218,10 @@ void ClientSession::auth_ok() {
 }
 
 void ClientSession::granted(pool::Member* m) {
+  if (wait_start != pool::Time{}) {   // it was queued
+    pool_entry_->wait_seconds->Observe(std::chrono::duration<double>(pool::Clock::now() - wait_start).count());
+    wait_start = {};
+  }
   server_ = static_cast<ServerConn*>(m);
   server_->link(this);
   if (state_ == State::Login) {

@@ -29,6 +29,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   uint32_t cancel_pid() const { return cancel_pid_; }
   uint32_t cancel_key() const { return cancel_key_; }
   ServerConn* server() const { return server_; }
+  const PoolEntry* pool_entry() const { return pool_entry_; }
   pool::Time started() const { return started_; }
   bool logged_in() const { return state_ == State::Ready; }
   // Idle: logged in and no transaction or query in flight.

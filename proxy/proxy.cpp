@@ -119,6 +119,7 @@ bool Proxy::start(std::string& err) {
   uv_timer_init(loop_, &janitor_timer_);
   janitor_timer_.data = this;
   uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, 100, 100);
+  if (!cfg_.metrics.listen.empty() && !metrics_endpoint_.start(cfg_.metrics.listen, err)) return false;
   schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
   // Warm pools whose server login does not depend on the client (fixed user).
   for (const auto& db : cfg_.databases)
@@ -222,8 +223,47 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
     return s;
   };
   entry->pool = std::make_unique<pool::Pool>(database, user, settings, launcher, &db_counters_[e->target->dbname]);
+  entry->wait_seconds = &metrics_.pool_wait(database, user);
   pools_.emplace(key, std::move(entry));
   return e;
+}
+
+std::string Proxy::render_metrics() {
+  metrics::Snapshot snap;
+  std::unordered_map<const PoolEntry*, size_t> index;
+  for (auto& [key, e] : pools_) {
+    index[e.get()] = snap.pools.size();
+    metrics::PoolSnapshot& p = snap.pools.emplace_back();
+    p.database = e->pool->database();
+    p.user = e->pool->user();
+    pool::Stats s = e->pool->stats();
+    p.servers_active = s.active;
+    p.servers_idle = s.idle;
+    p.servers_login = s.launching;
+    p.servers_testing = s.checking;
+    p.queries = s.queries_total;
+    p.transactions = s.transactions_total;
+    p.server_connects = s.launched_total;
+    p.login_failures = s.login_failures_total;
+    p.wait_timeouts = s.wait_timeouts_total;
+  }
+  for (auto& [pid, c] : clients_) {
+    auto it = index.find(c->pool_entry());
+    if (it == index.end()) continue;   // not past the startup packet yet
+    metrics::PoolSnapshot& p = snap.pools[it->second];
+    if (c->waiting) p.clients_waiting++;
+    else if (c->server()) p.clients_active++;
+    else if (c->logged_in()) p.clients_idle++;
+  }
+  const pool::StatementStats& st = statements_.stats();
+  snap.statement_prepares = st.prepares;
+  snap.statement_hits = st.hits;
+  snap.statement_misses = st.misses;
+  snap.statement_evictions = st.evictions;
+  snap.statement_reprepares = st.reprepares;
+  snap.schema_version = schema_.current();
+  snap.config_reloads = reloads_;
+  return metrics_.render(snap);
 }
 
 void Proxy::janitor() {
@@ -251,6 +291,9 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
   cfg.listen_addr = cfg_.listen_addr;
   cfg.listen_port = cfg_.listen_port;
   cfg.unix_socket_dir = cfg_.unix_socket_dir;
+  if (cfg.metrics.listen != cfg_.metrics.listen) LOG_WARN("reload: metrics.listen changes take effect only after a restart");
+  cfg.metrics.listen = cfg_.metrics.listen;
+  reloads_++;
   cfg_ = std::move(cfg);
   users_ = std::move(users);
   secrets_.clear();
@@ -273,6 +316,7 @@ void Proxy::shutdown(bool fast, std::function<void()> done) {
   if (!shutting_down_) {
     shutting_down_ = true;
     schema_listener_.stop();
+    metrics_endpoint_.stop();
     shutdown_deadline_ = pool::Clock::now() + (fast ? conf::Duration(0) : cfg_.shutdown_timeout);
     if (tcp_listener_) uv_close(reinterpret_cast<uv_handle_t*>(tcp_listener_.get()), nullptr);
     if (unix_listener_) {

@@ -13,6 +13,8 @@
 #include "cache/schema_listener.h"
 #include "cache/schema_version.h"
 #include "conf/config.h"
+#include "metrics/http_endpoint.h"
+#include "metrics/metrics.h"
 #include "pool/pool.h"
 #include "pool/statements.h"
 #include "proxy/auth.h"
@@ -30,6 +32,7 @@ struct PoolEntry {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<ServerTarget> target;
   conf::PoolMode mode;
+  prometheus::Histogram* wait_seconds = nullptr;   // pgsidecar_pool_wait_seconds for this pool
 };
 
 class Proxy {
@@ -63,6 +66,8 @@ class Proxy {
   // Plan cache: the statements clients share, and the schema version they were prepared under.
   pool::StatementRegistry& statements() { return statements_; }
   cache::SchemaVersion& schema() { return schema_; }
+  // The /metrics text: a snapshot of pools, clients and caches, taken now.
+  std::string render_metrics();
 
  private:
   static void on_tcp_connection(uv_stream_t* server, int status);
@@ -79,6 +84,9 @@ class Proxy {
   cache::SchemaVersion schema_;
   cache::SchemaListener schema_listener_{loop_, schema_};
   unsigned janitor_ticks_ = 0;
+  uint64_t reloads_ = 0;
+  metrics::Metrics metrics_{PGSIDECAR_VERSION};
+  metrics::HttpEndpoint metrics_endpoint_{loop_, [this] { return render_metrics(); }};
   mutable std::map<std::string, auth::ScramSecret> secrets_;     // client auth secrets by user, derived lazily
   mutable std::unique_ptr<auth::ScramSecret> dummy_secret_;      // for unknown users: fail only at the end
   std::unique_ptr<uv_tcp_t> tcp_listener_;

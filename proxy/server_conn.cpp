@@ -241,6 +241,7 @@ void ServerConn::process_linked() {
         tx_status_ = len >= 5 ? char(p[pos + 5]) : 'I';
         if (expected_rfq_ > 0) expected_rfq_--;
         syncs_done_++;
+        pool_.note_answered(tx_status_ == 'I');
         forwarded_since_rfq_ = false;
         if (!replies_.empty()) settle_replies();
         if (retrying_) {

@@ -4,7 +4,7 @@
 # /tmp/pgsidecar-demo, writes a config and runs the daemon in the foreground.
 # Ctrl-C stops pgsidecar, then PostgreSQL. Rerunning reuses the cluster.
 #
-# Env: PG_PORT (default 54320, next free one is used), LISTEN_PORT (6432),
+# Env: PG_PORT (default 54320, next free one is used), LISTEN_PORT (6432), METRICS_PORT (9127),
 #      DEMO_DIR (/tmp/pgsidecar-demo), APP_PASSWORD (app-demo-password).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 demo_dir="${DEMO_DIR:-/tmp/pgsidecar-demo}"
 pg_port="${PG_PORT:-54320}"
 listen_port="${LISTEN_PORT:-6432}"
+metrics_port="${METRICS_PORT:-9127}"
 app_password="${APP_PASSWORD:-app-demo-password}"
 pgbin=/usr/lib/postgresql/15/bin
 pgdata="$demo_dir/pgdata"
@@ -82,6 +83,7 @@ pool_mode: transaction
 default_pool_size: 20
 max_client_conn: 1000
 log_level: info
+metrics: {listen: "127.0.0.1:$metrics_port"}
 databases:
   app: {host: 127.0.0.1, port: $pg_port, dbname: app}
 YAML
@@ -92,6 +94,10 @@ if port_busy "$listen_port"; then
   echo "demo.sh: port $listen_port is taken; set LISTEN_PORT" >&2
   exit 1
 fi
+if port_busy "$metrics_port"; then
+  echo "demo.sh: port $metrics_port is taken; set METRICS_PORT" >&2
+  exit 1
+fi
 
 cat <<EOF2
 
@@ -100,6 +106,7 @@ Connect from another terminal:
 
   psql -h 127.0.0.1 -p $listen_port -U app app
   pgbench -h 127.0.0.1 -p $listen_port -U app -i app && pgbench -h 127.0.0.1 -p $listen_port -U app -c 8 -T 10 app
+  curl -s 127.0.0.1:$metrics_port/metrics
 
 Config: $demo_dir/pgsidecar.yaml   PostgreSQL log: $pgdata/server.log
 Ctrl-C stops pgsidecar and PostgreSQL.

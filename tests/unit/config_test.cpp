@@ -154,9 +154,19 @@ TEST(Config, UnknownKeyHasLine) {
   EXPECT_EQ(load_err("listen_port: 6432\n\n# comment\nfoo: 1\n"), "test.yaml:4: unknown key 'foo'");
   EXPECT_EQ(load_err("databases:\n  app:\n    host: x\n    hots: y\n"), "test.yaml:4: unknown key 'hots'");
   EXPECT_EQ(load_err("databases:\n  app: {host: x, colour: red}\n"), "test.yaml:2: unknown key 'colour'");
+  EXPECT_EQ(load_err("log_level: info\nmetrics: {listen: \"127.0.0.1:9127\", path: /x}\n"),
+            "test.yaml:2: unknown key 'path'");
   // Sections of later releases are not supported yet.
-  EXPECT_EQ(load_err("log_level: info\nmetrics: {listen: \"127.0.0.1:9127\"}\n"),
-            "test.yaml:2: unknown key 'metrics'");
+  EXPECT_EQ(load_err("cache: {mode: hinted}\n"), "test.yaml:1: unknown key 'cache'");
+}
+
+TEST(Config, MetricsListen) {
+  EXPECT_NE(load_err("metrics: {listen: \"127.0.0.1\"}\n").find("must be \"IP:port\""), std::string::npos);
+  EXPECT_NE(load_err("metrics: {listen: \"127.0.0.1:9127x\"}\n").find("must be \"IP:port\""), std::string::npos);
+  EXPECT_NE(load_err("metrics: {listen: \"127.0.0.1:0\"}\n").find("must be \"IP:port\""), std::string::npos);
+  EXPECT_TRUE(conf::load_string("metrics: {listen: \"\"}\n", "test.yaml").config.has_value());
+  EXPECT_EQ(conf::load_string("metrics: {listen: \"[::1]:9127\"}\n", "t").config->metrics.listen, "[::1]:9127");
+  EXPECT_EQ(load_err("metrics: 5\n"), "test.yaml:1: metrics must be a map (e.g. {listen: \"127.0.0.1:9127\"})");
 }
 
 TEST(Config, DuplicateKeyRejected) {

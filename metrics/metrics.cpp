@@ -1,0 +1,112 @@
+#include "metrics/metrics.h"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+namespace metrics {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+ClientMetric::Label label(std::string name, std::string value) { return {std::move(name), std::move(value)}; }
+
+ClientMetric sample(double value, std::vector<ClientMetric::Label> labels, MetricType type) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (type == MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
+  return m;
+}
+
+// A family built from snapshot values; add() appends one labelled sample.
+struct Builder {
+  MetricFamily family;
+  Builder(std::string name, std::string help, MetricType type) {
+    family.name = std::move(name);
+    family.help = std::move(help);
+    family.type = type;
+  }
+  Builder& add(double value, std::vector<ClientMetric::Label> labels = {}) {
+    family.metric.push_back(sample(value, std::move(labels), family.type));
+    return *this;
+  }
+};
+
+}  // namespace
+
+Metrics::Metrics(std::string version)
+    : version_(std::move(version)), registry_(std::make_shared<prometheus::Registry>()) {
+  pool_wait_ = &prometheus::BuildHistogram()
+                    .Name("pgsidecar_pool_wait_seconds")
+                    .Help("Time a client waited in the pool's queue for a server, for clients that had to wait")
+                    .Register(*registry_);
+}
+
+prometheus::Histogram& Metrics::pool_wait(const std::string& database, const std::string& user) {
+  static const prometheus::Histogram::BucketBoundaries buckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120};
+  return pool_wait_->Add({{"database", database}, {"user", user}}, buckets);
+}
+
+std::string Metrics::render(const Snapshot& snap) const {
+  std::vector<MetricFamily> out = registry_->Collect();
+  auto pool_labels = [](const PoolSnapshot& p, const char* state = nullptr) {
+    std::vector<ClientMetric::Label> l = {label("database", p.database), label("user", p.user)};
+    if (state) l.push_back(label("state", state));
+    return l;
+  };
+  Builder build("pgsidecar_build_info", "Version of the running pgsidecar; always 1", MetricType::Gauge);
+  build.add(1, {label("version", version_)});
+  Builder clients("pgsidecar_client_connections",
+                  "Client connections by pool and state: active (holding a server), waiting (queued for one), "
+                  "idle (logged in, no server)",
+                  MetricType::Gauge);
+  Builder servers("pgsidecar_server_connections",
+                  "Server connections by pool and state: active (linked to a client or running an internal "
+                  "query), idle (in the pool), login (connecting), testing (health check)",
+                  MetricType::Gauge);
+  Builder queries("pgsidecar_queries_total", "Queries and Syncs answered by servers (ReadyForQuery seen)",
+                  MetricType::Counter);
+  Builder transactions("pgsidecar_transactions_total",
+                       "Transactions ended (ReadyForQuery back to idle), explicit or implicit", MetricType::Counter);
+  Builder connects("pgsidecar_server_connects_total", "Server connections opened", MetricType::Counter);
+  Builder login_failures("pgsidecar_server_login_failures_total", "Server logins that failed", MetricType::Counter);
+  Builder wait_timeouts("pgsidecar_pool_wait_timeouts_total", "Clients that gave up waiting (query_wait_timeout)",
+                        MetricType::Counter);
+  for (const PoolSnapshot& p : snap.pools) {
+    clients.add(p.clients_active, pool_labels(p, "active"))
+        .add(p.clients_waiting, pool_labels(p, "waiting"))
+        .add(p.clients_idle, pool_labels(p, "idle"));
+    servers.add(p.servers_active, pool_labels(p, "active"))
+        .add(p.servers_idle, pool_labels(p, "idle"))
+        .add(p.servers_login, pool_labels(p, "login"))
+        .add(p.servers_testing, pool_labels(p, "testing"));
+    queries.add(double(p.queries), pool_labels(p));
+    transactions.add(double(p.transactions), pool_labels(p));
+    connects.add(double(p.server_connects), pool_labels(p));
+    login_failures.add(double(p.login_failures), pool_labels(p));
+    wait_timeouts.add(double(p.wait_timeouts), pool_labels(p));
+  }
+  Builder statements("pgsidecar_prepared_statements_total",
+                     "Plan cache events: prepare (Parse sent to a server), hit (already prepared there), miss "
+                     "(prepared first), eviction (closed to stay within max_prepared_statements), reprepare "
+                     "(prepared again after a schema change)",
+                     MetricType::Counter);
+  statements.add(double(snap.statement_prepares), {label("event", "prepare")})
+      .add(double(snap.statement_hits), {label("event", "hit")})
+      .add(double(snap.statement_misses), {label("event", "miss")})
+      .add(double(snap.statement_evictions), {label("event", "eviction")})
+      .add(double(snap.statement_reprepares), {label("event", "reprepare")});
+  Builder schema("pgsidecar_schema_version", "Schema version: moves on with DDL, schema NOTIFY or changed plans",
+                 MetricType::Gauge);
+  schema.add(double(snap.schema_version));
+  Builder reloads("pgsidecar_config_reloads_total", "Configuration reloads (SIGHUP)", MetricType::Counter);
+  reloads.add(double(snap.config_reloads));
+  for (Builder* b : {&build, &clients, &servers, &queries, &transactions, &connects, &login_failures, &wait_timeouts,
+                     &statements, &schema, &reloads})
+    out.push_back(std::move(b->family));
+  return prometheus::TextSerializer().Serialize(out);
+}
+
+}  // namespace metrics

@@ -1,0 +1,48 @@
+// Prometheus metrics: the only place metric names are spelled. Everything runs on
+// the loop thread. Hot paths bump plain counters the proxy and pools keep
+// (pool::Stats, pool::StatementStats) or observe a histogram whose handle is cached
+// per pool; a scrape takes a Snapshot of those and serializes it on the loop, so
+// nothing is shared with another thread and nothing is looked up per query.
+#pragma once
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace metrics {
+
+// One (database, user) pool at scrape time.
+struct PoolSnapshot {
+  std::string database, user;
+  int clients_active = 0, clients_waiting = 0, clients_idle = 0;
+  int servers_active = 0, servers_idle = 0, servers_login = 0, servers_testing = 0;
+  uint64_t queries = 0, transactions = 0;          // answered (ReadyForQuery), ended (status back to idle)
+  uint64_t server_connects = 0, login_failures = 0, wait_timeouts = 0;
+};
+
+struct Snapshot {
+  std::vector<PoolSnapshot> pools;
+  uint64_t statement_prepares = 0, statement_hits = 0, statement_misses = 0, statement_evictions = 0,
+           statement_reprepares = 0;
+  uint64_t schema_version = 0;
+  uint64_t config_reloads = 0;
+};
+
+class Metrics {
+ public:
+  explicit Metrics(std::string version);
+  // Time clients of this pool waited for a server; the handle stays valid.
+  prometheus::Histogram& pool_wait(const std::string& database, const std::string& user);
+  // Prometheus text exposition format (version 0.0.4).
+  std::string render(const Snapshot& snap) const;
+
+ private:
+  std::string version_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Histogram>* pool_wait_;
+};
+
+}  // namespace metrics

@@ -1,0 +1,139 @@
+// Prometheus metrics: the /metrics endpoint on a live daemon, with figures that
+// must match what the test did.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <regex>
+
+#include "harness.h"
+
+using namespace itest;
+
+namespace {
+
+// One HTTP GET on 127.0.0.1:port; the whole response (head and body), "" if none.
+std::string http_get(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  close(fd);
+  return out;
+}
+
+// The value of the sample `name{labels}` (labels exactly as rendered), or -1.
+double sample(const std::string& text, const std::string& series) {
+  size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+struct MetricsDaemon {
+  int port = free_port();
+  DaemonConfig cfg = base_config();
+  MetricsDaemon(const std::string& mode, int pool_size) {
+    cfg.set("metrics", "{listen: \"127.0.0.1:" + std::to_string(port) + "\"}")
+        .set("pool_mode", mode)
+        .set("default_pool_size", std::to_string(pool_size));
+  }
+  std::string scrape() const {
+    std::string r = http_get(port, "/metrics");
+    size_t body = r.find("\r\n\r\n");
+    return body == std::string::npos ? "" : r.substr(body + 4);
+  }
+};
+
+const std::string kPool = "database=\"app\",user=\"app\"";
+
+}  // namespace
+
+TEST(Metrics, CountsMatchWhatClientsDid) {
+  MetricsDaemon m("transaction", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  ConnPtr a = must_connect(d.conninfo()), b = must_connect(d.conninfo());
+  ASSERT_TRUE(a && b);
+  std::string before = m.scrape();
+  double q0 = sample(before, "pgsidecar_queries_total{" + kPool + "}");
+  double t0 = sample(before, "pgsidecar_transactions_total{" + kPool + "}");
+  ASSERT_GE(q0, 0) << before;
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(exec(a, "SELECT 1").ok);   // 7 queries, 7 transactions
+  ASSERT_TRUE(exec(b, "BEGIN").ok);                                  // 3 queries, 1 transaction
+  ASSERT_TRUE(exec(b, "SELECT 2").ok);
+  std::string during = m.scrape();
+  EXPECT_EQ(sample(during, "pgsidecar_client_connections{" + kPool + ",state=\"active\"}"), 1) << during;
+  EXPECT_EQ(sample(during, "pgsidecar_client_connections{" + kPool + ",state=\"idle\"}"), 1) << during;
+  EXPECT_EQ(sample(during, "pgsidecar_server_connections{" + kPool + ",state=\"active\"}"), 1) << during;
+  ASSERT_TRUE(exec(b, "COMMIT").ok);
+  std::string after = m.scrape();
+  EXPECT_EQ(sample(after, "pgsidecar_queries_total{" + kPool + "}") - q0, 10) << after;
+  EXPECT_EQ(sample(after, "pgsidecar_transactions_total{" + kPool + "}") - t0, 8) << after;
+  EXPECT_EQ(sample(after, "pgsidecar_build_info{version=\"" PGSIDECAR_VERSION "\"}"), 1) << after;
+}
+
+TEST(Metrics, PlanCacheAndWaitHistogram) {
+  MetricsDaemon m("transaction", 1);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  ConnPtr a = must_connect(d.conninfo()), b = must_connect(d.conninfo());
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(result_of(PQprepare(a.get(), "s", "SELECT 1", 0, nullptr)).ok);   // miss: prepare
+  ASSERT_TRUE(result_of(PQprepare(b.get(), "t", "SELECT 1", 0, nullptr)).ok);   // hit
+  std::string text = m.scrape();
+  EXPECT_EQ(sample(text, "pgsidecar_prepared_statements_total{event=\"prepare\"}"), 1) << text;
+  EXPECT_EQ(sample(text, "pgsidecar_prepared_statements_total{event=\"hit\"}"), 1) << text;
+  // b waits while a holds the only server (logins may have waited too: count from here).
+  double waits = sample(text, "pgsidecar_pool_wait_seconds_count{" + kPool + "}");
+  ASSERT_TRUE(exec(a, "BEGIN").ok);
+  ASSERT_EQ(PQsendQuery(b.get(), "SELECT 2"), 1);
+  ASSERT_TRUE(eventually([&] {
+    return sample(m.scrape(), "pgsidecar_client_connections{" + kPool + ",state=\"waiting\"}") == 1;
+  }, 3000));
+  ASSERT_TRUE(exec(a, "COMMIT").ok);
+  QResult r = result_of(PQgetResult(b.get()));
+  ASSERT_TRUE(r.ok) << r.describe();
+  while (PGresult* rest = PQgetResult(b.get())) PQclear(rest);
+  text = m.scrape();
+  EXPECT_EQ(sample(text, "pgsidecar_pool_wait_seconds_count{" + kPool + "}") - waits, 1) << text;
+}
+
+TEST(Metrics, OnlyMetricsPathIsServed) {
+  MetricsDaemon m("session", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  EXPECT_EQ(http_get(m.port, "/").rfind("HTTP/1.1 404", 0), 0u);
+  EXPECT_EQ(http_get(m.port, "/metrics").rfind("HTTP/1.1 200", 0), 0u);
+  // The daemon still serves its clients.
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(exec(c, "SELECT 3").scalar(), "3");
+}
+
+TEST(Metrics, PortInUseFailsStartWithAClearMessage) {
+  MetricsDaemon m("session", 2);
+  int busy = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(m.port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(busy, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(busy, 1), 0);
+  Daemon d(m.cfg);
+  EXPECT_FALSE(d.start());
+  EXPECT_NE(d.log().find("could not listen for metrics on 127.0.0.1:" + std::to_string(m.port)), std::string::npos)
+      << d.log();
+  close(busy);
+}
