@@ -42,6 +42,29 @@ Metrics::Metrics(std::string version)
                     .Name("pgsidecar_pool_wait_seconds")
                     .Help("Time a client waited in the pool's queue for a server, for clients that had to wait")
                     .Register(*registry_);
+  query_duration_ = &prometheus::BuildHistogram()
+                         .Name("pgsidecar_query_duration_seconds")
+                         .Help("From a client's query or Sync reaching an otherwise quiet server connection to its "
+                               "ReadyForQuery")
+                         .Register(*registry_);
+  transaction_duration_ = &prometheus::BuildHistogram()
+                               .Name("pgsidecar_transaction_duration_seconds")
+                               .Help("From the first query of a transaction reaching the server to the "
+                                     "ReadyForQuery that ends it")
+                               .Register(*registry_);
+}
+
+namespace {
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                                 0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+}  // namespace
+
+prometheus::Histogram& Metrics::query_duration(const std::string& database, const std::string& user) {
+  return query_duration_->Add({{"database", database}, {"user", user}}, kLatencyBuckets);
+}
+
+prometheus::Histogram& Metrics::transaction_duration(const std::string& database, const std::string& user) {
+  return transaction_duration_->Add({{"database", database}, {"user", user}}, kLatencyBuckets);
 }
 
 prometheus::Histogram& Metrics::pool_wait(const std::string& database, const std::string& user) {
@@ -74,6 +97,10 @@ std::string Metrics::render(const Snapshot& snap) const {
   Builder login_failures("pgsidecar_server_login_failures_total", "Server logins that failed", MetricType::Counter);
   Builder wait_timeouts("pgsidecar_pool_wait_timeouts_total", "Clients that gave up waiting (query_wait_timeout)",
                         MetricType::Counter);
+  Builder bytes("pgsidecar_bytes_total", "Bytes forwarded: direction client_to_server or server_to_client",
+                MetricType::Counter);
+  Builder errors("pgsidecar_server_errors_total", "ErrorResponses servers sent to clients, by SQLSTATE class",
+                 MetricType::Counter);
   for (const PoolSnapshot& p : snap.pools) {
     clients.add(p.clients_active, pool_labels(p, "active"))
         .add(p.clients_waiting, pool_labels(p, "waiting"))
@@ -87,6 +114,18 @@ std::string Metrics::render(const Snapshot& snap) const {
     connects.add(double(p.server_connects), pool_labels(p));
     login_failures.add(double(p.login_failures), pool_labels(p));
     wait_timeouts.add(double(p.wait_timeouts), pool_labels(p));
+    auto directed = [&](const char* direction) {
+      auto l = pool_labels(p);
+      l.push_back(label("direction", direction));
+      return l;
+    };
+    bytes.add(double(p.bytes_from_clients), directed("client_to_server"))
+        .add(double(p.bytes_from_servers), directed("server_to_client"));
+    for (const auto& [cls, n] : p.errors_by_class) {
+      auto l = pool_labels(p);
+      l.push_back(label("class", cls));
+      errors.add(double(n), std::move(l));
+    }
   }
   Builder statements("pgsidecar_prepared_statements_total",
                      "Plan cache events: prepare (Parse sent to a server), hit (already prepared there), miss "
@@ -104,7 +143,7 @@ std::string Metrics::render(const Snapshot& snap) const {
   Builder reloads("pgsidecar_config_reloads_total", "Configuration reloads (SIGHUP)", MetricType::Counter);
   reloads.add(double(snap.config_reloads));
   for (Builder* b : {&build, &clients, &servers, &queries, &transactions, &connects, &login_failures, &wait_timeouts,
-                     &statements, &schema, &reloads})
+                     &bytes, &errors, &statements, &schema, &reloads})
     out.push_back(std::move(b->family));
   return prometheus::TextSerializer().Serialize(out);
 }

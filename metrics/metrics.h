@@ -8,6 +8,7 @@
 #include <prometheus/registry.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@ struct PoolSnapshot {
   int servers_active = 0, servers_idle = 0, servers_login = 0, servers_testing = 0;
   uint64_t queries = 0, transactions = 0;          // answered (ReadyForQuery), ended (status back to idle)
   uint64_t server_connects = 0, login_failures = 0, wait_timeouts = 0;
+  uint64_t bytes_from_clients = 0, bytes_from_servers = 0;   // forwarded
+  std::map<std::string, uint64_t> errors_by_class;            // SQLSTATE class ("42") -> ErrorResponses from servers
 };
 
 struct Snapshot {
@@ -36,6 +39,9 @@ class Metrics {
   explicit Metrics(std::string version);
   // Time clients of this pool waited for a server; the handle stays valid.
   prometheus::Histogram& pool_wait(const std::string& database, const std::string& user);
+  // Query (Sync or simple Query to ReadyForQuery) and transaction durations.
+  prometheus::Histogram& query_duration(const std::string& database, const std::string& user);
+  prometheus::Histogram& transaction_duration(const std::string& database, const std::string& user);
   // Prometheus text exposition format (version 0.0.4).
   std::string render(const Snapshot& snap) const;
 
@@ -43,6 +49,8 @@ class Metrics {
   std::string version_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Histogram>* pool_wait_;
+  prometheus::Family<prometheus::Histogram>* query_duration_;
+  prometheus::Family<prometheus::Histogram>* transaction_duration_;
 };
 
 }  // namespace metrics

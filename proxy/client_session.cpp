@@ -400,6 +400,7 @@ void ClientSession::forward() {
     pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
   in_consume(pos);
+  pool_entry_->bytes_from_clients += pos;
   out.flush();
   if (terminate) {
     close();

@@ -218,12 +218,14 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
   entry->mode = settings.mode;
   PoolEntry* e = entry.get();
   auto launcher = [this, e](pool::Pool& p, const std::string& params_key) -> pool::Member* {
-    auto* s = new ServerConn(*this, p, *e->target, decode_params(params_key));
+    auto* s = new ServerConn(*this, p, *e, decode_params(params_key));
     s->start();
     return s;
   };
   entry->pool = std::make_unique<pool::Pool>(database, user, settings, launcher, &db_counters_[e->target->dbname]);
   entry->wait_seconds = &metrics_.pool_wait(database, user);
+  entry->query_seconds = &metrics_.query_duration(database, user);
+  entry->transaction_seconds = &metrics_.transaction_duration(database, user);
   pools_.emplace(key, std::move(entry));
   return e;
 }
@@ -246,6 +248,9 @@ std::string Proxy::render_metrics() {
     p.server_connects = s.launched_total;
     p.login_failures = s.login_failures_total;
     p.wait_timeouts = s.wait_timeouts_total;
+    p.bytes_from_clients = e->bytes_from_clients;
+    p.bytes_from_servers = e->bytes_from_servers;
+    p.errors_by_class = e->errors_by_class;
   }
   for (auto& [pid, c] : clients_) {
     auto it = index.find(c->pool_entry());

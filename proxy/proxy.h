@@ -32,7 +32,12 @@ struct PoolEntry {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<ServerTarget> target;
   conf::PoolMode mode;
-  prometheus::Histogram* wait_seconds = nullptr;   // pgsidecar_pool_wait_seconds for this pool
+  // Metrics of this pool (metrics/metrics.h): handles and plain counters bumped on the loop.
+  prometheus::Histogram* wait_seconds = nullptr;
+  prometheus::Histogram* query_seconds = nullptr;
+  prometheus::Histogram* transaction_seconds = nullptr;
+  uint64_t bytes_from_clients = 0, bytes_from_servers = 0;
+  std::map<std::string, uint64_t> errors_by_class;
 };
 
 class Proxy {

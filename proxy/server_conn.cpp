@@ -11,9 +11,10 @@ namespace {
 const uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
 }  // namespace
 
-ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, const ServerTarget& target,
+ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, PoolEntry& entry,
                        std::vector<std::pair<std::string, std::string>> params)
-    : Conn(proxy.loop()), proxy_(proxy), pool_(pool), target_(target), startup_params_(std::move(params)) {}
+    : Conn(proxy.loop()), proxy_(proxy), pool_(pool), entry_(entry), target_(*entry.target),
+      startup_params_(std::move(params)) {}
 
 void ServerConn::start() {
   state_ = State::Connecting;
@@ -196,6 +197,7 @@ void ServerConn::link(ClientSession* client) {
   syncs_sent_ = syncs_done_ = 0;
   replies_.clear();
   forwarded_since_rfq_ = retrying_ = false;
+  query_started_ = transaction_started_ = {};
   shared_bind_epoch_ = 0;
   retry_stmt_.reset();
 }
@@ -242,6 +244,7 @@ void ServerConn::process_linked() {
         if (expected_rfq_ > 0) expected_rfq_--;
         syncs_done_++;
         pool_.note_answered(tx_status_ == 'I');
+        observe_durations();
         forwarded_since_rfq_ = false;
         if (!replies_.empty()) settle_replies();
         if (retrying_) {
@@ -269,6 +272,7 @@ void ServerConn::process_linked() {
     pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
   in_consume(pos);
+  entry_.bytes_from_servers += pos;
   ClientSession* c = client_;
   out.flush();
   if (release) {
@@ -281,13 +285,32 @@ void ServerConn::process_linked() {
   else if (c->deferred() && idle_protocol()) c->process_deferred();   // it waited for this quiet point
 }
 
+// A ReadyForQuery arrived: the query (if nothing else is in flight) and the
+// transaction (if the status is idle again) are over.
+void ServerConn::observe_durations() {
+  bool query_done = expected_rfq_ == 0 && query_started_ != pool::Time{};
+  bool transaction_done = tx_status_ == 'I' && transaction_started_ != pool::Time{};
+  if (!query_done && !transaction_done) return;
+  pool::Time now = pool::Clock::now();
+  auto seconds = [now](pool::Time since) { return std::chrono::duration<double>(now - since).count(); };
+  if (query_done) {
+    entry_.query_seconds->Observe(seconds(query_started_));
+    query_started_ = {};
+  }
+  if (transaction_done) {
+    entry_.transaction_seconds->Observe(seconds(transaction_started_));
+    transaction_started_ = {};
+  }
+}
+
 // A ParseComplete, CloseComplete or ErrorResponse: the plan cache may own it.
 ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t* msg, size_t total, size_t avail,
                                                         WriteBatch& out) {
   if (type == 'E') {
-    if (pool_.settings().mode != conf::PoolMode::Transaction) return ReplyStep::Forward;
     if (avail < total) return total > 64 * 1024 ? ReplyStep::Forward : ReplyStep::Wait;
     pg::ErrorInfo e = pg::parse_error(msg + 5, total - 5);
+    if (e.code.size() == 5) entry_.errors_by_class[e.code.substr(0, 2)]++;
+    if (pool_.settings().mode != conf::PoolMode::Transaction) return ReplyStep::Forward;
     if (e.code == "0A000" && e.message.rfind("cached plan must not change result type", 0) == 0) {
       proxy_.schema().bump("a cached plan's result type changed on the server");
       if (retry_stmt_ && retry_epoch_ == syncs_done_ && !forwarded_since_rfq_) {

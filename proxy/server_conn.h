@@ -21,6 +21,7 @@ namespace proxy {
 
 class ClientSession;
 class Proxy;
+struct PoolEntry;
 
 // Where and as whom a server connection logs in.
 struct ServerTarget {
@@ -85,7 +86,7 @@ class ServerConn final : public Conn, public pool::Member {
  public:
   using InternalDone = std::function<void(const pg::ErrorInfo* error)>;
 
-  ServerConn(Proxy& proxy, pool::Pool& pool, const ServerTarget& target, std::vector<std::pair<std::string, std::string>> params);
+  ServerConn(Proxy& proxy, pool::Pool& pool, PoolEntry& entry, std::vector<std::pair<std::string, std::string>> params);
   void start();
 
   void link(ClientSession* client);
@@ -111,7 +112,15 @@ class ServerConn final : public Conn, public pool::Member {
            (state_ == State::Linked || state_ == State::Idle);
   }
   // Bookkeeping of what the linked client sent (see ClientSession::forward).
-  void note_sync_point() { expected_rfq_++; syncs_sent_++; unsynced_ = false; }
+  void note_sync_point() {
+    if (expected_rfq_ == 0) {
+      query_started_ = pool::Clock::now();
+      if (tx_status_ == 'I' && transaction_started_ == pool::Time{}) transaction_started_ = query_started_;
+    }
+    expected_rfq_++;
+    syncs_sent_++;
+    unsynced_ = false;
+  }
   void note_unsynced() { unsynced_ = true; }
 
   // A SET/RESET/DISCARD the client sent as the next query: recorded when it succeeds.
@@ -164,6 +173,7 @@ class ServerConn final : public Conn, public pool::Member {
   void on_connected(int status) override;
   void settle_pending_setting();
   void settle_replies();
+  void observe_durations();
   void rerun_batch();
   void undo_reply(PendingReply& r);
   enum class ReplyStep { Forward, Done, Wait, Fail };
@@ -178,6 +188,7 @@ class ServerConn final : public Conn, public pool::Member {
 
   Proxy& proxy_;
   pool::Pool& pool_;
+  PoolEntry& entry_;
   ServerTarget target_;
   std::vector<std::pair<std::string, std::string>> startup_params_;
   State state_ = State::Resolving;
@@ -193,6 +204,7 @@ class ServerConn final : public Conn, public pool::Member {
   bool unsynced_ = false;     // extended-protocol messages sent since the last Sync
   char tx_status_ = 'I';
   size_t fwd_remaining_ = 0;  // bytes of a partly forwarded message still to pass through
+  pool::Time query_started_{}, transaction_started_{};   // for the duration histograms
 
   // SET statements in force on this server beyond its startup defaults (transaction mode).
   SettingList settings_;

@@ -69,6 +69,8 @@ TEST(Metrics, CountsMatchWhatClientsDid) {
   std::string before = m.scrape();
   double q0 = sample(before, "pgsidecar_queries_total{" + kPool + "}");
   double t0 = sample(before, "pgsidecar_transactions_total{" + kPool + "}");
+  double qd0 = sample(before, "pgsidecar_query_duration_seconds_count{" + kPool + "}");
+  double td0 = sample(before, "pgsidecar_transaction_duration_seconds_count{" + kPool + "}");
   ASSERT_GE(q0, 0) << before;
   for (int i = 0; i < 7; ++i) ASSERT_TRUE(exec(a, "SELECT 1").ok);   // 7 queries, 7 transactions
   ASSERT_TRUE(exec(b, "BEGIN").ok);                                  // 3 queries, 1 transaction
@@ -81,7 +83,15 @@ TEST(Metrics, CountsMatchWhatClientsDid) {
   std::string after = m.scrape();
   EXPECT_EQ(sample(after, "pgsidecar_queries_total{" + kPool + "}") - q0, 10) << after;
   EXPECT_EQ(sample(after, "pgsidecar_transactions_total{" + kPool + "}") - t0, 8) << after;
+  EXPECT_EQ(sample(after, "pgsidecar_query_duration_seconds_count{" + kPool + "}") - qd0, 10) << after;
+  EXPECT_EQ(sample(after, "pgsidecar_transaction_duration_seconds_count{" + kPool + "}") - td0, 8) << after;
+  EXPECT_GT(sample(after, "pgsidecar_bytes_total{" + kPool + ",direction=\"client_to_server\"}"), 10 * 13) << after;
+  EXPECT_GT(sample(after, "pgsidecar_bytes_total{" + kPool + ",direction=\"server_to_client\"}"), 10 * 6) << after;
   EXPECT_EQ(sample(after, "pgsidecar_build_info{version=\"" PGSIDECAR_VERSION "\"}"), 1) << after;
+  // Errors by SQLSTATE class: 22012 division_by_zero, twice.
+  EXPECT_EQ(exec(a, "SELECT 1/0").sqlstate, "22012");
+  EXPECT_EQ(exec(b, "SELECT 1/0").sqlstate, "22012");
+  EXPECT_EQ(sample(m.scrape(), "pgsidecar_server_errors_total{" + kPool + ",class=\"22\"}"), 2);
 }
 
 TEST(Metrics, PlanCacheAndWaitHistogram) {
