@@ -13,7 +13,7 @@ packages=(
   systemd postgresql postgresql-contrib pgbouncer
   python3 procps iproute2
   python3-psycopg libpostgresql-jdbc-java
-  prometheus-cpp-dev
+  prometheus-cpp-dev prometheus
 )
 # A JDK (java runs JdbcPrepared.java as a source file) and Node, unless already there.
 command -v javac >/dev/null || packages+=(default-jdk-headless)

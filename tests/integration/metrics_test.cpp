@@ -147,3 +147,17 @@ TEST(Metrics, PortInUseFailsStartWithAClearMessage) {
       << d.log();
   close(busy);
 }
+
+TEST(Metrics, PromtoolAcceptsTheScrape) {
+  MetricsDaemon m("transaction", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(result_of(PQprepare(c.get(), "s", "SELECT 1", 0, nullptr)).ok);
+  EXPECT_EQ(exec(c, "SELECT 1/0").sqlstate, "22012");   // an error class appears too
+  std::string text = m.scrape();
+  ProcResult r = run_process({"promtool", "check", "metrics"}, 30000, {}, text);
+  EXPECT_EQ(r.exit_code, 0) << r.output << "\n" << text;
+  EXPECT_EQ(r.output, "") << "promtool lint findings";
+}
