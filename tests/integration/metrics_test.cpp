@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <regex>
 
 #include "harness.h"
@@ -160,4 +161,29 @@ TEST(Metrics, PromtoolAcceptsTheScrape) {
   ProcResult r = run_process({"promtool", "check", "metrics"}, 30000, {}, text);
   EXPECT_EQ(r.exit_code, 0) << r.output << "\n" << text;
   EXPECT_EQ(r.output, "") << "promtool lint findings";
+}
+
+// metrics/grafana-dashboard.json is valid JSON and only queries metrics the daemon exports.
+TEST(Metrics, DashboardUsesExportedMetrics) {
+  std::string path = (std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "metrics" /
+                      "grafana-dashboard.json").string();
+  std::string json = read_file(path);
+  ASSERT_FALSE(json.empty()) << path;
+  ProcResult valid = run_process({"python3", "-c", "import json,sys; json.load(sys.stdin)"}, 30000, {}, json);
+  EXPECT_EQ(valid.exit_code, 0) << valid.output;
+  MetricsDaemon m("transaction", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(exec(c, "SELECT 1").ok);
+  std::string text = m.scrape();
+  std::regex name("pgsidecar_[a-z_]+");
+  int checked = 0;
+  for (auto it = std::sregex_iterator(json.begin(), json.end(), name); it != std::sregex_iterator(); ++it, ++checked) {
+    std::string metric = it->str();
+    if (metric.size() > 7 && metric.compare(metric.size() - 7, 7, "_bucket") == 0) metric.resize(metric.size() - 7);
+    EXPECT_NE(text.find("# TYPE " + metric + " "), std::string::npos) << metric << " is not exported";
+  }
+  EXPECT_GT(checked, 10);
 }
