@@ -117,6 +117,8 @@ int main(int argc, char** argv) {
   app.config_path = config_path;
   app.loop = uv_default_loop();
   app.proxy = std::make_unique<proxy::Proxy>(app.loop, std::move(loaded.config), std::move(loaded.users));
+  // The admin console's RELOAD and SHUTDOWN are SIGHUP and SIGTERM.
+  app.proxy->set_admin_hooks([&app] { app.on_signal(SIGHUP); }, [&app] { app.on_signal(SIGTERM); });
   std::string err;
   if (!app.proxy->start(err)) {
     LOG_ERROR("%s", err.c_str());

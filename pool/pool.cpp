@@ -30,7 +30,7 @@ Stats Pool::stats() const {
 void Pool::acquire(Waiter* w, std::string_view key) {
   w->wait_key = key;
   if (w->waiting) return;
-  if (waiters_.empty()) {
+  if (waiters_.empty() && !paused_) {
     if (Member* m = take_idle(key)) {
       grant(w, m);
       return;
@@ -52,6 +52,7 @@ void Pool::acquire(Waiter* w, std::string_view key) {
   waiters_.push_back(w);
   // Saturated pool (the common case under load): nothing idle, nothing to launch.
   // Releases serve the queue; skip the scans.
+  if (paused_) return;
   if (!idle_.empty()) serve();
   else launch_for_waiters(now);
 }
@@ -97,6 +98,7 @@ void Pool::grant(Waiter* w, Member* m) {
 }
 
 void Pool::serve() {
+  if (paused_) return;
   if (serving_) {
     serve_again_ = true;
     return;
@@ -134,7 +136,7 @@ bool Pool::may_launch(Time now, bool for_waiter) const {
 
 // Opens servers for waiters that no idle or launching server will serve.
 void Pool::launch_for_waiters(Time now) {
-  if (waiters_.empty()) return;
+  if (waiters_.empty() || paused_) return;
   if (!may_launch(now, true) && idle_.empty()) return;   // full, and no idle server to trade
   // Waiters per params key, minus servers already launching for that key.
   std::vector<std::pair<std::string_view, int>> need;
@@ -232,15 +234,18 @@ void Pool::check_done(Member* m, bool ok) {
 
 void Pool::release(Member* m) {
   Time now = Clock::now();
-  if (now - m->created >= settings_.lifetime || int(members_.size()) > settings_.size + settings_.reserve_size) {
-    retire(m, now - m->created >= settings_.lifetime ? "server_lifetime reached" : "pool shrunk");
+  if (now - m->created >= settings_.lifetime || int(members_.size()) > settings_.size + settings_.reserve_size ||
+      m->created <= reconnect_before_) {
+    retire(m, m->created <= reconnect_before_          ? "RECONNECT"
+              : now - m->created >= settings_.lifetime ? "server_lifetime reached"
+                                                       : "pool shrunk");
     serve();
     return;
   }
   m->state = Member::State::Idle;
   m->idle_since = now;
   // Fast path: hand it straight to the first waiter (FIFO) that can use it.
-  if (!waiters_.empty() && !serving_) {
+  if (!waiters_.empty() && !serving_ && !paused_) {
     for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
       Waiter* w = *it;
       if (w->wait_key != m->params_key) continue;
@@ -252,6 +257,17 @@ void Pool::release(Member* m) {
   }
   idle_.push_back(m);
   if (!waiters_.empty()) serve();
+}
+
+void Pool::resume() {
+  paused_ = false;
+  launch_for_waiters(Clock::now());
+  serve();
+}
+
+void Pool::reconnect() {
+  reconnect_before_ = Clock::now();   // everything that exists now
+  close_idle("RECONNECT");
 }
 
 bool Pool::drop(Member* m) {

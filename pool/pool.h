@@ -104,6 +104,20 @@ class Pool {
   void close_idle(std::string_view reason);
   // Closes every member, busy or not (end of shutdown).
   void close_all(std::string_view reason);
+  // PAUSE: clients queue instead of getting servers; servers come back and stay idle.
+  void pause() { paused_ = true; }
+  void resume();
+  bool paused() const { return paused_; }
+  // RECONNECT: idle servers close now, busy ones when they come back.
+  void reconnect();
+  // Time the longest-waiting client has waited so far (0 if none).
+  Clock::duration longest_wait(Time now) const {
+    return waiters_.empty() ? Clock::duration{0} : now - waiters_.front()->wait_start;
+  }
+  template <class F>
+  void for_each_member(F f) const {
+    for (const Member* m : members_) f(*m);
+  }
 
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
@@ -139,6 +153,8 @@ class Pool {
   Failure last_failure_;
   Stats counters_;
   bool serving_ = false, serve_again_ = false;
+  bool paused_ = false;
+  Time reconnect_before_{};   // members created before this are closed when released
 };
 
 }  // namespace pool

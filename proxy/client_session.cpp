@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "conf/log.h"
+#include "proxy/admin.h"
 #include "proxy/proxy.h"
 #include "proxy/server_conn.h"
 
@@ -141,24 +142,27 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
   if (proxy_.client_count() > proxy_.config().max_client_conn)
     return fatal("53300", "sorry, too many clients already (max_client_conn " +
                               std::to_string(proxy_.config().max_client_conn) + ")");
-  pool_entry_ = proxy_.pool_for(database_, user_);
-  if (!pool_entry_) return fatal("3D000", "database \"" + database_ + "\" does not exist");
-
-  // Servers are opened with the client's startup parameters, so that they are that
-  // session's own defaults (RESET returns to them). In transaction mode the tracked
-  // ones are applied with SET instead, so clients differing only in those share servers.
-  bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
-  plan_cache_ = txn && proxy_.config().max_prepared_statements > 0;
-  std::sort(extra.begin(), extra.end());
-  for (auto& [k, v] : extra) {
-    int i = tracked_index(k);
-    if (i >= 0) {
-      wanted_[size_t(i)] = v;
-      wanted_given_ |= 1u << i;
-      if (txn) continue;
+  if (database_ == kAdminDatabase) {
+    admin_ = true;
+  } else {
+    pool_entry_ = proxy_.pool_for(database_, user_);
+    if (!pool_entry_) return fatal("3D000", "database \"" + database_ + "\" does not exist");
+    // Servers are opened with the client's startup parameters, so that they are that
+    // session's own defaults (RESET returns to them). In transaction mode the tracked
+    // ones are applied with SET instead, so clients differing only in those share servers.
+    bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
+    plan_cache_ = txn && proxy_.config().max_prepared_statements > 0;
+    std::sort(extra.begin(), extra.end());
+    for (auto& [k, v] : extra) {
+      int i = tracked_index(k);
+      if (i >= 0) {
+        wanted_[size_t(i)] = v;
+        wanted_given_ |= 1u << i;
+        if (txn) continue;
+      }
+      params_key_.append(k).push_back('\0');
+      params_key_.append(v).push_back('\0');
     }
-    params_key_.append(k).push_back('\0');
-    params_key_.append(v).push_back('\0');
   }
 
   if (proxy_.config().auth_type == conf::AuthType::Trust) return auth_ok();
@@ -212,6 +216,7 @@ void ClientSession::auth_ok() {
   std::string out;
   pg::write_auth(out, pg::kAuthOk);
   send(out);
+  if (admin_) return admin_login();
   state_ = State::Login;
   read_stop();
   pool_entry_->pool->acquire(this, params_key_);
@@ -292,6 +297,7 @@ void ClientSession::wait_failed(const pool::Failure& f) {
 // Ready state: forward when linked; otherwise borrow a server for what arrived.
 void ClientSession::process_input() {
   if (closing()) return;
+  if (admin_) return admin_input();
   if (!server_) {
     if (in_size() == 0) return;
     if (fwd_remaining_ == 0 && in_size() >= pg::kHeaderLen) {
@@ -452,6 +458,60 @@ ClientSession::QueryAction ClientSession::inspect_query(const uint8_t* body, siz
   }
   server_->expect_setting(std::move(c), sql);
   return QueryAction::Forward;
+}
+
+// Admin console (proxy/admin.h): admin_users may do everything, stats_users SHOW.
+void ClientSession::admin_login() {
+  const conf::Config& cfg = proxy_.config();
+  auto listed = [&](const std::vector<std::string>& users) {
+    return std::find(users.begin(), users.end(), user_) != users.end();
+  };
+  admin_rights_ = listed(cfg.admin_users);
+  if (!admin_rights_ && !listed(cfg.stats_users))
+    return fatal("28000", "not allowed: user \"" + user_ + "\" is in neither admin_users nor stats_users");
+  std::string out;
+  for (auto [k, v] : {std::pair{"server_version", PGSIDECAR_VERSION "/pgsidecar"}, {"server_encoding", "UTF8"},
+                      {"client_encoding", "UTF8"}, {"DateStyle", "ISO"}, {"TimeZone", "UTC"},
+                      {"integer_datetimes", "on"}, {"standard_conforming_strings", "on"},
+                      {"is_superuser", admin_rights_ ? "on" : "off"}})
+    pg::write_param_status(out, k, v);
+  pg::write_backend_key(out, cancel_pid_, cancel_key_);
+  pg::write_ready(out, 'I');
+  send(out);
+  state_ = State::Ready;
+  read_start();
+}
+
+// Simple Query only, as in PgBouncer's console.
+void ClientSession::admin_input() {
+  while (!closing() && in_size() >= pg::kHeaderLen) {
+    const uint8_t* p = in_data();
+    uint32_t len = pg::get_u32(p + 1);
+    if (len < 4 || len > 1024 * 1024) return protocol_violation("invalid message length " + std::to_string(len));
+    if (in_size() < size_t(len) + 1) return;
+    char type = char(p[0]);
+    if (type == 'X') return close();
+    if (type != 'Q') return fatal("08P01", "extended query protocol not supported by admin console");
+    std::string_view sql(reinterpret_cast<const char*>(p + 5), len > 4 ? len - 5 : 0);
+    in_consume(size_t(len) + 1);   // the bytes stay valid until we return to the loop
+    std::string out;
+    bool answered = admin_query(proxy_, cancel_pid_, sql, admin_rights_, out);
+    if (answered) pg::write_ready(out, 'I');
+    send(out);
+    if (!answered) {   // PAUSE: nothing more until its reply
+      read_stop();
+      return;
+    }
+  }
+}
+
+void ClientSession::admin_reply_paused() {
+  std::string out;
+  pg::Writer(out, 'C').cstr("PAUSE").finish();
+  pg::write_ready(out, 'I');
+  send(out);
+  read_start();
+  admin_input();
 }
 
 void ClientSession::resume_reading() {

@@ -30,6 +30,12 @@ class ClientSession final : public Conn, public pool::Waiter {
   uint32_t cancel_key() const { return cancel_key_; }
   ServerConn* server() const { return server_; }
   const PoolEntry* pool_entry() const { return pool_entry_; }
+  const std::string& user() const { return user_; }
+  const std::string& database() const { return database_; }
+  const std::string& application_name() const { return wanted_[0]; }
+  bool is_admin() const { return admin_; }
+  // The admin console's PAUSE finished: its reply goes out now.
+  void admin_reply_paused();
   pool::Time started() const { return started_; }
   bool logged_in() const { return state_ == State::Ready; }
   // Idle: logged in and no transaction or query in flight.
@@ -91,6 +97,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   void close_on_server(const pool::StatementPtr& st, WriteBatch& out);
   bool answer_deallocate(const Classified& c);
   bool answer_parse_locally();
+  void admin_login();
+  void admin_input();
 
   Proxy& proxy_;
   uint32_t cancel_pid_, cancel_key_;
@@ -109,6 +117,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
   StatementMap statements_;                // the client's named statements (plan cache)
   bool deferred_ = false;                  // see deferred()
+  bool admin_ = false, admin_rights_ = false;   // admin console session; may run control commands
 };
 
 }  // namespace proxy

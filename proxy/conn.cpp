@@ -13,6 +13,26 @@ uint8_t g_scratch[kScratchLen];
 
 Conn::Conn(uv_loop_t* loop) : loop_(loop) { h_.handle.data = this; }
 
+std::pair<std::string, int> Conn::address(bool peer) const {
+  if (!initialized_) return {"", 0};
+  if (h_.handle.type != UV_TCP) return {"unix", 0};
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  auto* tcp = const_cast<uv_tcp_t*>(&h_.tcp);
+  int rc = peer ? uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len)
+                : uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (rc != 0) return {"", 0};
+  char ip[64] = "";
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    uv_ip6_name(a, ip, sizeof ip);
+    return {ip, ntohs(a->sin6_port)};
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  uv_ip4_name(a, ip, sizeof ip);
+  return {ip, ntohs(a->sin_port)};
+}
+
 int Conn::init_tcp() {
   int rc = uv_tcp_init(loop_, &h_.tcp);
   h_.handle.data = this;

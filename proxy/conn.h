@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace proxy {
@@ -42,6 +43,9 @@ class Conn {
   void close();               // idempotent; on_closed() then delete this, asynchronously
   void close_after_flush();   // close once everything queued has been written
   bool closing() const { return closing_; }
+  // "ip", port of the peer / of our end; "unix", 0 for a unix socket; "", 0 if unknown.
+  std::pair<std::string, int> peer_address() const { return address(true); }
+  std::pair<std::string, int> local_address() const { return address(false); }
 
   static constexpr size_t kHighWater = 256 * 1024;
   static constexpr size_t kLowWater = 64 * 1024;
@@ -66,6 +70,7 @@ class Conn {
   static void connect_cb(uv_connect_t* req, int status);
   static void resolved_cb(uv_getaddrinfo_t* req, int status, addrinfo* res);
   void finish_close();
+  std::pair<std::string, int> address(bool peer) const;
   void start_write();
   void keep_unread();
 

@@ -223,11 +223,63 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
     return s;
   };
   entry->pool = std::make_unique<pool::Pool>(database, user, settings, launcher, &db_counters_[e->target->dbname]);
+  if (paused_all_ || paused_dbs_.count(database)) entry->pool->pause();
   entry->wait_seconds = &metrics_.pool_wait(database, user);
   entry->query_seconds = &metrics_.query_duration(database, user);
   entry->transaction_seconds = &metrics_.transaction_duration(database, user);
   pools_.emplace(key, std::move(entry));
   return e;
+}
+
+std::vector<PoolEntry*> Proxy::pool_entries() {
+  std::vector<PoolEntry*> out;
+  for (auto& [key, e] : pools_) out.push_back(e.get());
+  return out;
+}
+
+std::vector<const ClientSession*> Proxy::sessions() const {
+  std::vector<const ClientSession*> out;
+  for (auto& [pid, c] : clients_)
+    if (!c->is_admin()) out.push_back(c);
+  return out;
+}
+
+void Proxy::pause(uint32_t pid, const std::string& db) {
+  if (db.empty()) paused_all_ = true;
+  else paused_dbs_.insert(db);
+  for (auto& [key, e] : pools_)
+    if (db.empty() || e->pool->database() == db) e->pool->pause();
+  pending_pauses_.emplace_back(pid, db);   // answered by the janitor, within 100 ms of the pools going quiet
+}
+
+bool Proxy::resume(const std::string& db) {
+  bool was = db.empty() ? (paused_all_ || !paused_dbs_.empty()) : (paused_all_ || paused_dbs_.count(db) > 0);
+  if (db.empty()) {
+    paused_all_ = false;
+    paused_dbs_.clear();
+  } else {
+    paused_dbs_.erase(db);
+  }
+  for (auto& [key, e] : pools_)
+    if (e->pool->paused() && !paused_all_ && !paused_dbs_.count(e->pool->database())) e->pool->resume();
+  return was;
+}
+
+// PAUSE replies go out once the pools they cover have no busy server.
+void Proxy::finish_pauses() {
+  for (size_t i = 0; i < pending_pauses_.size();) {
+    auto [pid, db] = pending_pauses_[i];
+    bool quiet = true;
+    for (auto& [key, e] : pools_)
+      if ((db.empty() || e->pool->database() == db) && e->pool->stats().active > 0) quiet = false;
+    auto it = clients_.find(pid);
+    if (it == clients_.end() || quiet) {
+      if (it != clients_.end()) it->second->admin_reply_paused();
+      pending_pauses_.erase(pending_pauses_.begin() + std::ptrdiff_t(i));
+    } else {
+      i++;
+    }
+  }
 }
 
 std::string Proxy::render_metrics() {
@@ -275,6 +327,7 @@ void Proxy::janitor() {
   pool::Time now = pool::Clock::now();
   for (auto& [key, e] : pools_) e->pool->tick(now);
   if (++janitor_ticks_ % 100 == 0) statements_.sweep();   // every 10 s: drop statements nobody holds
+  if (!pending_pauses_.empty()) finish_pauses();
   if (cfg_.client_login_timeout.count() > 0) {
     std::vector<ClientSession*> late;
     for (auto& [pid, c] : clients_)

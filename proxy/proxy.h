@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -74,6 +75,23 @@ class Proxy {
   // The /metrics text: a snapshot of pools, clients and caches, taken now.
   std::string render_metrics();
 
+  // For the admin console (admin.cpp).
+  std::vector<PoolEntry*> pool_entries();
+  std::vector<const ClientSession*> sessions() const;
+  pool::Time started() const { return started_; }
+  int database_servers(const std::string& dbname) { return db_counters_[dbname].servers; }
+  // RELOAD and SHUTDOWN do what SIGHUP and SIGTERM do; the app sets how.
+  void set_admin_hooks(std::function<void()> reload, std::function<void()> shutdown) {
+    reload_hook_ = std::move(reload);
+    shutdown_hook_ = std::move(shutdown);
+  }
+  void request_reload() { if (reload_hook_) reload_hook_(); }
+  void request_shutdown() { if (shutdown_hook_) shutdown_hook_(); }
+  // PAUSE [db] (db "" = all): pools stop handing out servers; the admin session
+  // `pid` gets its reply once they have no busy server. RESUME: false if none was paused.
+  void pause(uint32_t pid, const std::string& db);
+  bool resume(const std::string& db);
+
  private:
   static void on_tcp_connection(uv_stream_t* server, int status);
   static void on_unix_connection(uv_stream_t* server, int status);
@@ -90,6 +108,12 @@ class Proxy {
   cache::SchemaListener schema_listener_{loop_, schema_};
   unsigned janitor_ticks_ = 0;
   uint64_t reloads_ = 0;
+  pool::Time started_ = pool::Clock::now();
+  std::function<void()> reload_hook_, shutdown_hook_;
+  bool paused_all_ = false;
+  std::set<std::string> paused_dbs_;
+  std::vector<std::pair<uint32_t, std::string>> pending_pauses_;   // admin session pid, database ("" = all)
+  void finish_pauses();
   metrics::Metrics metrics_{PGSIDECAR_VERSION};
   metrics::HttpEndpoint metrics_endpoint_{loop_, [this] { return render_metrics(); }};
   mutable std::map<std::string, auth::ScramSecret> secrets_;     // client auth secrets by user, derived lazily
