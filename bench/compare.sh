@@ -8,7 +8,8 @@
 #      PREPARED_CLIENTS ("16 64", select-only -M prepared rows; PgBouncer 1.18
 #      fails them in transaction mode), TPCB_CLIENTS (16), POOL_SIZE (20), PORT (25432: PostgreSQL; +1 PgBouncer;
 #      +2 pgsidecar; keep it below the ephemeral range 32768+), SCALE (10),
-#      JOBS (2), TARGETS ("direct pgbouncer pgsidecar"),
+#      JOBS (2), TARGETS ("direct pgbouncer pgsidecar"; add "pgsidecar-scraped" for
+#      pgsidecar with its /metrics scraped every second during the run),
 #      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench).
 # Raw per-run figures go to bench/results/compare-<time>.csv.
 set -euo pipefail
@@ -29,7 +30,8 @@ bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-bench}"
 pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
-declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)))
+declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)) [pgsidecar-scraped]=$((port + 2)))
+metrics_port=$((port + 3))
 
 ((EUID == 0)) || { echo "compare.sh: run as root (PostgreSQL runs as user postgres)" >&2; exit 1; }
 scripts/deps.sh
@@ -101,7 +103,7 @@ INI
   wait_port "${target_port[pgbouncer]}"
 fi
 
-if [[ " $targets " == *" pgsidecar "* ]]; then
+if [[ " $targets " == *" pgsidecar"* ]]; then
   echo "== pgsidecar on 127.0.0.1:${target_port[pgsidecar]} ($bin)"
   cat >"$dir/pgsidecar.yaml" <<YAML
 listen_addr: 127.0.0.1
@@ -111,6 +113,7 @@ pool_mode: transaction
 default_pool_size: $pool_size
 max_client_conn: 1000
 log_level: warn
+metrics: {listen: "127.0.0.1:$metrics_port"}
 databases:
   bench: {host: 127.0.0.1, port: $port, dbname: bench}
 YAML
@@ -124,10 +127,19 @@ run_one() {
   local row="$1" target="$2" round="$3"; shift 4
   local logdir="$dir/run" out tps=0 p50="" p95="" p99="" ok=1
   rm -rf "$logdir"; mkdir -p "$logdir"
+  local scraper=""
+  if [[ "$target" == pgsidecar-scraped ]]; then
+    (while :; do curl -s -o /dev/null "http://127.0.0.1:$metrics_port/metrics"; sleep 1; done) &
+    scraper=$!
+  fi
   if ! out="$(pgbench -h 127.0.0.1 -p "${target_port[$target]}" -U bench -n -T "$duration" -j "$jobs" \
       -l --log-prefix="$logdir/lat" "$@" bench 2>&1)"; then
     ok=0
     echo "   $target failed: $(grep -m1 -iE 'error|abort' <<<"$out" || tail -1 <<<"$out")" >&2
+  fi
+  if [[ -n "$scraper" ]]; then
+    kill "$scraper" 2>/dev/null || true
+    wait "$scraper" 2>/dev/null || true
   fi
   tps="$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<<"$out" | head -1)"
   if ((ok)) && grep -q 'actually processed: 0$' <<<"$out"; then
@@ -187,10 +199,10 @@ def med(rs, field):
 def fmt(v, spec):
     return format(v, spec) if v is not None else "-"
 
-print(f"{'row':<22} {'target':<10} {'tps':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x direct':>9} {'x pgbouncer':>12}")
+print(f"{'row':<22} {'target':<18} {'tps':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x direct':>9} {'x pgbouncer':>12}")
 for row in order:
     base = {t: med(runs.get((row, t), []), "tps") for t in ("direct", "pgbouncer")}
-    for t in ("direct", "pgbouncer", "pgsidecar"):
+    for t in ("direct", "pgbouncer", "pgsidecar", "pgsidecar-scraped"):
         rs = runs.get((row, t))
         if not rs:
             continue
@@ -198,9 +210,16 @@ for row in order:
         failed = sum(r["ok"] != "1" for r in rs)
         ratio = lambda b: fmt(tps / b, ".2f") if tps and b else "-"
         note = f"  ({failed}/{len(rs)} runs failed)" if failed else ""
-        print(f"{row:<22} {t:<10} {fmt(tps, '.0f'):>10} {fmt(med(rs, 'p50_ms'), '.2f'):>8} "
+        print(f"{row:<22} {t:<18} {fmt(tps, '.0f'):>10} {fmt(med(rs, 'p50_ms'), '.2f'):>8} "
               f"{fmt(med(rs, 'p95_ms'), '.2f'):>8} {fmt(med(rs, 'p99_ms'), '.2f'):>8} "
               f"{ratio(base['direct']):>9} {ratio(base['pgbouncer']):>12}{note}")
+
+# What scraping /metrics every second costs.
+for row in order:
+    plain = med(runs.get((row, "pgsidecar"), []), "tps")
+    scraped = med(runs.get((row, "pgsidecar-scraped"), []), "tps")
+    if plain and scraped:
+        print(f"pgsidecar scraped every second / not scraped, {row}: {scraped / plain:.3f}")
 
 # The plan cache's gain: pgsidecar's prepared-mode tps over its own extended-mode tps.
 for row in order:

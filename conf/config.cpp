@@ -379,4 +379,54 @@ std::string_view to_string(LogLevel l) {
   return names[static_cast<int>(l)];
 }
 
+
+std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
+  auto ms = [](Duration d) { return std::to_string(d.count()) + "ms"; };
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const std::string& s : v) out += (out.empty() ? "" : ",") + s;
+    return out;
+  };
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", c.unix_socket_mode);
+  return {
+      {"listen_addr", c.listen_addr},
+      {"listen_port", std::to_string(c.listen_port)},
+      {"unix_socket_dir", c.unix_socket_dir},
+      {"unix_socket_mode", mode},
+      {"auth_type", std::string(to_string(c.auth_type))},
+      {"auth_file", c.auth_file},
+      {"admin_users", list(c.admin_users)},
+      {"stats_users", list(c.stats_users)},
+      {"pool_mode", std::string(to_string(c.pool_mode))},
+      {"default_pool_size", std::to_string(c.default_pool_size)},
+      {"min_pool_size", std::to_string(c.min_pool_size)},
+      {"reserve_pool_size", std::to_string(c.reserve_pool_size)},
+      {"reserve_pool_timeout", ms(c.reserve_pool_timeout)},
+      {"max_client_conn", std::to_string(c.max_client_conn)},
+      {"max_db_connections", std::to_string(c.max_db_connections)},
+      {"max_prepared_statements", std::to_string(c.max_prepared_statements)},
+      {"schema_notify_channel", c.schema_notify_channel},
+      {"schema_notify_conninfo", c.schema_notify_conninfo.empty() ? "" : "(set)"},   // may hold a password
+      {"server_idle_timeout", ms(c.server_idle_timeout)},
+      {"server_lifetime", ms(c.server_lifetime)},
+      {"server_connect_timeout", ms(c.server_connect_timeout)},
+      {"server_login_retry", ms(c.server_login_retry)},
+      {"server_reset_query", c.server_reset_query},
+      {"server_reset_query_always", c.server_reset_query_always ? "true" : "false"},
+      {"server_check_query", c.server_check_query},
+      {"server_check_delay", ms(c.server_check_delay)},
+      {"query_wait_timeout", ms(c.query_wait_timeout)},
+      {"client_login_timeout", ms(c.client_login_timeout)},
+      {"shutdown_timeout", ms(c.shutdown_timeout)},
+      {"log_level", std::string(to_string(c.log_level))},
+      {"metrics.listen", c.metrics.listen},
+  };
+}
+
+bool needs_restart(std::string_view key) {
+  return key == "listen_addr" || key == "listen_port" || key == "unix_socket_dir" || key == "unix_socket_mode" ||
+         key == "metrics.listen";
+}
+
 }  // namespace conf

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace conf {
@@ -92,5 +93,11 @@ const Database* find_database(const Config& cfg, std::string_view name);
 std::string_view to_string(PoolMode m);
 std::string_view to_string(AuthType a);
 std::string_view to_string(LogLevel l);
+
+// Every top-level setting as (key, value as text) in a fixed order, for the admin
+// console's SHOW CONFIG (databases are listed by SHOW DATABASES).
+std::vector<std::pair<std::string, std::string>> describe(const Config& c);
+// Settings a reload cannot change (they need a restart).
+bool needs_restart(std::string_view key);
 
 }  // namespace conf

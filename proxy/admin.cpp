@@ -106,7 +106,7 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
     const std::string& what = w[1];
     if (what == "help") {
       ResultSet rs(out, {"command"});
-      for (const char* c : {"SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CACHE|VERSION", "PAUSE [db]", "RESUME [db]",
+      for (const char* c : {"SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|CACHE|VERSION", "PAUSE [db]", "RESUME [db]",
                             "RECONNECT [db]", "RELOAD", "SHUTDOWN"})
         rs.row({c});
       rs.done();
@@ -208,6 +208,13 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
                 d.pool_mode ? mode_name(*d.pool_mode) : "", num(cfg.max_db_connections),
                 num(proxy.database_servers(d.dbname.empty() ? d.name : d.dbname)), paused ? "1" : "0", "0"});
       }
+      rs.done();
+    } else if (what == "config") {
+      ResultSet rs(out, {"key", "value", "default", "changeable"});
+      std::vector<std::pair<std::string, std::string>> now = conf::describe(proxy.config());
+      std::vector<std::pair<std::string, std::string>> defaults = conf::describe(conf::Config{});
+      for (size_t i = 0; i < now.size(); i++)
+        rs.row({now[i].first, now[i].second, defaults[i].second, conf::needs_restart(now[i].first) ? "no" : "yes"});
       rs.done();
     } else if (what == "cache") {
       ResultSet rs(out, {"cache", "entries", "prepares", "hits", "misses", "evictions", "reprepares", "schema_version"});

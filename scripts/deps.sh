@@ -11,7 +11,7 @@ packages=(
   libuv1-dev libpq-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev
   systemd postgresql postgresql-contrib pgbouncer
-  python3 procps iproute2
+  python3 procps iproute2 curl
   python3-psycopg libpostgresql-jdbc-java
   prometheus-cpp-dev prometheus
 )

@@ -59,11 +59,21 @@ TEST(Admin, ShowPoolsAndClientsMatchThePools) {
   for (auto& s : servers.rows) active += s[3] == "active";
   EXPECT_EQ(active, 1);
   ASSERT_TRUE(exec(a, "COMMIT").ok);
-  for (const char* cmd : {"SHOW STATS", "SHOW DATABASES", "SHOW CACHE", "SHOW VERSION", "SHOW HELP"}) {
+  for (const char* cmd : {"SHOW STATS", "SHOW DATABASES", "SHOW CONFIG", "SHOW CACHE", "SHOW VERSION", "SHOW HELP"}) {
     QResult r = exec(admin, cmd);
     EXPECT_TRUE(r.ok && !r.rows.empty()) << cmd << ": " << r.describe();
   }
   EXPECT_EQ(exec(admin, "SHOW VERSION").scalar(), "pgsidecar " PGSIDECAR_VERSION);
+  QResult config = exec(admin, "SHOW CONFIG");
+  bool found = false;
+  for (auto& row : config.rows)
+    if (row.at(0) == "default_pool_size") {
+      found = true;
+      EXPECT_EQ(row.at(1), "2");
+      EXPECT_EQ(row.at(2), "20");
+      EXPECT_EQ(row.at(3), "yes");
+    }
+  EXPECT_TRUE(found) << config.describe();
   QResult stats = exec(admin, "SHOW STATS");
   ASSERT_FALSE(stats.rows.empty());
   EXPECT_EQ(stats.at(0, 0), "app");
