@@ -101,6 +101,8 @@ std::string Metrics::render(const Snapshot& snap) const {
                 MetricType::Counter);
   Builder errors("pgsidecar_server_errors_total", "ErrorResponses servers sent to clients, by SQLSTATE class",
                  MetricType::Counter);
+  Builder disconnects("pgsidecar_server_disconnects_total", "Server connections closed, by reason",
+                      MetricType::Counter);
   for (const PoolSnapshot& p : snap.pools) {
     clients.add(p.clients_active, pool_labels(p, "active"))
         .add(p.clients_waiting, pool_labels(p, "waiting"))
@@ -121,6 +123,11 @@ std::string Metrics::render(const Snapshot& snap) const {
     };
     bytes.add(double(p.bytes_from_clients), directed("client_to_server"))
         .add(double(p.bytes_from_servers), directed("server_to_client"));
+    for (const auto& [reason, n] : p.disconnects) {
+      auto l = pool_labels(p);
+      l.push_back(label("reason", reason));
+      disconnects.add(double(n), std::move(l));
+    }
     for (const auto& [cls, n] : p.errors_by_class) {
       auto l = pool_labels(p);
       l.push_back(label("class", cls));
@@ -143,7 +150,7 @@ std::string Metrics::render(const Snapshot& snap) const {
   Builder reloads("pgsidecar_config_reloads_total", "Configuration reloads (SIGHUP)", MetricType::Counter);
   reloads.add(double(snap.config_reloads));
   for (Builder* b : {&build, &clients, &servers, &queries, &transactions, &connects, &login_failures, &wait_timeouts,
-                     &bytes, &errors, &statements, &schema, &reloads})
+                     &bytes, &errors, &disconnects, &statements, &schema, &reloads})
     out.push_back(std::move(b->family));
   return prometheus::TextSerializer().Serialize(out);
 }

@@ -24,6 +24,7 @@ struct PoolSnapshot {
   uint64_t server_connects = 0, login_failures = 0, wait_timeouts = 0;
   uint64_t bytes_from_clients = 0, bytes_from_servers = 0;   // forwarded
   std::map<std::string, uint64_t> errors_by_class;            // SQLSTATE class ("42") -> ErrorResponses from servers
+  std::map<std::string, uint64_t> disconnects;                // reason label -> server connections closed
 };
 
 struct Snapshot {

@@ -303,6 +303,7 @@ std::string Proxy::render_metrics() {
     p.bytes_from_clients = e->bytes_from_clients;
     p.bytes_from_servers = e->bytes_from_servers;
     p.errors_by_class = e->errors_by_class;
+    p.disconnects = e->disconnects;
   }
   for (auto& [pid, c] : clients_) {
     auto it = index.find(c->pool_entry());

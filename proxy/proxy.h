@@ -39,6 +39,7 @@ struct PoolEntry {
   prometheus::Histogram* transaction_seconds = nullptr;
   uint64_t bytes_from_clients = 0, bytes_from_servers = 0;
   std::map<std::string, uint64_t> errors_by_class;
+  std::map<std::string, uint64_t> disconnects;   // server connections closed, by reason label
 };
 
 class Proxy {

@@ -9,6 +9,28 @@
 namespace proxy {
 namespace {
 const uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
+
+// The bounded label pgsidecar_server_disconnects_total uses for a close reason.
+const char* disconnect_label(std::string_view reason) {
+  static const std::pair<std::string_view, const char*> kPrefixes[] = {
+      {"server closed the connection", "server_closed"},
+      {"client disconnected", "client_gone"},
+      {"server_reset_query failed", "reset_failed"},
+      {"DISCARD ALL failed", "reset_failed"},
+      {"shutdown", "shutdown"},
+      {"RECONNECT", "reconnect"},
+      {"server_lifetime reached", "lifetime"},
+      {"idle timeout or lifetime", "idle_timeout"},
+      {"pool shrunk", "pool_resize"},
+      {"pool full", "pool_resize"},
+      {"login failed", "login_failed"},
+      {"server_check_query failed", "check_failed"},
+      {"server sent ", "server_error"},
+  };
+  for (const auto& [prefix, label] : kPrefixes)
+    if (reason.substr(0, prefix.size()) == prefix) return label;
+  return "protocol_error";
+}
 }  // namespace
 
 ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, PoolEntry& entry,
@@ -545,6 +567,7 @@ void ServerConn::on_drained() {
 
 void ServerConn::on_closed() {
   internal_done_ = nullptr;
+  entry_.disconnects[disconnect_label(close_reason_)]++;
   pool_.forget(this);
   if (ClientSession* c = client_) {
     client_ = nullptr;

@@ -121,6 +121,23 @@ TEST(Metrics, PlanCacheAndWaitHistogram) {
   EXPECT_EQ(sample(text, "pgsidecar_pool_wait_seconds_count{" + kPool + "}") - waits, 1) << text;
 }
 
+TEST(Metrics, ServerDisconnectsByReason) {
+  MetricsDaemon m("transaction", 1);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  std::string pid = exec(c, "SELECT pg_backend_pid()").scalar();
+  ASSERT_EQ(cluster().scalar("SELECT pg_terminate_backend(" + pid + ")").value_or("?"), "t");
+  // PostgreSQL's FATAL while idle, or its closing the socket: either way, counted once.
+  auto counted = [&] {
+    std::string t = m.scrape();
+    return std::max(sample(t, "pgsidecar_server_disconnects_total{" + kPool + ",reason=\"server_error\"}"),
+                    sample(t, "pgsidecar_server_disconnects_total{" + kPool + ",reason=\"server_closed\"}")) == 1;
+  };
+  EXPECT_TRUE(eventually(counted, 3000)) << m.scrape();
+}
+
 TEST(Metrics, OnlyMetricsPathIsServed) {
   MetricsDaemon m("session", 2);
   Daemon d(m.cfg);
