@@ -82,6 +82,8 @@ const auth::ScramSecret& Proxy::dummy_secret() const {
 }
 
 bool Proxy::start(std::string& err) {
+  // Metrics first: if they cannot listen, no client is accepted by a daemon about to exit.
+  if (!cfg_.metrics.listen.empty() && !metrics_endpoint_.start(cfg_.metrics.listen, err)) return false;
   if (!cfg_.listen_addr.empty()) {
     tcp_listener_ = std::make_unique<uv_tcp_t>();
     uv_tcp_init(loop_, tcp_listener_.get());
@@ -119,7 +121,6 @@ bool Proxy::start(std::string& err) {
   uv_timer_init(loop_, &janitor_timer_);
   janitor_timer_.data = this;
   uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, 100, 100);
-  if (!cfg_.metrics.listen.empty() && !metrics_endpoint_.start(cfg_.metrics.listen, err)) return false;
   schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
   // Warm pools whose server login does not depend on the client (fixed user).
   for (const auto& db : cfg_.databases)
