@@ -74,9 +74,10 @@ prometheus::Histogram& Metrics::pool_wait(const std::string& database, const std
 
 std::string Metrics::render(const Snapshot& snap) const {
   std::vector<MetricFamily> out = registry_->Collect();
-  auto pool_labels = [](const PoolSnapshot& p, const char* state = nullptr) {
+  // database and user, plus one more label if given.
+  auto pool_labels = [](const PoolSnapshot& p, std::string name = {}, std::string value = {}) {
     std::vector<ClientMetric::Label> l = {label("database", p.database), label("user", p.user)};
-    if (state) l.push_back(label("state", state));
+    if (!name.empty()) l.push_back(label(std::move(name), std::move(value)));
     return l;
   };
   Builder build("pgsidecar_build_info", "Version of the running pgsidecar; always 1", MetricType::Gauge);
@@ -104,35 +105,22 @@ std::string Metrics::render(const Snapshot& snap) const {
   Builder disconnects("pgsidecar_server_disconnects_total", "Server connections closed, by reason",
                       MetricType::Counter);
   for (const PoolSnapshot& p : snap.pools) {
-    clients.add(p.clients_active, pool_labels(p, "active"))
-        .add(p.clients_waiting, pool_labels(p, "waiting"))
-        .add(p.clients_idle, pool_labels(p, "idle"));
-    servers.add(p.servers_active, pool_labels(p, "active"))
-        .add(p.servers_idle, pool_labels(p, "idle"))
-        .add(p.servers_login, pool_labels(p, "login"))
-        .add(p.servers_testing, pool_labels(p, "testing"));
+    clients.add(p.clients_active, pool_labels(p, "state", "active"))
+        .add(p.clients_waiting, pool_labels(p, "state", "waiting"))
+        .add(p.clients_idle, pool_labels(p, "state", "idle"));
+    servers.add(p.servers_active, pool_labels(p, "state", "active"))
+        .add(p.servers_idle, pool_labels(p, "state", "idle"))
+        .add(p.servers_login, pool_labels(p, "state", "login"))
+        .add(p.servers_testing, pool_labels(p, "state", "testing"));
     queries.add(double(p.queries), pool_labels(p));
     transactions.add(double(p.transactions), pool_labels(p));
     connects.add(double(p.server_connects), pool_labels(p));
     login_failures.add(double(p.login_failures), pool_labels(p));
     wait_timeouts.add(double(p.wait_timeouts), pool_labels(p));
-    auto directed = [&](const char* direction) {
-      auto l = pool_labels(p);
-      l.push_back(label("direction", direction));
-      return l;
-    };
-    bytes.add(double(p.bytes_from_clients), directed("client_to_server"))
-        .add(double(p.bytes_from_servers), directed("server_to_client"));
-    for (const auto& [reason, n] : p.disconnects) {
-      auto l = pool_labels(p);
-      l.push_back(label("reason", reason));
-      disconnects.add(double(n), std::move(l));
-    }
-    for (const auto& [cls, n] : p.errors_by_class) {
-      auto l = pool_labels(p);
-      l.push_back(label("class", cls));
-      errors.add(double(n), std::move(l));
-    }
+    bytes.add(double(p.bytes_from_clients), pool_labels(p, "direction", "client_to_server"))
+        .add(double(p.bytes_from_servers), pool_labels(p, "direction", "server_to_client"));
+    for (const auto& [reason, n] : p.disconnects) disconnects.add(double(n), pool_labels(p, "reason", reason));
+    for (const auto& [cls, n] : p.errors_by_class) errors.add(double(n), pool_labels(p, "class", cls));
   }
   Builder statements("pgsidecar_prepared_statements_total",
                      "Plan cache events: prepare (Parse sent to a server), hit (already prepared there), miss "

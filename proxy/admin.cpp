@@ -16,6 +16,11 @@ namespace {
 
 constexpr uint32_t kTextOid = 25;
 
+// SHOW CLIENTS and SHOW SERVERS share PgBouncer's header.
+const std::initializer_list<std::string_view> kConnectionColumns = {
+    "type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
+    "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls", "application_name"};
+
 // Rows of text columns: RowDescription, DataRows, CommandComplete "SHOW".
 class ResultSet {
  public:
@@ -119,11 +124,10 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
                          "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested",
                          "sv_login", "maxwait", "maxwait_us", "pool_mode"});
       pool::Time now = pool::Clock::now();
+      auto clients = proxy.client_counts();
       for (const PoolEntry* e : proxy.pool_entries()) {
         pool::Stats s = e->pool->stats();
-        int active = 0;
-        for (const ClientSession* c : proxy.sessions())
-          if (c->pool_entry() == e && c->server()) active++;
+        int active = clients[e].active;
         auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(e->pool->longest_wait(now)).count();
         rs.row({e->pool->database(), e->pool->user(), num(active), num(s.waiting), "0", "0", num(s.active), "0", "0",
                 num(s.idle), "0", num(s.checking), num(s.launching), std::to_string(wait_us / 1000000),
@@ -131,9 +135,7 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
       }
       rs.done();
     } else if (what == "clients") {
-      ResultSet rs(out, {"type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
-                         "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls",
-                         "application_name"});
+      ResultSet rs(out, kConnectionColumns);
       pool::Time now = pool::Clock::now();
       for (const ClientSession* c : proxy.sessions()) {
         if (!c->logged_in() && !c->waiting) continue;
@@ -147,9 +149,7 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
       }
       rs.done();
     } else if (what == "servers") {
-      ResultSet rs(out, {"type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
-                         "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls",
-                         "application_name"});
+      ResultSet rs(out, kConnectionColumns);
       for (const PoolEntry* e : proxy.pool_entries()) {
         e->pool->for_each_member([&](const pool::Member& m) {
           const auto& s = static_cast<const ServerConn&>(m);

@@ -232,6 +232,18 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
   return e;
 }
 
+std::unordered_map<const PoolEntry*, Proxy::ClientCounts> Proxy::client_counts() const {
+  std::unordered_map<const PoolEntry*, ClientCounts> counts;
+  for (auto& [pid, c] : clients_) {
+    if (!c->pool_entry()) continue;   // admin session, or not past the startup packet yet
+    ClientCounts& n = counts[c->pool_entry()];
+    if (c->waiting) n.waiting++;
+    else if (c->server()) n.active++;
+    else if (c->logged_in()) n.idle++;
+  }
+  return counts;
+}
+
 std::vector<PoolEntry*> Proxy::pool_entries() {
   std::vector<PoolEntry*> out;
   for (auto& [key, e] : pools_) out.push_back(e.get());
@@ -285,9 +297,8 @@ void Proxy::finish_pauses() {
 
 std::string Proxy::render_metrics() {
   metrics::Snapshot snap;
-  std::unordered_map<const PoolEntry*, size_t> index;
+  std::unordered_map<const PoolEntry*, ClientCounts> clients = client_counts();
   for (auto& [key, e] : pools_) {
-    index[e.get()] = snap.pools.size();
     metrics::PoolSnapshot& p = snap.pools.emplace_back();
     p.database = e->pool->database();
     p.user = e->pool->user();
@@ -305,14 +316,10 @@ std::string Proxy::render_metrics() {
     p.bytes_from_servers = e->bytes_from_servers;
     p.errors_by_class = e->errors_by_class;
     p.disconnects = e->disconnects;
-  }
-  for (auto& [pid, c] : clients_) {
-    auto it = index.find(c->pool_entry());
-    if (it == index.end()) continue;   // not past the startup packet yet
-    metrics::PoolSnapshot& p = snap.pools[it->second];
-    if (c->waiting) p.clients_waiting++;
-    else if (c->server()) p.clients_active++;
-    else if (c->logged_in()) p.clients_idle++;
+    const ClientCounts& n = clients[e.get()];
+    p.clients_active = n.active;
+    p.clients_waiting = n.waiting;
+    p.clients_idle = n.idle;
   }
   const pool::StatementStats& st = statements_.stats();
   snap.statement_prepares = st.prepares;

@@ -76,6 +76,13 @@ class Proxy {
   // The /metrics text: a snapshot of pools, clients and caches, taken now.
   std::string render_metrics();
 
+  // Clients of each pool by state: waiting (queued for a server), active (holding
+  // one), idle (logged in, no server). Admin sessions and logins in progress are not counted.
+  struct ClientCounts {
+    int active = 0, waiting = 0, idle = 0;
+  };
+  std::unordered_map<const PoolEntry*, ClientCounts> client_counts() const;
+
   // For the admin console (admin.cpp).
   std::vector<PoolEntry*> pool_entries();
   std::vector<const ClientSession*> sessions() const;

@@ -636,6 +636,12 @@ DaemonConfig base_config() {
   return c;
 }
 
+DaemonConfig tx_config(int pool_size) {
+  DaemonConfig c = base_config();
+  c.set("pool_mode", "transaction").set("default_pool_size", std::to_string(pool_size));
+  return c;
+}
+
 Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)) {
   char tmpl[] = "/tmp/pgsc-daemon-XXXXXX";
   if (mkdtemp(tmpl)) dir_ = tmpl;

@@ -142,6 +142,8 @@ struct DaemonConfig {
 // Base config: trust auth, session mode, pool size 5, short timeouts, databases
 // app (-> app) and "*" on the shared cluster, auth_file with app/md5user passwords.
 DaemonConfig base_config();
+// base_config() in transaction pool mode with pool_size servers per pool.
+DaemonConfig tx_config(int pool_size = 5);
 // Flow mapping for a database entry on the shared cluster; `more` is appended
 // inside the braces (e.g. "dbname: app, pool_size: 1").
 std::string db_entry(const std::string& more = "");

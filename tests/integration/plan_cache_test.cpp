@@ -13,12 +13,6 @@ using namespace itest;
 
 namespace {
 
-DaemonConfig tx_config(int pool_size) {
-  DaemonConfig c = base_config();
-  c.set("pool_mode", "transaction").set("default_pool_size", std::to_string(pool_size));
-  return c;
-}
-
 QResult prepare(const ConnPtr& c, const char* name, const char* sql, int nparams = 1) {
   return result_of(PQprepare(c.get(), name, sql, nparams, nullptr));
 }

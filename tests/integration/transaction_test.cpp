@@ -12,12 +12,6 @@ using namespace itest;
 
 namespace {
 
-DaemonConfig tx_config(int pool_size = 5) {
-  DaemonConfig c = base_config();
-  c.set("pool_mode", "transaction").set("default_pool_size", std::to_string(pool_size));
-  return c;
-}
-
 std::vector<std::string> pgbench_env() {
   return {"PGSSLMODE=disable", "PGGSSENCMODE=disable", "PGCONNECT_TIMEOUT=10", "PGPASSWORD="};
 }
