@@ -7,8 +7,10 @@
 #include <memory>
 #include <string>
 
+#include "app/ctl.h"
 #include "conf/config.h"
 #include "conf/log.h"
+#include "lockd/lockd.h"
 #include "proxy/auth.h"
 #include "proxy/proxy.h"
 #include "systemd/sdnotify.h"
@@ -17,6 +19,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: pgsidecar -c FILE [--check-config]\n"
+    "       pgsidecar ctl [--socket PATH | -c FILE] COMMAND   (lockd client; pgsidecar ctl --help)\n"
     "  -c, --config FILE   configuration file (YAML)\n"
     "      --check-config  validate FILE (and its auth_file) and exit: 0 if valid, 1 otherwise\n"
     "  -V, --version       print the version and exit\n";
@@ -51,6 +54,7 @@ struct App {
   std::string config_path;
   uv_loop_t* loop = nullptr;
   std::unique_ptr<proxy::Proxy> proxy;
+  std::unique_ptr<lockd::Lockd> lockd;
   uv_signal_t sighup{}, sigterm{}, sigint{};
   uv_timer_t watchdog{};
   bool stopping = false;
@@ -70,6 +74,7 @@ struct App {
     bool fast = signum == SIGINT || stopping;   // a second SIGTERM means: now
     if (!stopping) sdnotify::stopping();
     stopping = true;
+    if (lockd) lockd->stop();
     proxy->shutdown(fast, [this] { finish(); });
   }
 
@@ -82,7 +87,19 @@ struct App {
 
 }  // namespace
 
+// lockd's connections: to lockd.database (else migrations.database) as lockd.user
+// (else migrations.user), and to migrations.database as migrations.user.
+lockd::Targets lockd_targets(const conf::Config& c, const proxy::Proxy& p) {
+  const std::string& lock_db = c.lockd.database.empty() ? c.migrations.database : c.lockd.database;
+  const std::string& lock_user = c.lockd.user.empty() ? c.migrations.user : c.lockd.user;
+  lockd::Targets t;
+  if (!lock_db.empty()) t.locks = p.control_conninfo(lock_db, lock_user);
+  if (!c.migrations.database.empty()) t.migrations = p.control_conninfo(c.migrations.database, c.migrations.user);
+  return t;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0) return ctl::main(argc - 2, argv + 2);
   std::string config_path;
   bool check_only = false;
   for (int i = 1; i < argc; i++) {
@@ -124,6 +141,16 @@ int main(int argc, char** argv) {
     LOG_ERROR("%s", err.c_str());
     return 1;
   }
+  const conf::Config& cfg = app.proxy->config();
+  if (!cfg.lockd.socket_path.empty()) {
+    app.lockd = std::make_unique<lockd::Lockd>(app.loop, cfg, lockd_targets(cfg, *app.proxy), app.proxy->schema(),
+                                               app.proxy->metrics());
+    if (!app.lockd->start(err)) {
+      LOG_ERROR("%s", err.c_str());
+      return 1;
+    }
+    app.proxy->set_lockd_metrics([&app](metrics::LockdSnapshot& s) { app.lockd->fill(s); });
+  }
   for (auto [handle, signum] : {std::pair{&app.sighup, SIGHUP}, {&app.sigterm, SIGTERM}, {&app.sigint, SIGINT}}) {
     uv_signal_init(app.loop, handle);
     handle->data = &app;
@@ -138,6 +165,7 @@ int main(int argc, char** argv) {
   LOG_INFO("pgsidecar %s ready", PGSIDECAR_VERSION);
   uv_run(app.loop, UV_RUN_DEFAULT);
   LOG_INFO("pgsidecar stopped");
+  app.lockd.reset();
   app.proxy.reset();
   uv_loop_close(app.loop);
   return 0;

@@ -24,10 +24,13 @@ const Api* load() {
   bool ok = resolve(lib, "PQconnectStart", a.connectStart) & resolve(lib, "PQconnectPoll", a.connectPoll) &
             resolve(lib, "PQstatus", a.status) & resolve(lib, "PQerrorMessage", a.errorMessage) &
             resolve(lib, "PQsocket", a.socket) & resolve(lib, "PQsetnonblocking", a.setnonblocking) &
-            resolve(lib, "PQsendQuery", a.sendQuery) & resolve(lib, "PQflush", a.flush) &
+            resolve(lib, "PQsendQuery", a.sendQuery) & resolve(lib, "PQsendQueryParams", a.sendQueryParams) & resolve(lib, "PQflush", a.flush) &
             resolve(lib, "PQconsumeInput", a.consumeInput) & resolve(lib, "PQisBusy", a.isBusy) &
             resolve(lib, "PQgetResult", a.getResult) & resolve(lib, "PQresultStatus", a.resultStatus) &
-            resolve(lib, "PQresultErrorMessage", a.resultErrorMessage) & resolve(lib, "PQclear", a.clear) &
+            resolve(lib, "PQresultErrorMessage", a.resultErrorMessage) &
+            resolve(lib, "PQresultErrorField", a.resultErrorField) & resolve(lib, "PQntuples", a.ntuples) &
+            resolve(lib, "PQnfields", a.nfields) & resolve(lib, "PQgetvalue", a.getvalue) &
+            resolve(lib, "PQgetisnull", a.getisnull) & resolve(lib, "PQclear", a.clear) &
             resolve(lib, "PQnotifies", a.notifies) & resolve(lib, "PQfreemem", a.freemem) &
             resolve(lib, "PQfinish", a.finish);
   return ok ? &a : nullptr;

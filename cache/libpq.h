@@ -15,12 +15,18 @@ struct Api {
   decltype(&PQsocket) socket;
   decltype(&PQsetnonblocking) setnonblocking;
   decltype(&PQsendQuery) sendQuery;
+  decltype(&PQsendQueryParams) sendQueryParams;
   decltype(&PQflush) flush;
   decltype(&PQconsumeInput) consumeInput;
   decltype(&PQisBusy) isBusy;
   decltype(&PQgetResult) getResult;
   decltype(&PQresultStatus) resultStatus;
   decltype(&PQresultErrorMessage) resultErrorMessage;
+  decltype(&PQresultErrorField) resultErrorField;
+  decltype(&PQntuples) ntuples;
+  decltype(&PQnfields) nfields;
+  decltype(&PQgetvalue) getvalue;
+  decltype(&PQgetisnull) getisnull;
   decltype(&PQclear) clear;
   decltype(&PQnotifies) notifies;
   decltype(&PQfreemem) freemem;

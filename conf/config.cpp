@@ -16,6 +16,9 @@
 #include <map>
 #include <set>
 
+#include <grp.h>
+#include <pwd.h>
+
 namespace conf {
 namespace {
 
@@ -128,7 +131,33 @@ void parse(const Val& v, AuthType& out) { out = enumerated(v, std::array{AuthTyp
 void parse(const Val& v, LogLevel& out) {
   out = enumerated(v, std::array{LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error});
 }
+void parse(const Val& v, MigrationFormat& out) {
+  out = enumerated(v, std::array{MigrationFormat::Pgsidecar, MigrationFormat::GolangMigrate, MigrationFormat::Flyway});
+}
 void parse(const Val& v, std::optional<PoolMode>& out) { parse(v, out.emplace()); }
+
+// A list of user (or group) names or numeric ids; names are looked up now.
+std::vector<unsigned> ids(const Val& v, bool groups) {
+  std::vector<std::string> names;
+  parse(v, names);
+  std::vector<unsigned> out;
+  for (const std::string& n : names) {
+    unsigned id = 0;
+    auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), id);
+    if (ec == std::errc() && end == n.data() + n.size()) {
+      out.push_back(id);
+    } else if (groups) {
+      const struct group* g = getgrnam(n.c_str());   // config load only, never on the loop
+      if (!g) fail(v, "names an unknown group" + got(n));
+      out.push_back(g->gr_gid);
+    } else {
+      const struct passwd* p = getpwnam(n.c_str());
+      if (!p) fail(v, "names an unknown user" + got(n));
+      out.push_back(p->pw_uid);
+    }
+  }
+  return out;
+}
 
 // Always read as octal, like PgBouncer: 0777, "0660", 660 and "0o660" all work.
 int octal_mode(const Val& v) {
@@ -260,6 +289,42 @@ const Table<Metrics>& metrics_keys() {
   return keys;
 }
 
+const Table<Lockd>& lockd_keys() {
+  static const Table<Lockd> keys = {
+      {"socket_path", field(&Lockd::socket_path)},
+      {"socket_mode", [](Lockd& l, const Val& v) { l.socket_mode = octal_mode(v); }},
+      {"allowed_uids", [](Lockd& l, const Val& v) { l.allowed_uids = ids(v, false); }},
+      {"allowed_gids", [](Lockd& l, const Val& v) { l.allowed_gids = ids(v, true); }},
+      {"database", field(&Lockd::database)},
+      {"user", field(&Lockd::user)},
+      {"lock_timeout", field(&Lockd::lock_timeout)},
+  };
+  return keys;
+}
+
+const Table<Migrations>& migrations_keys() {
+  static const Table<Migrations> keys = {
+      {"dir", field(&Migrations::dir)},
+      {"format", field(&Migrations::format)},
+      {"table", field(&Migrations::table)},
+      {"database", field(&Migrations::database)},
+      {"user", field(&Migrations::user)},
+      {"verify_interval", field(&Migrations::verify_interval)},
+      {"optimistic", field(&Migrations::optimistic)},
+  };
+  return keys;
+}
+
+// A nested map setting such as `metrics:`; null leaves the defaults.
+template <class T>
+Setter<Config> section(T Config::*member, const Table<T>& (*keys)(), const char* example) {
+  return [member, keys, example](Config& c, const Val& v) {
+    if (v.node.IsNull()) return;
+    if (!v.node.IsMap()) fail(v, std::string("must be a map (e.g. ") + example + ")");
+    apply_map(c.*member, v.node, keys(), v.line);
+  };
+}
+
 const Table<Config>& config_keys() {
   static const Table<Config> keys = {
       {"listen_addr", field(&Config::listen_addr)},
@@ -292,11 +357,9 @@ const Table<Config>& config_keys() {
       {"client_login_timeout", field(&Config::client_login_timeout)},
       {"shutdown_timeout", field(&Config::shutdown_timeout)},
       {"log_level", field(&Config::log_level)},
-      {"metrics", [](Config& c, const Val& v) {
-         if (v.node.IsNull()) return;
-         if (!v.node.IsMap()) fail(v, "must be a map (e.g. {listen: \"127.0.0.1:9127\"})");
-         apply_map(c.metrics, v.node, metrics_keys(), v.line);
-       }},
+      {"metrics", section(&Config::metrics, metrics_keys, "{listen: \"127.0.0.1:9127\"}")},
+      {"lockd", section(&Config::lockd, lockd_keys, "{socket_path: /run/pgsidecar/lockd.sock}")},
+      {"migrations", section(&Config::migrations, migrations_keys, "{dir: /etc/pgsidecar/migrations, database: app}")},
       {"databases", [](Config&, const Val&) {}},  // applied last by parse_config: needs the pool defaults
   };
   return keys;
@@ -321,6 +384,15 @@ Config parse_config(const YAML::Node& root, const std::string& name) {
   }
   if (!cfg.schema_notify_channel.empty() && cfg.schema_notify_conninfo.empty()) {
     fail(seen["schema_notify_channel"], "schema_notify_channel requires schema_notify_conninfo");
+  }
+  // lockd's databases must resolve to a `databases:` entry (exact or "*").
+  for (auto [name, key] : {std::pair{&cfg.migrations.database, "migrations"}, {&cfg.lockd.database, "lockd"}}) {
+    if (!name->empty() && !find_database(cfg, *name)) {
+      fail(seen[key], std::string(key) + ".database '" + *name + "' is not in databases:");
+    }
+  }
+  if (!cfg.migrations.dir.empty() && cfg.migrations.database.empty()) {
+    fail(seen["migrations"], "migrations.dir requires migrations.database");
   }
   if (cfg.listen_addr.empty() && cfg.unix_socket_dir.empty()) {
     fail(0, "nothing to listen on: listen_addr and unix_socket_dir are both empty");
@@ -374,6 +446,15 @@ const Database* find_database(const Config& cfg, std::string_view name) {
 
 std::string_view to_string(PoolMode m) { return m == PoolMode::Session ? "session" : "transaction"; }
 std::string_view to_string(AuthType a) { return a == AuthType::Trust ? "trust" : "scram-sha-256"; }
+std::string_view to_string(MigrationFormat f) {
+  static constexpr std::string_view names[] = {"pgsidecar", "golang-migrate", "flyway"};
+  return names[static_cast<int>(f)];
+}
+
+const std::string& Migrations::history_table() const {
+  static const std::string defaults[] = {"pgsidecar_migrations", "schema_migrations", "flyway_schema_history"};
+  return table.empty() ? defaults[static_cast<int>(format)] : table;
+}
 std::string_view to_string(LogLevel l) {
   static constexpr std::string_view names[] = {"debug", "info", "warn", "error"};
   return names[static_cast<int>(l)];
@@ -387,13 +468,21 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
     for (const std::string& s : v) out += (out.empty() ? "" : ",") + s;
     return out;
   };
-  char mode[8];
-  std::snprintf(mode, sizeof mode, "%04o", c.unix_socket_mode);
+  auto octal = [](int m) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%04o", m);
+    return std::string(buf);
+  };
+  auto numbers = [](const std::vector<unsigned>& v) {
+    std::string out;
+    for (unsigned n : v) out += (out.empty() ? "" : ",") + std::to_string(n);
+    return out;
+  };
   return {
       {"listen_addr", c.listen_addr},
       {"listen_port", std::to_string(c.listen_port)},
       {"unix_socket_dir", c.unix_socket_dir},
-      {"unix_socket_mode", mode},
+      {"unix_socket_mode", octal(c.unix_socket_mode)},
       {"auth_type", std::string(to_string(c.auth_type))},
       {"auth_file", c.auth_file},
       {"admin_users", list(c.admin_users)},
@@ -421,12 +510,26 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"shutdown_timeout", ms(c.shutdown_timeout)},
       {"log_level", std::string(to_string(c.log_level))},
       {"metrics.listen", c.metrics.listen},
+      {"lockd.socket_path", c.lockd.socket_path},
+      {"lockd.socket_mode", octal(c.lockd.socket_mode)},
+      {"lockd.allowed_uids", numbers(c.lockd.allowed_uids)},
+      {"lockd.allowed_gids", numbers(c.lockd.allowed_gids)},
+      {"lockd.database", c.lockd.database},
+      {"lockd.user", c.lockd.user},
+      {"lockd.lock_timeout", ms(c.lockd.lock_timeout)},
+      {"migrations.dir", c.migrations.dir},
+      {"migrations.format", std::string(to_string(c.migrations.format))},
+      {"migrations.table", c.migrations.history_table()},
+      {"migrations.database", c.migrations.database},
+      {"migrations.user", c.migrations.user},
+      {"migrations.verify_interval", ms(c.migrations.verify_interval)},
+      {"migrations.optimistic", c.migrations.optimistic ? "true" : "false"},
   };
 }
 
 bool needs_restart(std::string_view key) {
   return key == "listen_addr" || key == "listen_port" || key == "unix_socket_dir" || key == "unix_socket_mode" ||
-         key == "metrics.listen";
+         key == "metrics.listen" || key.starts_with("lockd.") || key.starts_with("migrations.");
 }
 
 }  // namespace conf

@@ -35,6 +35,32 @@ struct Metrics {
   std::string listen = "127.0.0.1:9127";   // Prometheus /metrics endpoint; "" = off
 };
 
+// `lockd:` map: the local socket for migration status and named locks (lockd/).
+struct Lockd {
+  std::string socket_path = "/run/pgsidecar/lockd.sock";   // "" = off
+  int socket_mode = 0660;
+  std::vector<unsigned> allowed_uids;   // names resolved at load; both lists empty = see docs
+  std::vector<unsigned> allowed_gids;
+  std::string database;                 // `databases:` entry holding the advisory locks; "" = migrations.database
+  std::string user;                     // server login; "" = migrations.user, then the entry's user
+  Duration lock_timeout{30000};         // for lock requests without timeout_ms
+};
+
+enum class MigrationFormat { Pgsidecar, GolangMigrate, Flyway };
+
+// `migrations:` map: the directory of SQL files lockd reports on and applies.
+struct Migrations {
+  std::string dir;                      // "" = no migrations
+  MigrationFormat format = MigrationFormat::Pgsidecar;
+  std::string table;                    // "" = the format's own table name
+  std::string database;                 // `databases:` entry to migrate
+  std::string user;                     // server login; "" = the entry's user
+  Duration verify_interval{30000};      // a cached status older than this is re-read from PostgreSQL
+  bool optimistic = true;               // answer from cache while re-reading (else wait for it)
+
+  const std::string& history_table() const;
+};
+
 struct Config {
   std::string source_path;          // file it was loaded from (for messages)
 
@@ -73,6 +99,8 @@ struct Config {
 
   LogLevel log_level = LogLevel::Info;
   Metrics metrics;
+  Lockd lockd;
+  Migrations migrations;
 
   std::vector<Database> databases;
 };
@@ -93,6 +121,7 @@ const Database* find_database(const Config& cfg, std::string_view name);
 std::string_view to_string(PoolMode m);
 std::string_view to_string(AuthType a);
 std::string_view to_string(LogLevel l);
+std::string_view to_string(MigrationFormat f);
 
 // Every top-level setting as (key, value as text) in a fixed order, for the admin
 // console's SHOW CONFIG (databases are listed by SHOW DATABASES).

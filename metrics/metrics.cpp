@@ -52,6 +52,15 @@ Metrics::Metrics(std::string version)
                                .Help("From the first query of a transaction reaching the server to the "
                                      "ReadyForQuery that ends it")
                                .Register(*registry_);
+  lockd_status_ = &prometheus::BuildHistogram()
+                       .Name("pgsidecar_lockd_status_seconds")
+                       .Help("lockd status requests, from the request line to its answer, by source: cache (no "
+                             "database round trip) or database")
+                       .Register(*registry_);
+  lock_wait_ = &prometheus::BuildHistogram()
+                    .Name("pgsidecar_lock_wait_seconds")
+                    .Help("lockd named locks: time from a lock request to its grant")
+                    .Register(*registry_);
 }
 
 namespace {
@@ -71,6 +80,58 @@ prometheus::Histogram& Metrics::pool_wait(const std::string& database, const std
   static const prometheus::Histogram::BucketBoundaries buckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120};
   return pool_wait_->Add({{"database", database}, {"user", user}}, buckets);
 }
+
+prometheus::Histogram& Metrics::lockd_status_seconds(const std::string& source) {
+  static const prometheus::Histogram::BucketBoundaries buckets = {0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                                                  0.0025,   0.005,   0.01,   0.025,   0.05,   0.1,
+                                                                  0.25,     1};
+  return lockd_status_->Add({{"source", source}}, buckets);
+}
+
+prometheus::Histogram& Metrics::lock_wait_seconds() {
+  static const prometheus::Histogram::BucketBoundaries buckets = {0.0001, 0.001, 0.005, 0.01, 0.05, 0.1,
+                                                                  0.5,    1,     5,     10,   30,   120};
+  return lock_wait_->Add({}, buckets);
+}
+
+namespace {
+
+// lockd's families, when it runs.
+void render_lockd(const LockdSnapshot& l, std::vector<MetricFamily>& out) {
+  if (!l.enabled) return;
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    out.push_back(Builder(name, help, MetricType::Counter).add(double(v)).family);
+  };
+  auto gauge = [&](const char* name, const char* help, double v) {
+    out.push_back(Builder(name, help, MetricType::Gauge).add(v).family);
+  };
+  gauge("pgsidecar_lockd_clients", "Connections to the lockd socket", l.clients);
+  counter("pgsidecar_lockd_rejected_peers_total", "lockd peers refused by uid/gid (lockd.allowed_uids/gids)",
+          l.rejected_peers);
+  Builder requests("pgsidecar_lockd_requests_total", "lockd requests answered, by op and result (ok or error code)",
+                   MetricType::Counter);
+  for (const auto& [key, n] : l.requests) requests.add(double(n), {label("op", key.first), label("result", key.second)});
+  out.push_back(std::move(requests.family));
+  counter("pgsidecar_lock_acquired_total", "Named locks granted", l.lock_acquired);
+  counter("pgsidecar_lock_waits_total", "Lock requests that had to wait (queued)", l.lock_waits);
+  counter("pgsidecar_lock_timeouts_total", "Lock requests that timed out", l.lock_timeouts);
+  counter("pgsidecar_lock_contention_total",
+          "pg_try_advisory_lock calls that found the lock held by another session (another host)", l.lock_contention);
+  counter("pgsidecar_locks_lost_total", "Held locks lost with the PostgreSQL connection", l.lock_lost);
+  gauge("pgsidecar_locks_held", "Named locks held now", l.locks_held);
+  gauge("pgsidecar_lock_waiters", "Lock requests waiting now", l.lock_waiters);
+  if (!l.migrations_configured) return;
+  Builder status("pgsidecar_migrations_status", "Last known migration status: 1 for the current one",
+                 MetricType::Gauge);
+  for (const char* s : {"current", "pending", "failed", "checksum-mismatch", "unknown"})
+    status.add(l.migration_status == s ? 1 : 0, {label("status", s)});
+  out.push_back(std::move(status.family));
+  gauge("pgsidecar_migrations_pending", "Migration files not applied, as last known", l.migrations_pending);
+  counter("pgsidecar_migrations_applied_total", "Migrations this sidecar applied", l.migrations_applied);
+  counter("pgsidecar_migrations_failed_total", "Migrations this sidecar tried that failed", l.migrations_failed);
+}
+
+}  // namespace
 
 std::string Metrics::render(const Snapshot& snap) const {
   std::vector<MetricFamily> out = registry_->Collect();
@@ -140,6 +201,7 @@ std::string Metrics::render(const Snapshot& snap) const {
   for (Builder* b : {&build, &clients, &servers, &queries, &transactions, &connects, &login_failures, &wait_timeouts,
                      &bytes, &errors, &disconnects, &statements, &schema, &reloads})
     out.push_back(std::move(b->family));
+  render_lockd(snap.lockd, out);
   return prometheus::TextSerializer().Serialize(out);
 }
 

@@ -27,12 +27,27 @@ struct PoolSnapshot {
   std::map<std::string, uint64_t> disconnects;                // reason label -> server connections closed
 };
 
+// lockd (lockd/lockd.h) at scrape time.
+struct LockdSnapshot {
+  bool enabled = false;
+  int clients = 0;
+  uint64_t rejected_peers = 0;
+  std::map<std::pair<std::string, std::string>, uint64_t> requests;   // (op, result) -> answered requests
+  uint64_t lock_acquired = 0, lock_waits = 0, lock_timeouts = 0, lock_contention = 0, lock_lost = 0;
+  int locks_held = 0, lock_waiters = 0;
+  bool migrations_configured = false;
+  std::string migration_status;   // "" until first known
+  int migrations_pending = 0;
+  uint64_t migrations_applied = 0, migrations_failed = 0;
+};
+
 struct Snapshot {
   std::vector<PoolSnapshot> pools;
   uint64_t statement_prepares = 0, statement_hits = 0, statement_misses = 0, statement_evictions = 0,
            statement_reprepares = 0;
   uint64_t schema_version = 0;
   uint64_t config_reloads = 0;
+  LockdSnapshot lockd;
 };
 
 class Metrics {
@@ -43,6 +58,10 @@ class Metrics {
   // Query (Sync or simple Query to ReadyForQuery) and transaction durations.
   prometheus::Histogram& query_duration(const std::string& database, const std::string& user);
   prometheus::Histogram& transaction_duration(const std::string& database, const std::string& user);
+  // lockd: status answer latency by source ("cache" or "database"), and time
+  // from a lock request to its grant.
+  prometheus::Histogram& lockd_status_seconds(const std::string& source);
+  prometheus::Histogram& lock_wait_seconds();
   // Prometheus text exposition format (version 0.0.4).
   std::string render(const Snapshot& snap) const;
 
@@ -52,6 +71,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* pool_wait_;
   prometheus::Family<prometheus::Histogram>* query_duration_;
   prometheus::Family<prometheus::Histogram>* transaction_duration_;
+  prometheus::Family<prometheus::Histogram>* lockd_status_;
+  prometheus::Family<prometheus::Histogram>* lock_wait_;
 };
 
 }  // namespace metrics

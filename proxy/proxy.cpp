@@ -207,6 +207,22 @@ static ServerTarget target_for(const conf::Database& db, const std::string& data
   return t;
 }
 
+std::string Proxy::control_conninfo(const std::string& database, const std::string& user) const {
+  const conf::Database* db = conf::find_database(cfg_, database);
+  if (!db) return "";
+  ServerTarget t = target_for(*db, database, user, users_);
+  auto quoted = [](const std::string& v) {
+    std::string q = "'";
+    for (char c : v) q += (c == '\\' || c == '\'') ? std::string("\\") + c : std::string(1, c);
+    return q + "'";
+  };
+  std::string s = "host=" + quoted(t.host) + " port=" + std::to_string(t.port) + " dbname=" + quoted(t.dbname) +
+                  " application_name='pgsidecar lockd' options='-c client_min_messages=warning'";
+  if (!t.user.empty()) s += " user=" + quoted(t.user);
+  if (!t.password.empty()) s += " password=" + quoted(t.password);
+  return s;
+}
+
 PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user) {
   const conf::Database* db = conf::find_database(cfg_, database);
   if (!db) return nullptr;
@@ -329,6 +345,7 @@ std::string Proxy::render_metrics() {
   snap.statement_reprepares = st.reprepares;
   snap.schema_version = schema_.current();
   snap.config_reloads = reloads_;
+  if (lockd_metrics_) lockd_metrics_(snap.lockd);
   return metrics_.render(snap);
 }
 

@@ -75,6 +75,12 @@ class Proxy {
   cache::SchemaVersion& schema() { return schema_; }
   // The /metrics text: a snapshot of pools, clients and caches, taken now.
   std::string render_metrics();
+  metrics::Metrics& metrics() { return metrics_; }
+  // Adds lockd's figures to each snapshot (the app wires lockd in).
+  void set_lockd_metrics(std::function<void(metrics::LockdSnapshot&)> fill) { lockd_metrics_ = std::move(fill); }
+  // libpq conninfo for a control-plane connection to a `databases:` entry as
+  // `user` ("" = the entry's user), with the password the pools would use.
+  std::string control_conninfo(const std::string& database, const std::string& user) const;
 
   // Clients of each pool by state: waiting (queued for a server), active (holding
   // one), idle (logged in, no server). Admin sessions and logins in progress are not counted.
@@ -118,6 +124,7 @@ class Proxy {
   uint64_t reloads_ = 0;
   pool::Time started_ = pool::Clock::now();
   std::function<void()> reload_hook_, shutdown_hook_;
+  std::function<void(metrics::LockdSnapshot&)> lockd_metrics_;
   bool paused_all_ = false;
   std::set<std::string> paused_dbs_;
   std::vector<std::pair<uint32_t, std::string>> pending_pauses_;   // admin session pid, database ("" = all)

@@ -73,6 +73,10 @@ cat >"$demo_dir/userlist.txt" <<USERS
 "app" "$app_password"
 USERS
 chmod 600 "$demo_dir/userlist.txt"
+# One example migration for lockd (kept if already there, so edits show as checksum-mismatch).
+mkdir -p "$demo_dir/migrations"
+[[ -e "$demo_dir/migrations/1_create_notes.up.sql" ]] ||
+  echo "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL);" >"$demo_dir/migrations/1_create_notes.up.sql"
 cat >"$demo_dir/pgsidecar.yaml" <<YAML
 # Written by scripts/demo.sh
 listen_addr: 127.0.0.1
@@ -86,6 +90,8 @@ log_level: info
 metrics: {listen: "127.0.0.1:$metrics_port"}
 databases:
   app: {host: 127.0.0.1, port: $pg_port, dbname: app}
+lockd: {socket_path: $demo_dir/lockd.sock}
+migrations: {dir: $demo_dir/migrations, database: app, user: app}
 YAML
 
 "$bin" -c "$demo_dir/pgsidecar.yaml" --check-config
@@ -107,6 +113,7 @@ Connect from another terminal:
   psql -h 127.0.0.1 -p $listen_port -U app app
   pgbench -h 127.0.0.1 -p $listen_port -U app -i app && pgbench -h 127.0.0.1 -p $listen_port -U app -c 8 -T 10 app
   curl -s 127.0.0.1:$metrics_port/metrics
+  $bin ctl --socket $demo_dir/lockd.sock status     # then: migrate, lock acquire n -- sleep 1
 
 Config: $demo_dir/pgsidecar.yaml   PostgreSQL log: $pgdata/server.log
 Ctrl-C stops pgsidecar and PostgreSQL.

@@ -628,6 +628,7 @@ DaemonConfig base_config() {
       .set("server_login_retry", "500ms")
       .set("server_connect_timeout", "3s")
       .set("metrics", "{listen: \"\"}")   // tests run daemons side by side; metrics_test.cpp picks a port
+      .set("lockd", "{socket_path: \"\"}")   // likewise; lockd_test.cpp puts its socket in the daemon's dir
       .set("log_level", getenv("PGSIDECAR_ITEST_LOG_LEVEL") ? getenv("PGSIDECAR_ITEST_LOG_LEVEL") : "info");
   c.db("app", db_entry("dbname: app"));
   c.db("*", db_entry());

@@ -50,6 +50,12 @@ struct MetricsDaemon {
         .set("pool_mode", mode)
         .set("default_pool_size", std::to_string(pool_size));
   }
+  // lockd on, with an (empty) migrations directory, so its families are exported too.
+  MetricsDaemon& with_lockd() {
+    cfg.set("lockd", "{socket_path: \"@DIR@/lockd.sock\"}")
+        .set("migrations", "{dir: \"@DIR@\", database: app, user: app}");
+    return *this;
+  }
   std::string scrape() const {
     std::string r = http_get(port, "/metrics");
     size_t body = r.find("\r\n\r\n");
@@ -168,6 +174,7 @@ TEST(Metrics, PortInUseFailsStartWithAClearMessage) {
 
 TEST(Metrics, PromtoolAcceptsTheScrape) {
   MetricsDaemon m("transaction", 2);
+  m.with_lockd();
   Daemon d(m.cfg);
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
@@ -189,11 +196,14 @@ TEST(Metrics, DashboardUsesExportedMetrics) {
   ProcResult valid = run_process({"python3", "-c", "import json,sys; json.load(sys.stdin)"}, 30000, {}, json);
   EXPECT_EQ(valid.exit_code, 0) << valid.output;
   MetricsDaemon m("transaction", 2);
+  m.with_lockd();
   Daemon d(m.cfg);
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
   ASSERT_TRUE(c);
   ASSERT_TRUE(exec(c, "SELECT 1").ok);
+  ProcResult status = run_process({daemon_binary(), "ctl", "--socket", d.dir() + "/lockd.sock", "status"}, 10000);
+  EXPECT_EQ(status.exit_code, 0) << status.output;   // an empty directory: current
   std::string text = m.scrape();
   std::regex name("pgsidecar_[a-z_]+");
   int checked = 0;

@@ -389,3 +389,28 @@ TEST(Config, ToString) {
   EXPECT_EQ(conf::to_string(conf::LogLevel::Warn), "warn");
   EXPECT_EQ(conf::to_string(conf::LogLevel::Error), "error");
 }
+
+TEST(Config, LockdAndMigrations) {
+  auto ok = conf::load_string(
+      "databases: {app: {host: 127.0.0.1}}\n"
+      "lockd: {socket_path: /tmp/l.sock, socket_mode: \"0600\", allowed_uids: [root, 1000], allowed_gids: \"0\"}\n"
+      "migrations: {dir: /tmp/m, format: flyway, database: app, verify_interval: 5s, optimistic: false}\n",
+      "t");
+  ASSERT_TRUE(ok.config) << ok.error;
+  EXPECT_EQ(ok.config->lockd.socket_mode, 0600);
+  EXPECT_EQ(ok.config->lockd.allowed_uids, (std::vector<unsigned>{0, 1000}));
+  EXPECT_EQ(ok.config->lockd.allowed_gids, (std::vector<unsigned>{0}));
+  EXPECT_EQ(ok.config->migrations.history_table(), "flyway_schema_history");
+  EXPECT_EQ(ok.config->migrations.verify_interval.count(), 5000);
+  EXPECT_FALSE(ok.config->migrations.optimistic);
+  EXPECT_EQ(conf::Config{}.lockd.socket_path, "/run/pgsidecar/lockd.sock");
+
+  EXPECT_EQ(load_err("lockd: {socket: x}\n"), "test.yaml:1: unknown key 'socket'");
+  EXPECT_EQ(load_err("lockd:\n  allowed_uids: [no-such-user-here]\n"),
+            "test.yaml:2: allowed_uids names an unknown user, got 'no-such-user-here'");
+  EXPECT_EQ(load_err("migrations: {format: liquibase}\n"),
+            "test.yaml:1: format must be pgsidecar, golang-migrate or flyway, got 'liquibase'");
+  EXPECT_EQ(load_err("migrations: {dir: /tmp/m}\n"), "test.yaml:1: migrations.dir requires migrations.database");
+  EXPECT_EQ(load_err("migrations: {dir: /tmp/m, database: nope}\n"),
+            "test.yaml:1: migrations.database 'nope' is not in databases:");
+}

@@ -1,0 +1,117 @@
+// Named locks: FIFO queues of local waiters per name, one PostgreSQL advisory lock
+// per name held for all of them in turn (pg_try_advisory_lock on one dedicated
+// connection, retried with exponential backoff and jitter while another host
+// holds it). A holder is an owner id (a lockd client connection).
+#pragma once
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lockd/pg_session.h"
+
+namespace prometheus {
+class Histogram;
+}
+
+namespace lockd {
+
+using Owner = uint64_t;
+
+struct LockEvent {
+  enum class Kind { Queued, Held, Timeout, Unavailable, Lost };
+  LockEvent(Kind k, std::string n, std::string msg = "") : kind(k), name(std::move(n)), message(std::move(msg)) {}
+  Kind kind;
+  std::string name;
+  int position = 0;                       // Queued: 1 = next
+  std::optional<int64_t> estimate_ms;     // Queued: from recent hold times
+  int64_t waited_ms = 0;                  // Held, Timeout
+  std::string message;                    // Unavailable, Lost
+};
+
+struct LockInfo {
+  std::string name;
+  bool held = false;
+  int64_t held_ms = 0;
+  int waiters = 0;
+  std::optional<int64_t> estimate_ms;     // for a new waiter
+};
+
+struct LockStats {
+  uint64_t acquired = 0, waits = 0, timeouts = 0, contention = 0, lost = 0, unavailable = 0;
+};
+
+// 64-bit advisory lock key of a name: first 8 bytes of SHA-256("pgsidecar:lock:" + name).
+int64_t lock_key(const std::string& name);
+
+class LockTable {
+ public:
+  using Deliver = std::function<void(Owner, const LockEvent&)>;
+  static constexpr size_t kMaxName = 200;
+
+  LockTable(uv_loop_t* loop, std::string conninfo, Deliver deliver, prometheus::Histogram* wait_seconds);
+  ~LockTable();
+
+  // Queues owner for name. Events follow through deliver: maybe Queued, then
+  // exactly one of Held, Timeout, Unavailable. Returns an error code instead
+  // ("already_held") when the owner holds or waits for name already.
+  std::string acquire(Owner owner, const std::string& name, int64_t timeout_ms);
+  // Releases a held lock; nullopt if owner does not hold it, else the hold time in ms.
+  std::optional<int64_t> release(Owner owner, const std::string& name);
+  // The owner is gone: its locks are released and its waits dropped, silently.
+  void forget(Owner owner);
+  std::vector<LockInfo> list(const std::string& only_name = "") const;
+  const LockStats& stats() const { return stats_; }
+  int holders() const;
+  int waiters() const;
+  void stop();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  enum class Pg { None, Acquiring, Backoff, Held, Releasing };
+  struct Waiter {
+    Owner owner;
+    Clock::time_point since;
+    bool try_only;
+    bool told_queued = false;
+    uv_timer_t* timer = nullptr;
+  };
+  struct Lock {
+    std::string name, key;
+    Owner holder = 0;
+    Clock::time_point held_since{};
+    std::deque<Waiter> waiters;
+    Pg pg = Pg::None;
+    int64_t backoff_ms = 0;
+    uv_timer_t* retry = nullptr;
+    std::optional<double> avg_hold_ms;   // moving average of recent hold times
+  };
+
+  void pump(Lock& l);
+  void try_acquire(Lock& l);
+  void on_try_result(const std::string& name, const QueryResult& r);
+  void grant(Lock& l);
+  void release_pg(Lock& l);
+  void drop_waiter(Lock& l, size_t i, std::optional<LockEvent> tell);
+  void tell_queued(Lock& l);
+  std::optional<int64_t> estimate(const Lock& l, size_t ahead) const;
+  void erase_if_unused(const std::string& name);
+  void on_connection_lost();
+  void arm_timeout(Lock& l, Waiter& w, int64_t timeout_ms);
+
+  uv_loop_t* loop_;
+  PgSession pg_;
+  Deliver deliver_;
+  prometheus::Histogram* wait_seconds_;
+  std::map<std::string, Lock> locks_;
+  LockStats stats_;
+};
+
+}  // namespace lockd

@@ -1,0 +1,108 @@
+// Migration status and the migration runner. Status is computed from two cached
+// inputs, the manifest (files on disk) and the history (rows of the migration
+// table), so most answers need no database round trip; see docs/lockd-protocol.md
+// for when each input is re-read.
+#pragma once
+#include <uv.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cache/schema_version.h"
+#include "conf/config.h"
+#include "lockd/manifest.h"
+#include "lockd/pg_session.h"
+
+namespace lockd {
+
+// One row of the history table, in any of the formats.
+struct AppliedRow {
+  std::string version;
+  std::string checksum;   // pgsidecar: sha256 hex; flyway: CRC32 as text; golang-migrate: ""
+  bool success = true;
+  std::string error;      // pgsidecar: the failure; golang-migrate dirty: "dirty"
+};
+
+struct History {
+  bool reachable = false;   // false: the reason says why
+  std::string reason;
+  std::vector<AppliedRow> rows;
+  bool upto_head = false;   // golang-migrate: one row, every version up to it is applied
+};
+
+struct Status {
+  std::string status;       // current | pending | failed | checksum-mismatch | unknown
+  std::optional<std::string> head;
+  std::vector<std::string> pending, mismatched;
+  std::optional<AppliedRow> failed;
+  std::string reason;       // unknown: why
+};
+
+Status evaluate(const Manifest& manifest, const History& history, conf::MigrationFormat format);
+
+class Migrations {
+ public:
+  struct Answer {
+    Status status;
+    bool cached = false;
+    bool manifest_invalid = false;   // status.reason holds the manifest's error
+    std::vector<std::string> applied;  // migrate: versions this run applied
+    std::string failure;               // migrate: "<file>: <server error>" if a file failed
+    std::string refusal_code;          // set: an error answer (code), message in failure
+  };
+  using Reply = std::function<void(const Answer&)>;
+
+  Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string conninfo, cache::SchemaVersion& schema);
+  ~Migrations();
+
+  // Opens the status connection now, so the first status needs one query and
+  // migrations committed elsewhere are heard of (NOTIFY) from the start.
+  void warm() { pg_.connect_now(); }
+  void status(Reply reply);
+  void migrate(Reply reply);
+  void stop();
+
+  // For metrics and the admin console.
+  const std::optional<Status>& last_status() const { return last_; }
+  uint64_t applied_total() const { return applied_total_; }
+  uint64_t failed_total() const { return failed_total_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Run;
+  void refresh();
+  void read_history(PgSession& session, std::function<void(History)> done);
+  bool history_usable() const;
+  void start_run();
+  void apply_next(std::shared_ptr<Run> r);
+  void apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std::string content);
+  void record_failure(std::shared_ptr<Run> r, const MigrationFile& f, const std::string& error);
+  void finish_run(std::shared_ptr<Run> r);
+  Answer answer(bool cached) const;
+
+  uv_loop_t* loop_;
+  conf::Migrations cfg_;
+  cache::SchemaVersion& schema_;
+  PgSession pg_;       // LISTENs, reads the history for status
+  PgSession runner_;   // applies migrations (own transactions), open only during a run
+  ManifestWatcher manifest_;
+  std::optional<History> history_;      // last read; nullopt = must be read
+  uint64_t history_generation_ = 0;     // moves on with every change of history_
+  // The status of the current inputs, evaluated once: (history, manifest) generations.
+  mutable std::optional<std::tuple<uint64_t, uint64_t, Status>> evaluated_;
+  Clock::time_point history_read_at_{};
+  bool refreshing_ = false, stale_during_refresh_ = false;
+  std::vector<Reply> status_waiting_;
+  std::optional<Status> last_;
+  std::vector<Reply> migrate_waiting_;   // callers of the run under way, and those who joined it
+  bool running_ = false;
+  uint64_t applied_total_ = 0, failed_total_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace lockd
