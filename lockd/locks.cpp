@@ -49,7 +49,9 @@ int64_t lock_key(const std::string& name) {
 LockTable::LockTable(uv_loop_t* loop, std::string conninfo, Deliver deliver, prometheus::Histogram* wait_seconds)
     : loop_(loop), pg_(loop, "lockd locks"), deliver_(std::move(deliver)), wait_seconds_(wait_seconds) {
   pg_.configure(std::move(conninfo), {});
-  pg_.on_lost([this] { on_connection_lost(); });
+  pg_.on_down([this](bool was_up) {
+    if (was_up) on_connection_lost();
+  });
 }
 
 LockTable::~LockTable() { stop(); }
@@ -142,10 +144,10 @@ void LockTable::pump(Lock& l) {
 void LockTable::try_acquire(Lock& l) {
   l.pg = Pg::Acquiring;
   std::string name = l.name;
-  pg_.query("SELECT pg_try_advisory_lock($1::bigint)", {l.key}, [this, name](QueryResult r) { on_try_result(name, r); });
+  pg_.query("SELECT pg_try_advisory_lock($1::bigint)", {l.key}, [this, name](pq::QueryResult r) { on_try_result(name, r); });
 }
 
-void LockTable::on_try_result(const std::string& name, const QueryResult& r) {
+void LockTable::on_try_result(const std::string& name, const pq::QueryResult& r) {
   auto it = locks_.find(name);
   if (it == locks_.end()) {   // stopped meanwhile
     return;
@@ -221,7 +223,7 @@ std::optional<int64_t> LockTable::release(Owner owner, const std::string& name) 
 void LockTable::release_pg(Lock& l) {
   l.pg = Pg::Releasing;
   std::string name = l.name;
-  pg_.query("SELECT pg_advisory_unlock($1::bigint)", {l.key}, [this, name](QueryResult) {
+  pg_.query("SELECT pg_advisory_unlock($1::bigint)", {l.key}, [this, name](pq::QueryResult) {
     auto it = locks_.find(name);
     if (it == locks_.end()) return;
     it->second.pg = Pg::None;   // released, or the session is gone (which released it)
@@ -240,10 +242,14 @@ void LockTable::drop_waiter(Lock& l, size_t i, std::optional<LockEvent> tell) {
   }
 }
 
+std::vector<std::string> LockTable::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, l] : locks_) out.push_back(name);
+  return out;
+}
+
 void LockTable::forget(Owner owner) {
-  std::vector<std::string> names;
-  for (auto& [name, l] : locks_) names.push_back(name);
-  for (const std::string& name : names) {
+  for (const std::string& name : names()) {   // a copy: entries may be erased on the way
     auto it = locks_.find(name);
     if (it == locks_.end()) continue;
     Lock& l = it->second;
@@ -271,9 +277,7 @@ void LockTable::erase_if_unused(const std::string& name) {
 
 // The server released every advisory lock of the session: holders are told.
 void LockTable::on_connection_lost() {
-  std::vector<std::string> names;
-  for (auto& [name, l] : locks_) names.push_back(name);
-  for (const std::string& name : names) {
+  for (const std::string& name : names()) {
     auto it = locks_.find(name);
     if (it == locks_.end()) continue;
     Lock& l = it->second;

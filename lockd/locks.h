@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "lockd/pg_session.h"
+#include "cache/pq_session.h"
 
 namespace prometheus {
 class Histogram;
@@ -96,7 +96,7 @@ class LockTable {
 
   void pump(Lock& l);
   void try_acquire(Lock& l);
-  void on_try_result(const std::string& name, const QueryResult& r);
+  void on_try_result(const std::string& name, const pq::QueryResult& r);
   void grant(Lock& l);
   void release_pg(Lock& l);
   void drop_waiter(Lock& l, size_t i, std::optional<LockEvent> tell);
@@ -104,10 +104,11 @@ class LockTable {
   std::optional<int64_t> estimate(const Lock& l, size_t ahead) const;
   void erase_if_unused(const std::string& name);
   void on_connection_lost();
+  std::vector<std::string> names() const;
   void arm_timeout(Lock& l, Waiter& w, int64_t timeout_ms);
 
   uv_loop_t* loop_;
-  PgSession pg_;
+  pq::Session pg_;
   Deliver deliver_;
   prometheus::Histogram* wait_seconds_;
   std::map<std::string, Lock> locks_;

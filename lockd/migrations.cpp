@@ -15,8 +15,8 @@ constexpr const char* kChannel = "pgsidecar_migrations";
 // "schema.table" or "table", each part quoted.
 std::string quote_table(const std::string& name) {
   size_t dot = name.find('.');
-  if (dot == std::string::npos) return quote_ident(name);
-  return quote_ident(name.substr(0, dot)) + "." + quote_ident(name.substr(dot + 1));
+  if (dot == std::string::npos) return pq::quote_ident(name);
+  return pq::quote_ident(name.substr(0, dot)) + "." + pq::quote_ident(name.substr(dot + 1));
 }
 
 // The advisory lock serializing runs on one history table: (class, hash of table name).
@@ -39,7 +39,7 @@ std::string sha256_hex(const std::string& content) {
   return out;
 }
 
-const std::string& text(const Row& row, size_t i) {
+const std::string& text(const pq::Row& row, size_t i) {
   static const std::string empty;
   return i < row.size() && row[i] ? *row[i] : empty;
 }
@@ -113,7 +113,7 @@ Migrations::Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string
     history_generation_++;
     schema_.bump("a migration was applied (NOTIFY pgsidecar_migrations)");
   });
-  pg_.on_lost([this] {
+  pg_.on_down([this](bool) {
     history_.reset();
     history_generation_++;
   });   // notifications may be missed until reconnected
@@ -174,7 +174,7 @@ void Migrations::refresh() {
   manifest_.get([part_done](const Manifest&) { part_done(); });
 }
 
-void Migrations::read_history(PgSession& session, std::function<void(History)> done) {
+void Migrations::read_history(pq::Session& session, std::function<void(History)> done) {
   std::string table = quote_table(cfg_.history_table());
   std::string sql;
   switch (cfg_.format) {
@@ -188,11 +188,11 @@ void Migrations::read_history(PgSession& session, std::function<void(History)> d
       sql = "SELECT version, checksum::text, success, '' FROM " + table + " WHERE version IS NOT NULL";
       break;
   }
-  session.query(sql, {}, [done = std::move(done)](QueryResult r) {
+  session.query(sql, {}, [done = std::move(done)](pq::QueryResult r) {
     History h;
     h.reachable = r.ok || r.sqlstate == "42P01";   // no table yet: nothing applied
     if (!r.ok && r.sqlstate != "42P01") h.reason = r.message;
-    for (const Row& row : r.rows) h.rows.push_back({text(row, 0), text(row, 1), text(row, 2) == "t", text(row, 3)});
+    for (const pq::Row& row : r.rows) h.rows.push_back({text(row, 0), text(row, 1), text(row, 2) == "t", text(row, 3)});
     done(std::move(h));
   });
 }
@@ -238,7 +238,7 @@ void Migrations::start_run() {
   std::string table = quote_table(cfg_.history_table());
   std::vector<std::string> key = run_lock_key(cfg_.history_table());
   std::shared_ptr<bool> alive = alive_;
-  auto failed = [this, r](const QueryResult& q) {
+  auto failed = [this, r](const pq::QueryResult& q) {
     r->failure = q.message;
     r->refusal_code = q.connection_failed ? "database_unavailable" : "migration_failed";
     finish_run(r);
@@ -251,16 +251,16 @@ void Migrations::start_run() {
       r->refusal_code = "manifest_invalid";
       return finish_run(r);
     }
-    runner_.query("SELECT pg_advisory_lock($1::int, $2::int)", key, [=, this](QueryResult q) {
+    runner_.query("SELECT pg_advisory_lock($1::int, $2::int)", key, [=, this](pq::QueryResult q) {
       if (!q.ok) return failed(q);
       runner_.query("CREATE TABLE IF NOT EXISTS " + table +
                     " (version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
                     " applied_at timestamptz NOT NULL DEFAULT now(), duration_ms double precision NOT NULL,"
                     " success boolean NOT NULL, error text)",
-                {}, [=, this](QueryResult q) {
+                {}, [=, this](pq::QueryResult q) {
                   if (!q.ok) return failed(q);
                   read_history(runner_, [=, this](History h) {
-                    if (!h.reachable) return failed(QueryResult{false, true, "", h.reason, {}});
+                    if (!h.reachable) return failed(pq::QueryResult{false, true, "", h.reason, {}});
                     r->history = std::move(h);
                     apply_next(r);
                   });
@@ -325,14 +325,14 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
   MigrationFile file = f;
   file.sha256 = sha256_hex(content);   // what is applied is what is recorded, even if edited since the scan
   auto started = std::make_shared<Clock::time_point>();
-  runner_.query("BEGIN", {}, [=, this, content = std::move(content)](QueryResult q) mutable {
+  runner_.query("BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
     if (!q.ok) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
     *started = Clock::now();
-    runner_.query(std::move(content), {}, [=, this](QueryResult q) {
+    runner_.query(std::move(content), {}, [=, this](pq::QueryResult q) {
       if (!q.ok) {
         if (q.connection_failed) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
         std::string error = q.message;
-        return runner_.query("ROLLBACK", {}, [=, this](QueryResult) { record_failure(r, file, error); });
+        return runner_.query("ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
       }
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - *started).count();
       runner_.query("WITH rec AS (INSERT INTO " + table +
@@ -340,12 +340,12 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
                     " ON CONFLICT (version) DO UPDATE SET name = $2, checksum = $3, applied_at = now(),"
                     " duration_ms = $4, success = true, error = NULL RETURNING version)"
                     " SELECT pg_notify('" + std::string(kChannel) + "', version) FROM rec",
-                {file.version, file.name, file.sha256, std::to_string(ms)}, [=, this](QueryResult q) {
+                {file.version, file.name, file.sha256, std::to_string(ms)}, [=, this](pq::QueryResult q) {
                   if (!q.ok) {
                     std::string error = q.message;
-                    return runner_.query("ROLLBACK", {}, [=, this](QueryResult) { record_failure(r, file, error); });
+                    return runner_.query("ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
                   }
-                  runner_.query("COMMIT", {}, [=, this](QueryResult q) {
+                  runner_.query("COMMIT", {}, [=, this](pq::QueryResult q) {
                     if (!q.ok) return record_failure(r, file, q.message);
                     LOG_INFO("migrations: applied %s in %.1f ms", file.file.c_str(), ms);
                     r->applied.push_back(file.version);
@@ -371,7 +371,7 @@ void Migrations::record_failure(std::shared_ptr<Run> r, const MigrationFile& f, 
                 " ON CONFLICT (version) DO UPDATE SET name = $2, checksum = $3, applied_at = now(), duration_ms = 0,"
                 " success = false, error = $4 RETURNING version)"
                 " SELECT pg_notify('" + std::string(kChannel) + "', version) FROM rec",
-            {f.version, f.name, f.sha256, error}, [this, r](QueryResult) { finish_run(r); });
+            {f.version, f.name, f.sha256, error}, [this, r](pq::QueryResult) { finish_run(r); });
 }
 
 // Unlocks, re-reads the history and answers everyone who asked during the run.
@@ -400,7 +400,7 @@ void Migrations::finish_run(std::shared_ptr<Run> r) {
     });
   };
   if (!runner_.connected()) return reply_all();   // the server released the lock with the session
-  runner_.query("SELECT pg_advisory_unlock($1::int, $2::int)", key, [reply_all](QueryResult) { reply_all(); });
+  runner_.query("SELECT pg_advisory_unlock($1::int, $2::int)", key, [reply_all](pq::QueryResult) { reply_all(); });
 }
 
 }  // namespace lockd

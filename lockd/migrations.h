@@ -16,7 +16,7 @@
 #include "cache/schema_version.h"
 #include "conf/config.h"
 #include "lockd/manifest.h"
-#include "lockd/pg_session.h"
+#include "cache/pq_session.h"
 
 namespace lockd {
 
@@ -76,7 +76,7 @@ class Migrations {
   using Clock = std::chrono::steady_clock;
   struct Run;
   void refresh();
-  void read_history(PgSession& session, std::function<void(History)> done);
+  void read_history(pq::Session& session, std::function<void(History)> done);
   bool history_usable() const;
   void start_run();
   void apply_next(std::shared_ptr<Run> r);
@@ -88,8 +88,8 @@ class Migrations {
   uv_loop_t* loop_;
   conf::Migrations cfg_;
   cache::SchemaVersion& schema_;
-  PgSession pg_;       // LISTENs, reads the history for status
-  PgSession runner_;   // applies migrations (own transactions), open only during a run
+  pq::Session pg_;       // LISTENs, reads the history for status
+  pq::Session runner_;   // applies migrations (own transactions), open only during a run
   ManifestWatcher manifest_;
   std::optional<History> history_;      // last read; nullopt = must be read
   uint64_t history_generation_ = 0;     // moves on with every change of history_

@@ -1,8 +1,8 @@
-#include "lockd/pg_session.h"
+#include "cache/pq_session.h"
 
 #include "conf/log.h"
 
-namespace lockd {
+namespace pq {
 namespace {
 
 void free_handle(uv_handle_t* h) {
@@ -25,25 +25,25 @@ std::string quote_ident(const std::string& s) {
   return q + "\"";
 }
 
-PgSession::PgSession(uv_loop_t* loop, std::string label) : loop_(loop), label_(std::move(label)) {}
+Session::Session(uv_loop_t* loop, std::string label) : loop_(loop), label_(std::move(label)) {}
 
-PgSession::~PgSession() { stop(); }
+Session::~Session() { stop(); }
 
-void PgSession::configure(std::string conninfo, std::vector<std::string> channels) {
+void Session::configure(std::string conninfo, std::vector<std::string> channels) {
   conninfo_ = std::move(conninfo);
   channels_ = std::move(channels);
 }
 
-void PgSession::query(std::string sql, std::vector<std::string> params, Done done) {
+void Session::query(std::string sql, std::vector<std::string> params, Done done) {
   queue_.push_back({std::move(sql), std::move(params), std::move(done)});
   kick();
 }
 
-void PgSession::connect_now() { kick(); }
+void Session::connect_now() { kick(); }
 
 // Connects or sends on the next loop iteration, never inside query(): a caller's
 // callback then never runs while the caller is still in the middle of asking.
-void PgSession::kick() {
+void Session::kick() {
   if (state_ == State::Connecting || state_ == State::Busy) return;
   if (!kick_) {
     kick_ = new uv_timer_t;
@@ -51,13 +51,13 @@ void PgSession::kick() {
     kick_->data = this;
   }
   uv_timer_start(kick_, [](uv_timer_t* t) {
-    auto* self = static_cast<PgSession*>(t->data);
+    auto* self = static_cast<Session*>(t->data);
     if (self->state_ == State::Closed) self->connect();
     else if (self->state_ == State::Ready) self->send_next();
   }, 0, 0);
 }
 
-void PgSession::stop() {
+void Session::stop() {
   if (kick_) {
     close_handle(reinterpret_cast<uv_handle_t*>(kick_));
     kick_ = nullptr;
@@ -69,22 +69,22 @@ void PgSession::stop() {
   for (Pending& p : failed) p.done(QueryResult{false, true, "", "lockd is stopping", {}});
 }
 
-void PgSession::connect() {
+void Session::connect() {
   state_ = State::Connecting;
   subscribed_ = false;
-  if (!pq_ && !(pq_ = pq::api())) return fail("libpq (package libpq5) could not be loaded");
+  if (!pq_ && !(pq_ = api())) return fail("libpq (package libpq5) could not be loaded");
   conn_ = pq_->connectStart(conninfo_.c_str());
   if (!conn_ || pq_->status(conn_) == CONNECTION_BAD) return fail("could not start the connection");
   connect_timer_ = new uv_timer_t;
   uv_timer_init(loop_, connect_timer_);
   connect_timer_->data = this;
-  uv_timer_start(connect_timer_, [](uv_timer_t* t) { static_cast<PgSession*>(t->data)->fail("connect timed out"); },
+  uv_timer_start(connect_timer_, [](uv_timer_t* t) { static_cast<Session*>(t->data)->fail("connect timed out"); },
                  kConnectTimeoutMs, 0);
   advance_connect();
 }
 
 // Follows PQconnectPoll's wishes; the socket may change between steps.
-void PgSession::advance_connect() {
+void Session::advance_connect() {
   switch (pq_->connectPoll(conn_)) {
     case PGRES_POLLING_READING: return watch(UV_READABLE);
     case PGRES_POLLING_WRITING: return watch(UV_WRITABLE);
@@ -100,13 +100,14 @@ void PgSession::advance_connect() {
     queue_.push_front({listen, {}, [this](QueryResult r) {
                          subscribed_ = r.ok;
                          if (!r.ok) LOG_WARN("%s: LISTEN failed: %s", label_.c_str(), r.message.c_str());
+                         else if (on_listening_) on_listening_();
                        }});
   }
   watch(UV_READABLE);
   send_next();
 }
 
-void PgSession::watch(int events) {
+void Session::watch(int events) {
   int fd = pq_->socket(conn_);
   if (fd < 0) return fail("no socket");
   if (poll_ && fd != poll_fd_) {
@@ -124,10 +125,10 @@ void PgSession::watch(int events) {
     poll_->data = this;
     poll_fd_ = fd;
   }
-  uv_poll_start(poll_, events, [](uv_poll_t* p, int status, int ev) { static_cast<PgSession*>(p->data)->on_socket(status, ev); });
+  uv_poll_start(poll_, events, [](uv_poll_t* p, int status, int ev) { static_cast<Session*>(p->data)->on_socket(status, ev); });
 }
 
-void PgSession::on_socket(int status, int events) {
+void Session::on_socket(int status, int events) {
   if (status < 0) return fail("socket error");
   if (state_ == State::Connecting) return advance_connect();
   if (events & UV_WRITABLE) {
@@ -138,7 +139,7 @@ void PgSession::on_socket(int status, int events) {
   if (events & UV_READABLE) consume();
 }
 
-void PgSession::send_next() {
+void Session::send_next() {
   if (state_ != State::Ready || queue_.empty()) return;
   Pending& p = queue_.front();
   int sent;
@@ -158,7 +159,7 @@ void PgSession::send_next() {
 }
 
 // Reads what arrived: results of the running query, then notifications.
-void PgSession::consume() {
+void Session::consume() {
   if (!pq_->consumeInput(conn_)) return fail("connection lost");
   while (state_ == State::Busy && !pq_->isBusy(conn_)) {
     PGresult* r = pq_->getResult(conn_);
@@ -204,7 +205,7 @@ void PgSession::consume() {
   }
 }
 
-void PgSession::fail(const std::string& why) {
+void Session::fail(const std::string& why) {
   bool was_up = state_ == State::Ready || state_ == State::Busy;
   std::string detail = conn_ ? trimmed(pq_->errorMessage(conn_)) : "";
   std::string message = detail.empty() ? why : why + ": " + detail;
@@ -215,10 +216,10 @@ void PgSession::fail(const std::string& why) {
   std::deque<Pending> failed;
   failed.swap(queue_);
   for (Pending& p : failed) p.done(QueryResult{false, true, "", message, {}});
-  if (was_up && on_lost_) on_lost_();
+  if (on_down_) on_down_(was_up);
 }
 
-void PgSession::close_connection() {
+void Session::close_connection() {
   if (connect_timer_) {
     uv_timer_stop(connect_timer_);
     close_handle(reinterpret_cast<uv_handle_t*>(connect_timer_));
@@ -236,4 +237,4 @@ void PgSession::close_connection() {
   }
 }
 
-}  // namespace lockd
+}  // namespace pq

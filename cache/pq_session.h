@@ -1,4 +1,4 @@
-// One control-plane PostgreSQL connection for lockd, driven asynchronously on the
+// One control-plane PostgreSQL connection, driven asynchronously on the
 // loop (libpq non-blocking, uv_poll), never blocking it. Queries run one at a
 // time in the order given; the connection is opened on first use and reopened on
 // the next query after it is lost. Notifications on LISTENed channels are
@@ -15,7 +15,7 @@
 
 #include "cache/libpq.h"
 
-namespace lockd {
+namespace pq {
 
 using Row = std::vector<std::optional<std::string>>;
 
@@ -27,22 +27,25 @@ struct QueryResult {
   std::vector<Row> rows;            // of the last statement that returned rows
 };
 
-class PgSession {
+class Session {
  public:
   using Done = std::function<void(QueryResult)>;
 
-  PgSession(uv_loop_t* loop, std::string label);
-  ~PgSession();
-  PgSession(const PgSession&) = delete;
-  PgSession& operator=(const PgSession&) = delete;
+  Session(uv_loop_t* loop, std::string label);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   // Where to connect and which channels to LISTEN on after each connect.
   void configure(std::string conninfo, std::vector<std::string> channels);
   // Called with the channel name of every notification.
   void on_notify(std::function<void(const std::string&)> cb) { on_notify_ = std::move(cb); }
-  // Called when an established connection is lost (session state, such as
-  // advisory locks, is gone with it).
-  void on_lost(std::function<void()> cb) { on_lost_ = std::move(cb); }
+  // Called when the channels are LISTENed to, after each connect.
+  void on_listening(std::function<void()> cb) { on_listening_ = std::move(cb); }
+  // Called when a connection attempt fails or an established connection is lost
+  // (was_up: session state, such as advisory locks, is gone with it). Nothing
+  // reconnects by itself: the next query or connect_now() does.
+  void on_down(std::function<void(bool was_up)> cb) { on_down_ = std::move(cb); }
 
   // Runs sql: with params, as one statement through the extended protocol
   // ($1, $2, ... as text); without, through the simple protocol (several
@@ -88,10 +91,11 @@ class PgSession {
   QueryResult current_;
   bool subscribed_ = false;     // LISTENs sent on this connection
   std::function<void(const std::string&)> on_notify_;
-  std::function<void()> on_lost_;
+  std::function<void()> on_listening_;
+  std::function<void(bool)> on_down_;
 };
 
 // Quotes an SQL identifier ("a""b").
 std::string quote_ident(const std::string& s);
 
-}  // namespace lockd
+}  // namespace pq
