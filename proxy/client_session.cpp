@@ -553,6 +553,9 @@ void ClientSession::detach_server(bool client_gone) {
     return;
   }
   if (!s->clean() || fwd_remaining_ > 0) {
+    // A closed socket stops an idle transaction at once, but a running query only
+    // when it next writes; cancel it so it does not run on, holding its locks.
+    if (!s->idle_protocol()) proxy_.cancel_backend(*s);
     s->pool().forget(s);
     s->close_member("client disconnected with a transaction or query in flight");
     return;

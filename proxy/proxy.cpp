@@ -28,7 +28,9 @@ class CancelConn final : public Conn {
   }
   void on_read() override { in_consume(in_size()); }
   void on_read_end(int) override { close(); }
-  void on_closed() override { proxy_.close_client(requester_); }
+  void on_closed() override {
+    if (requester_ != 0) proxy_.close_client(requester_);   // 0: no client asked (client pids are never 0)
+  }
 
   Proxy& proxy_;
   uint32_t requester_;
@@ -167,6 +169,12 @@ bool Proxy::cancel(uint32_t requester, uint32_t pid, uint32_t key) {
   cc->connect(s->target().host, s->target().port);
   LOG_INFO("forwarding cancel request of client %u to server pid %u", pid, s->backend_pid());
   return true;
+}
+
+void Proxy::cancel_backend(const ServerConn& s) {
+  auto* cc = new CancelConn(*this, 0, s.backend_pid(), s.backend_key());
+  cc->connect(s.target().host, s.target().port);
+  LOG_INFO("client gone mid-query: cancelling it on server pid %u", s.backend_pid());
 }
 
 void Proxy::close_client(uint32_t pid) {

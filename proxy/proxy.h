@@ -70,6 +70,8 @@ class Proxy {
   // one was sent (that connection is then closed when the server has processed it).
   bool cancel(uint32_t requester, uint32_t pid, uint32_t key);
   void close_client(uint32_t pid);
+  // Sends a CancelRequest for whatever server s is running (its client is gone).
+  void cancel_backend(const ServerConn& s);
   // Plan cache: the statements clients share, and the schema version they were prepared under.
   pool::StatementRegistry& statements() { return statements_; }
   cache::SchemaVersion& schema() { return schema_; }

@@ -449,3 +449,25 @@ TEST(Transaction, PipelineMode) {
   ASSERT_EQ(PQexitPipelineMode(c.get()), 1);
   EXPECT_EQ(exec(c, "SELECT 'after pipeline'").scalar(), "after pipeline");
 }
+
+// A client that vanishes while its query runs: the query is cancelled on the
+// server, not left running (holding locks) until it finishes on its own.
+TEST(Transaction, ClientGoneMidQueryCancelsTheQuery) {
+  for (const char* mode : {"transaction", "session"}) {
+    SCOPED_TRACE(mode);
+    Daemon d(base_config().set("pool_mode", mode));
+    START_DAEMON(d);
+    RawConn a;
+    std::string state, err;
+    ASSERT_TRUE(a.login(d.port(), "app", "app", state, err)) << state << " " << err;
+    ASSERT_TRUE(a.send(wire::query("SELECT pg_sleep(60) /* gone-mid-query */")));
+    auto running = [] {
+      return cluster().scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%gone-mid-query%' AND "
+                              "state = 'active' AND pid <> pg_backend_pid()");
+    };
+    ASSERT_TRUE(eventually([&] { return running() == std::optional<std::string>("1"); }, 5000));
+    a.abort();
+    EXPECT_TRUE(eventually([&] { return running() == std::optional<std::string>("0"); }, 3000))
+        << "the query still runs after its client left";
+  }
+}
