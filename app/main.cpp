@@ -150,6 +150,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     app.proxy->set_lockd_metrics([&app](metrics::LockdSnapshot& s) { app.lockd->fill(s); });
+    app.proxy->set_admin_tables([&app](const std::string& what, std::vector<std::string>& columns,
+                                       std::vector<std::vector<std::string>>& rows) {
+      return app.lockd->admin_table(what, columns, rows);
+    });
   }
   for (auto [handle, signum] : {std::pair{&app.sighup, SIGHUP}, {&app.sigterm, SIGTERM}, {&app.sigint, SIGINT}}) {
     uv_signal_init(app.loop, handle);

@@ -461,4 +461,25 @@ void Lockd::fill(metrics::LockdSnapshot& out) const {
   }
 }
 
+bool Lockd::admin_table(const std::string& what, std::vector<std::string>& columns,
+                        std::vector<std::vector<std::string>>& rows) const {
+  const Impl& d = *impl_;
+  auto opt = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
+  if (what == "locks") {
+    columns = {"name", "held", "held_ms", "waiters", "estimated_wait_ms"};
+    if (d.locks) {
+      for (const LockInfo& l : d.locks->list())
+        rows.push_back({l.name, l.held ? "yes" : "no", std::to_string(l.held_ms), std::to_string(l.waiters),
+                        opt(l.estimate_ms)});
+    }
+    return true;
+  }
+  if (what == "migrations") {
+    columns = {"version", "name", "file", "state"};
+    if (d.migrations) d.migrations->describe(rows);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace lockd

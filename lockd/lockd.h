@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cache/schema_version.h"
 #include "conf/config.h"
@@ -33,6 +34,9 @@ class Lockd {
   void stop();
   // Counters and gauges for /metrics.
   void fill(metrics::LockdSnapshot& out) const;
+  // The admin console's SHOW LOCKS and SHOW MIGRATIONS; false for other names.
+  bool admin_table(const std::string& what, std::vector<std::string>& columns,
+                   std::vector<std::vector<std::string>>& rows) const;
 
  private:
   struct Impl;

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -215,6 +216,21 @@ Migrations::Answer Migrations::answer(bool cached) const {
     evaluated_.emplace(history_generation_, manifest_.generation(), evaluate(m, *history_, cfg_.format));
   a.status = std::get<2>(*evaluated_);
   return a;
+}
+
+void Migrations::describe(std::vector<std::vector<std::string>>& rows) const {
+  Answer a = answer(true);
+  auto listed = [](const std::vector<std::string>& v, const std::string& version) {
+    return std::find(v.begin(), v.end(), version) != v.end();
+  };
+  for (const MigrationFile& f : manifest_.last().files) {
+    std::string state = !history_ || a.status.status == "unknown" ? "unknown"
+                        : a.status.failed && a.status.failed->version == f.version ? "failed"
+                        : listed(a.status.mismatched, f.version)                    ? "checksum-mismatch"
+                        : listed(a.status.pending, f.version)                       ? "pending"
+                                                                                     : "applied";
+    rows.push_back({f.version, f.name, f.file, state});
+  }
 }
 
 // ---------------------------------------------------------------- the runner

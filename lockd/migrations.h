@@ -67,6 +67,9 @@ class Migrations {
   void migrate(Reply reply);
   void stop();
 
+  // SHOW MIGRATIONS: (version, name, file, state) per file as last known, state one
+  // of applied, pending, failed, checksum-mismatch, unknown (history not read yet).
+  void describe(std::vector<std::vector<std::string>>& rows) const;
   // For metrics and the admin console.
   const std::optional<Status>& last_status() const { return last_; }
   uint64_t applied_total() const { return applied_total_; }

@@ -24,25 +24,26 @@ const std::initializer_list<std::string_view> kConnectionColumns = {
 // Rows of text columns: RowDescription, DataRows, CommandComplete "SHOW".
 class ResultSet {
  public:
-  ResultSet(std::string& out, std::initializer_list<std::string_view> columns) : out_(out), columns_(columns.size()) {
-    pg::Writer w(out_, 'T');
-    w.u16(uint16_t(columns.size()));
-    for (std::string_view c : columns) w.cstr(c).u32(0).u16(0).u32(kTextOid).u16(0xffff).u32(0xffffffff).u16(0);
-    w.finish();
-  }
+  ResultSet(std::string& out, std::initializer_list<std::string_view> columns) : out_(out) { header(columns); }
+  ResultSet(std::string& out, const std::vector<std::string>& columns) : out_(out) { header(columns); }
   void row(const std::vector<std::string>& values) {
     pg::Writer w(out_, 'D');
     w.u16(uint16_t(values.size()));
     for (const std::string& v : values) w.u32(uint32_t(v.size())).bytes(v);
     w.finish();
-    rows_++;
   }
   void done() { pg::Writer(out_, 'C').cstr("SHOW").finish(); }
 
  private:
+  template <class Columns>
+  void header(const Columns& columns) {
+    pg::Writer w(out_, 'T');
+    w.u16(uint16_t(columns.size()));
+    for (std::string_view c : columns) w.cstr(c).u32(0).u16(0).u32(kTextOid).u16(0xffff).u32(0xffffffff).u16(0);
+    w.finish();
+  }
+
   std::string& out_;
-  size_t columns_;
-  size_t rows_ = 0;
 };
 
 template <class T>
@@ -107,11 +108,12 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
     return true;
   }
   const std::string& cmd = w[0];
+  std::vector<std::vector<std::string>> rows_of_table;
   if ((cmd == "show" || cmd == "select") && w.size() == 2) {
     const std::string& what = w[1];
     if (what == "help") {
       ResultSet rs(out, {"command"});
-      for (const char* c : {"SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|CACHE|VERSION", "PAUSE [db]", "RESUME [db]",
+      for (const char* c : {"SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|DATABASES|CONFIG|CACHE|VERSION|LOCKS|MIGRATIONS", "PAUSE [db]", "RESUME [db]",
                             "RECONNECT [db]", "RELOAD", "SHUTDOWN"})
         rs.row({c});
       rs.done();
@@ -221,6 +223,10 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
       const pool::StatementStats& s = proxy.statements().stats();
       rs.row({"plan", num(uint64_t(proxy.statements().size())), num(s.prepares), num(s.hits), num(s.misses),
               num(s.evictions), num(s.reprepares), num(proxy.schema().current())});
+      rs.done();
+    } else if (std::vector<std::string> columns; proxy.admin_table(what, columns, rows_of_table)) {
+      ResultSet rs(out, columns);
+      for (const auto& r : rows_of_table) rs.row(r);
       rs.done();
     } else {
       invalid();

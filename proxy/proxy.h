@@ -80,6 +80,15 @@ class Proxy {
   metrics::Metrics& metrics() { return metrics_; }
   // Adds lockd's figures to each snapshot (the app wires lockd in).
   void set_lockd_metrics(std::function<void(metrics::LockdSnapshot&)> fill) { lockd_metrics_ = std::move(fill); }
+  // SHOW <what> tables another module provides (lockd: LOCKS, MIGRATIONS); the
+  // function returns false for a name it does not know.
+  using AdminTables = std::function<bool(const std::string& what, std::vector<std::string>& columns,
+                                         std::vector<std::vector<std::string>>& rows)>;
+  void set_admin_tables(AdminTables f) { admin_tables_ = std::move(f); }
+  bool admin_table(const std::string& what, std::vector<std::string>& columns,
+                   std::vector<std::vector<std::string>>& rows) const {
+    return admin_tables_ && admin_tables_(what, columns, rows);
+  }
   // libpq conninfo for a control-plane connection to a `databases:` entry as
   // `user` ("" = the entry's user), with the password the pools would use.
   std::string control_conninfo(const std::string& database, const std::string& user) const;
@@ -127,6 +136,7 @@ class Proxy {
   pool::Time started_ = pool::Clock::now();
   std::function<void()> reload_hook_, shutdown_hook_;
   std::function<void(metrics::LockdSnapshot&)> lockd_metrics_;
+  AdminTables admin_tables_;
   bool paused_all_ = false;
   std::set<std::string> paused_dbs_;
   std::vector<std::pair<uint32_t, std::string>> pending_pauses_;   // admin session pid, database ("" = all)

@@ -1139,3 +1139,40 @@ TEST(LockdCtl, CtlCli) {
   ProcResult usage = ctl({"--socket", s, "frobnicate"});
   EXPECT_EQ(usage.exit_code, 2) << usage.output;
 }
+
+// The admin console shows lockd's state: SHOW MIGRATIONS and SHOW LOCKS.
+TEST(LockdAdmin, ShowMigrationsAndLocks) {
+  std::string db = fresh_db("lt_admin");
+  MigDir m;
+  m.write("1_a.up.sql", "CREATE TABLE a (id int);\n");
+  m.write("2_b.up.sql", "CREATE TABLE b (id int);\n");
+  DaemonConfig cfg = lockd_config(db, m.path);
+  cfg.set("admin_users", "[admin]");
+  Daemon d(cfg);
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  ASSERT_EQ(str(c.call(kStatus), "status"), "pending");
+  ConnPtr admin = must_connect("host=127.0.0.1 port=" + std::to_string(d.port()) + " user=admin dbname=pgsidecar");
+  ASSERT_TRUE(admin);
+  QResult r = exec(admin, "SHOW MIGRATIONS");
+  ASSERT_TRUE(r.ok) << r.describe();
+  ASSERT_EQ(r.rows.size(), 2u) << r.describe();
+  EXPECT_EQ(r.rows[0], (std::vector<std::string>{"1", "a", "1_a.up.sql", "pending"}));
+
+  json mig = c.call({{"op", "migrate"}});
+  ASSERT_EQ(str(mig, "status"), "current") << mig.dump();
+  m.write("3_c.up.sql", "CREATE TABLE c (id int);\n");
+  ASSERT_TRUE(eventually([&] { return str(c.call(kStatus), "status") == "pending"; }, 3000));
+  r = exec(admin, "SHOW MIGRATIONS");
+  ASSERT_EQ(r.rows.size(), 3u) << r.describe();
+  EXPECT_EQ(r.at(1, 3), "applied");
+  EXPECT_EQ(r.at(2, 3), "pending");
+
+  ASSERT_EQ(str(c.call(lock_req("report")), "state"), "held");
+  r = exec(admin, "SHOW LOCKS");
+  ASSERT_TRUE(r.ok) << r.describe();
+  ASSERT_EQ(r.rows.size(), 1u) << r.describe();
+  EXPECT_EQ(r.at(0, 0), "report");
+  EXPECT_EQ(r.at(0, 1), "yes");
+  EXPECT_EQ(r.at(0, 3), "0");
+}
