@@ -14,7 +14,6 @@
 #include <cstring>
 #include <deque>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <unordered_map>
 
 #include "conf/log.h"
@@ -66,29 +65,25 @@ struct Lockd::Impl {
     std::deque<std::string> lines;
     bool busy = false, closing = false, reading = true;
     json request_id;                   // of the request being answered (null: none given)
-    std::set<std::string> held;
-    std::string waiting_for;
   };
 
   uv_loop_t* loop;
   conf::Lockd cfg;
-  conf::Migrations migrations_cfg;
-  Targets targets;
-  metrics::Metrics& metrics;
   std::unique_ptr<Migrations> migrations;
   std::unique_ptr<LockTable> locks;
   uv_pipe_t* listener = nullptr;
   std::unordered_map<Owner, Client*> clients;
   Owner next_id = 1;
-  std::map<std::string, uint64_t> requests;   // "op\0result" -> count
+  std::map<std::pair<std::string, std::string>, uint64_t> requests;   // (op, result) -> count
   uint64_t rejected_peers = 0;
   prometheus::Histogram* status_cached = nullptr;
   prometheus::Histogram* status_queried = nullptr;
 
-  Impl(uv_loop_t* l, const conf::Config& c, Targets t, cache::SchemaVersion& schema, metrics::Metrics& m)
-      : loop(l), cfg(c.lockd), migrations_cfg(c.migrations), targets(std::move(t)), metrics(m) {
-    if (!migrations_cfg.dir.empty() && !targets.migrations.empty())
-      migrations = std::make_unique<Migrations>(loop, migrations_cfg, targets.migrations, schema);
+  Impl(uv_loop_t* l, const conf::Config& c, const Targets& targets, cache::SchemaVersion& schema,
+       metrics::Metrics& metrics)
+      : loop(l), cfg(c.lockd) {
+    if (!c.migrations.dir.empty() && !targets.migrations.empty())
+      migrations = std::make_unique<Migrations>(loop, c.migrations, targets.migrations, schema);
     if (!targets.locks.empty()) {
       locks = std::make_unique<LockTable>(
           loop, targets.locks, [this](Owner o, const LockEvent& e) { on_lock_event(o, e); }, &metrics.lock_wait_seconds());
@@ -261,7 +256,7 @@ struct Lockd::Impl {
     next_request(c);
   }
 
-  void count(const std::string& op, const std::string& result) { requests[op + '\0' + result]++; }
+  void count(const std::string& op, const std::string& result) { requests[{op, result}]++; }
 
   // ------------------------------------------------------------ requests
 
@@ -346,10 +341,8 @@ struct Lockd::Impl {
       }
       timeout = t.get<int64_t>();
     }
-    c->waiting_for = *name;
     std::string err = locks->acquire(c->id, *name, timeout);
     if (!err.empty()) {
-      c->waiting_for.clear();
       finish(c, error_body(err, "this connection already holds or waits for lock \"" + *name + "\""), "lock");
     }
   }
@@ -366,24 +359,19 @@ struct Lockd::Impl {
         body["estimated_wait_ms"] = e.estimate_ms ? json(*e.estimate_ms) : json(nullptr);
         return send(c, body);
       case LockEvent::Kind::Held:
-        c->held.insert(e.name);
-        c->waiting_for.clear();
         body["state"] = "held";
         body["waited_ms"] = e.waited_ms;
         return finish(c, body, "lock");
       case LockEvent::Kind::Timeout:
-        c->waiting_for.clear();
         body = error_body("lock_timeout", "lock \"" + e.name + "\" was not granted within the timeout");
         body["name"] = e.name;
         body["waited_ms"] = e.waited_ms;
         return finish(c, body, "lock");
       case LockEvent::Kind::Unavailable:
-        c->waiting_for.clear();
         body = error_body("database_unavailable", e.message);
         body["name"] = e.name;
         return finish(c, body, "lock");
       case LockEvent::Kind::Lost: {
-        c->held.erase(e.name);
         body = error_body("lock_lost", e.message);
         body["name"] = e.name;
         body["state"] = "lost";
@@ -401,7 +389,6 @@ struct Lockd::Impl {
     if (!name) return;
     std::optional<int64_t> held = locks->release(c->id, *name);
     if (!held) return finish(c, error_body("not_held", "this connection does not hold lock \"" + *name + "\""), "unlock");
-    c->held.erase(*name);
     finish(c, {{"ok", true}, {"name", *name}, {"state", "released"}, {"held_ms", *held}}, "unlock");
   }
 
@@ -421,9 +408,9 @@ struct Lockd::Impl {
   }
 };
 
-Lockd::Lockd(uv_loop_t* loop, const conf::Config& cfg, Targets targets, cache::SchemaVersion& schema,
+Lockd::Lockd(uv_loop_t* loop, const conf::Config& cfg, const Targets& targets, cache::SchemaVersion& schema,
              metrics::Metrics& metrics)
-    : impl_(std::make_unique<Impl>(loop, cfg, std::move(targets), schema, metrics)) {}
+    : impl_(std::make_unique<Impl>(loop, cfg, targets, schema, metrics)) {}
 
 Lockd::~Lockd() { stop(); }
 
@@ -436,10 +423,7 @@ void Lockd::fill(metrics::LockdSnapshot& out) const {
   out.enabled = !d.cfg.socket_path.empty();
   out.clients = int(d.clients.size());
   out.rejected_peers = d.rejected_peers;
-  for (const auto& [key, n] : d.requests) {
-    size_t sep = key.find('\0');
-    out.requests[{key.substr(0, sep), key.substr(sep + 1)}] = n;
-  }
+  out.requests = d.requests;
   if (d.locks) {
     const LockStats& s = d.locks->stats();
     out.lock_acquired = s.acquired;

@@ -21,7 +21,7 @@ struct Targets {
 
 class Lockd {
  public:
-  Lockd(uv_loop_t* loop, const conf::Config& cfg, Targets targets, cache::SchemaVersion& schema,
+  Lockd(uv_loop_t* loop, const conf::Config& cfg, const Targets& targets, cache::SchemaVersion& schema,
         metrics::Metrics& metrics);
   ~Lockd();
   Lockd(const Lockd&) = delete;

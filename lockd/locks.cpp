@@ -1,12 +1,11 @@
 #include "lockd/locks.h"
 
-#include <openssl/evp.h>
 #include <prometheus/histogram.h>
 
 #include <algorithm>
 #include <random>
 
-#include "conf/log.h"
+#include "lockd/manifest.h"
 
 namespace lockd {
 namespace {
@@ -14,18 +13,24 @@ namespace {
 constexpr int64_t kFirstBackoffMs = 5, kMaxBackoffMs = 1000;
 constexpr double kHoldWeight = 0.3;   // of the newest hold time in the moving average
 
-// What a waiter's timeout timer needs to find it again.
-struct TimerTag {
-  class LockTable* table;
-  std::string name;
-  Owner owner;
-  std::function<void(const std::string&, Owner)> fire;
-};
+using Fire = std::function<void()>;
+
+// A heap timer whose data is the function it runs; close_timer frees both.
+uv_timer_t* make_timer(uv_loop_t* loop, Fire fire) {
+  auto* t = new uv_timer_t;
+  uv_timer_init(loop, t);
+  t->data = new Fire(std::move(fire));
+  return t;
+}
+
+void start_timer(uv_timer_t* t, int64_t ms) {
+  uv_timer_start(t, [](uv_timer_t* h) { (*static_cast<Fire*>(h->data))(); }, uint64_t(ms), 0);
+}
 
 void close_timer(uv_timer_t* t) {
   uv_timer_stop(t);
   uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
-    delete static_cast<TimerTag*>(h->data);
+    delete static_cast<Fire*>(h->data);
     delete reinterpret_cast<uv_timer_t*>(h);
   });
 }
@@ -37,10 +42,7 @@ int64_t ms_since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 int64_t lock_key(const std::string& name) {
-  std::string text = "pgsidecar:lock:" + name;
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(text.data(), text.size(), d, &len, EVP_sha256(), nullptr);
+  std::array<unsigned char, 32> d = sha256("pgsidecar:lock:" + name);
   uint64_t k = 0;
   for (int i = 0; i < 8; i++) k = k << 8 | d[i];
   return static_cast<int64_t>(k);
@@ -94,23 +96,18 @@ std::string LockTable::acquire(Owner owner, const std::string& name, int64_t tim
 }
 
 void LockTable::arm_timeout(Lock& l, Waiter& w, int64_t timeout_ms) {
-  w.timer = new uv_timer_t;
-  uv_timer_init(loop_, w.timer);
-  w.timer->data = new TimerTag{this, l.name, w.owner, [this](const std::string& name, Owner owner) {
-                                 auto it = locks_.find(name);
-                                 if (it == locks_.end()) return;
-                                 Lock& lk = it->second;
-                                 for (size_t i = 0; i < lk.waiters.size(); i++) {
-                                   if (lk.waiters[i].owner != owner) continue;
-                                   stats_.timeouts++;
-                                   drop_waiter(lk, i, LockEvent(LockEvent::Kind::Timeout, name));
-                                   return erase_if_unused(name);
-                                 }
-                               }};
-  uv_timer_start(w.timer, [](uv_timer_t* t) {
-    auto* tag = static_cast<TimerTag*>(t->data);
-    tag->fire(tag->name, tag->owner);
-  }, uint64_t(timeout_ms), 0);
+  w.timer = make_timer(loop_, [this, name = l.name, owner = w.owner] {
+    auto it = locks_.find(name);
+    if (it == locks_.end()) return;
+    Lock& lk = it->second;
+    for (size_t i = 0; i < lk.waiters.size(); i++) {
+      if (lk.waiters[i].owner != owner) continue;
+      stats_.timeouts++;
+      drop_waiter(lk, i, LockEvent(LockEvent::Kind::Timeout, name));
+      return erase_if_unused(name);
+    }
+  });
+  start_timer(w.timer, timeout_ms);
 }
 
 // Sends a Queued event to every waiter that has not had one, with its position.
@@ -157,7 +154,6 @@ void LockTable::on_try_result(const std::string& name, const pq::QueryResult& r)
   if (!r.ok) {
     // Nobody here can have the lock now: every waiter is told, none is left hanging.
     l.pg = Pg::None;
-    stats_.unavailable += l.waiters.size();
     while (!l.waiters.empty()) drop_waiter(l, 0, LockEvent(LockEvent::Kind::Unavailable, name, r.message));
     return erase_if_unused(name);
   }
@@ -179,19 +175,14 @@ void LockTable::on_try_result(const std::string& name, const pq::QueryResult& r)
   static thread_local std::mt19937 rng{std::random_device{}()};
   int64_t delay = std::uniform_int_distribution<int64_t>(l.backoff_ms / 2, l.backoff_ms)(rng);
   if (!l.retry) {
-    l.retry = new uv_timer_t;
-    uv_timer_init(loop_, l.retry);
-    l.retry->data = new TimerTag{this, name, 0, [this](const std::string& n, Owner) {
-                                   auto f = locks_.find(n);
-                                   if (f == locks_.end()) return;
-                                   f->second.pg = Pg::None;
-                                   pump(f->second);
-                                 }};
+    l.retry = make_timer(loop_, [this, name] {
+      auto it = locks_.find(name);
+      if (it == locks_.end()) return;
+      it->second.pg = Pg::None;
+      pump(it->second);
+    });
   }
-  uv_timer_start(l.retry, [](uv_timer_t* t) {
-    auto* tag = static_cast<TimerTag*>(t->data);
-    tag->fire(tag->name, 0);
-  }, uint64_t(delay), 0);
+  start_timer(l.retry, delay);
 }
 
 void LockTable::grant(Lock& l) {

@@ -45,7 +45,7 @@ struct LockInfo {
 };
 
 struct LockStats {
-  uint64_t acquired = 0, waits = 0, timeouts = 0, contention = 0, lost = 0, unavailable = 0;
+  uint64_t acquired = 0, waits = 0, timeouts = 0, contention = 0, lost = 0;
 };
 
 // 64-bit advisory lock key of a name: first 8 bytes of SHA-256("pgsidecar:lock:" + name).

@@ -31,21 +31,31 @@ std::optional<std::string> flyway_version(std::string_view v) {
   return out;
 }
 
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+std::string_view number_part(std::string_view v, size_t& pos) {
+  size_t end = v.find('.', pos);
+  if (end == std::string_view::npos) end = v.size();
+  std::string_view part = v.substr(pos, end - pos);
+  pos = end + 1;
+  while (part.size() > 1 && part[0] == '0') part.remove_prefix(1);
+  return part;
 }
 
-std::string hex(const unsigned char* p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; i++) {
-    out += digits[p[i] >> 4];
-    out += digits[p[i] & 15];
-  }
+}  // namespace
+
+std::array<unsigned char, 32> sha256(std::string_view data) {
+  std::array<unsigned char, 32> out{};
+  EVP_Digest(data.data(), data.size(), out.data(), nullptr, EVP_sha256(), nullptr);
   return out;
 }
 
-bool read_whole(const std::string& path, std::string& out, std::string& err) {
+std::string sha256_hex(std::string_view data) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : sha256(data)) out += {digits[b >> 4], digits[b & 15]};
+  return out;
+}
+
+bool read_file(const std::string& path, std::string& out, std::string& err) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) {
     err = path + ": " + std::strerror(errno);
@@ -60,17 +70,6 @@ bool read_whole(const std::string& path, std::string& out, std::string& err) {
   return ok;
 }
 
-std::string_view number_part(std::string_view v, size_t& pos) {
-  size_t end = v.find('.', pos);
-  if (end == std::string_view::npos) end = v.size();
-  std::string_view part = v.substr(pos, end - pos);
-  pos = end + 1;
-  while (part.size() > 1 && part[0] == '0') part.remove_prefix(1);
-  return part;
-}
-
-}  // namespace
-
 const MigrationFile* Manifest::find(std::string_view version) const {
   for (const MigrationFile& f : files)
     if (compare_versions(f.version, version) == 0) return &f;
@@ -79,14 +78,14 @@ const MigrationFile* Manifest::find(std::string_view version) const {
 
 std::optional<std::pair<std::string, std::string>> parse_file_name(std::string_view file, conf::MigrationFormat format) {
   using conf::MigrationFormat;
-  if (format != MigrationFormat::Flyway && ends_with(file, ".up.sql")) {
+  if (format != MigrationFormat::Flyway && file.ends_with(".up.sql")) {
     std::string_view stem = file.substr(0, file.size() - 7);
     size_t us = stem.find('_');
     if (us != std::string_view::npos && us + 1 < stem.size() && all_digits(stem.substr(0, us))) {
       return std::pair{std::string(stem.substr(0, us)), std::string(stem.substr(us + 1))};
     }
   }
-  if (format != MigrationFormat::GolangMigrate && file.size() > 1 && file[0] == 'V' && ends_with(file, ".sql")) {
+  if (format != MigrationFormat::GolangMigrate && file.size() > 1 && file[0] == 'V' && file.ends_with(".sql")) {
     std::string_view stem = file.substr(1, file.size() - 5);
     size_t sep = stem.find("__");
     if (sep != std::string_view::npos && sep + 2 < stem.size()) {
@@ -147,11 +146,8 @@ Manifest scan(const std::string& dir, conf::MigrationFormat format, const Manife
       f.flyway_checksum = old->second->flyway_checksum;
     } else {
       std::string content;
-      if (!read_whole(path, content, m.error)) break;
-      unsigned char digest[EVP_MAX_MD_SIZE];
-      unsigned int len = 0;
-      EVP_Digest(content.data(), content.size(), digest, &len, EVP_sha256(), nullptr);
-      f.sha256 = hex(digest, len);
+      if (!read_file(path, content, m.error)) break;
+      f.sha256 = sha256_hex(content);
       f.flyway_checksum = flyway_checksum(content);
       m.rehashed++;
     }

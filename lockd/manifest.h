@@ -5,6 +5,7 @@
 #pragma once
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,13 @@ struct Manifest {
 // "<version>_<name>.up.sql" or Flyway "V<version>__<name>.sql" (format pgsidecar
 // takes both). Versions are digits, with dots or underscores between for Flyway.
 std::optional<std::pair<std::string, std::string>> parse_file_name(std::string_view file, conf::MigrationFormat format);
+
+// SHA-256 of data, as bytes and as lowercase hex (checksums, lock keys).
+std::array<unsigned char, 32> sha256(std::string_view data);
+std::string sha256_hex(std::string_view data);
+
+// Reads a whole file (blocking: thread pool only); false with err set on failure.
+bool read_file(const std::string& path, std::string& out, std::string& err);
 
 // Orders versions numerically part by part ("1.10" > "1.9", "010" == "10").
 int compare_versions(std::string_view a, std::string_view b);

@@ -1,10 +1,6 @@
 #include "lockd/migrations.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
-#include <map>
-#include <set>
 
 #include "conf/log.h"
 
@@ -22,22 +18,9 @@ std::string quote_table(const std::string& name) {
 
 // The advisory lock serializing runs on one history table: (class, hash of table name).
 std::vector<std::string> run_lock_key(const std::string& table) {
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  std::string text = "pgsidecar:migrations:" + table;
-  EVP_Digest(text.data(), text.size(), d, &len, EVP_sha256(), nullptr);
+  std::array<unsigned char, 32> d = sha256("pgsidecar:migrations:" + table);
   int32_t key = int32_t(uint32_t(d[0]) << 24 | uint32_t(d[1]) << 16 | uint32_t(d[2]) << 8 | d[3]);
   return {"1885827939", std::to_string(key)};   // 1885827939 = 'pgsc'
-}
-
-std::string sha256_hex(const std::string& content) {
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(content.data(), content.size(), d, &len, EVP_sha256(), nullptr);
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; i++) out += {digits[d[i] >> 4], digits[d[i] & 15]};
-  return out;
 }
 
 const std::string& text(const pq::Row& row, size_t i) {
@@ -155,10 +138,11 @@ void Migrations::refresh() {
   auto part_done = [this, parts, query, alive] {
     if (!*alive || --*parts > 0) return;
     refreshing_ = false;
-    last_ = answer(!query).status;
+    Answer a = answer(!query);
+    last_ = a.status;
     auto waiting = std::move(status_waiting_);
     status_waiting_.clear();
-    for (Reply& r : waiting) r(answer(!query));
+    for (Reply& r : waiting) r(a);
     if (stale_during_refresh_) {   // a NOTIFY arrived while reading: read again next time
       history_.reset();
       history_generation_++;
@@ -313,18 +297,7 @@ void Migrations::apply_next(std::shared_ptr<Run> r) {
   std::shared_ptr<bool> alive = alive_;
   MigrationFile file = *f;
   run_blocking(
-      loop_,
-      [path, content, error] {
-        std::FILE* fp = std::fopen(path.c_str(), "rb");
-        if (!fp) {
-          *error = "cannot read " + path;
-          return;
-        }
-        char buf[65536];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, fp)) > 0) content->append(buf, n);
-        std::fclose(fp);
-      },
+      loop_, [path, content, error] { read_file(path, *content, *error); },
       [this, r, file, content, error, alive] {
         if (!*alive) return;
         if (!error->empty()) {
