@@ -199,9 +199,9 @@ void Session::consume() {
   while (conn_) {
     PGnotify* n = pq_->notifies(conn_);
     if (!n) break;
-    std::string channel = n->relname;
+    std::string channel = n->relname, payload = n->extra ? n->extra : "";
     pq_->freemem(n);
-    if (on_notify_) on_notify_(channel);
+    if (on_notify_) on_notify_(channel, payload);
   }
 }
 

@@ -38,8 +38,9 @@ class Session {
 
   // Where to connect and which channels to LISTEN on after each connect.
   void configure(std::string conninfo, std::vector<std::string> channels);
-  // Called with the channel name of every notification.
-  void on_notify(std::function<void(const std::string&)> cb) { on_notify_ = std::move(cb); }
+  // Called with the channel name and payload of every notification.
+  using Notify = std::function<void(const std::string& channel, const std::string& payload)>;
+  void on_notify(Notify cb) { on_notify_ = std::move(cb); }
   // Called when the channels are LISTENed to, after each connect.
   void on_listening(std::function<void()> cb) { on_listening_ = std::move(cb); }
   // Called when a connection attempt fails or an established connection is lost
@@ -90,7 +91,7 @@ class Session {
   std::deque<Pending> queue_;   // front is running when state_ == Busy
   QueryResult current_;
   bool subscribed_ = false;     // LISTENs sent on this connection
-  std::function<void(const std::string&)> on_notify_;
+  Notify on_notify_;
   std::function<void()> on_listening_;
   std::function<void(bool)> on_down_;
 };

@@ -134,6 +134,8 @@ void parse(const Val& v, LogLevel& out) {
 void parse(const Val& v, MigrationFormat& out) {
   out = enumerated(v, std::array{MigrationFormat::Pgsidecar, MigrationFormat::GolangMigrate, MigrationFormat::Flyway});
 }
+void parse(const Val& v, CacheMode& out) { out = enumerated(v, std::array{CacheMode::Off, CacheMode::Hinted, CacheMode::All}); }
+void parse(const Val& v, Compression& out) { out = enumerated(v, std::array{Compression::None, Compression::Zstd}); }
 void parse(const Val& v, std::optional<PoolMode>& out) { parse(v, out.emplace()); }
 
 // A list of user (or group) names or numeric ids; names are looked up now.
@@ -157,6 +159,22 @@ std::vector<unsigned> ids(const Val& v, bool groups) {
     }
   }
   return out;
+}
+
+// Bytes as a plain number or with unit kB, MB, GB (powers of 1024, as PostgreSQL reads them).
+size_t byte_size(const Val& v) {
+  const std::string what = "a size in bytes, or a number with unit kB, MB or GB (e.g. 65536, 64MB)";
+  std::string s = scalar(v, what);
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  unsigned long long n = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + i, n);
+  static const std::map<std::string_view, unsigned long long> units = {
+      {"", 1}, {"B", 1}, {"kB", 1ull << 10}, {"MB", 1ull << 20}, {"GB", 1ull << 30}};
+  auto u = units.find(std::string_view(s).substr(i));
+  if (i == 0 || ec != std::errc() || end != s.data() + i || u == units.end() || n > (1ull << 40) / u->second)
+    fail(v, "must be " + what + got(s));
+  return size_t(n * u->second);
 }
 
 // Always read as octal, like PgBouncer: 0777, "0660", 660 and "0o660" all work.
@@ -315,6 +333,63 @@ const Table<Migrations>& migrations_keys() {
   return keys;
 }
 
+const Table<CacheRedis>& cache_redis_keys() {
+  static const Table<CacheRedis> keys = {
+      {"url", [](CacheRedis& r, const Val& v) {
+         r.url = str(v);
+         if (!r.url.empty() && !r.url.starts_with("redis://") && !r.url.starts_with("unix://"))
+           fail(v, "must be redis://[:password@]host[:port][/db] or unix:///path" + got(r.url));
+       }},
+      {"timeout_ms", [](CacheRedis& r, const Val& v) { r.timeout = Duration(integer(v, 1, 60000)); }},
+      {"compression", field(&CacheRedis::compression)},
+      {"key_prefix", field(&CacheRedis::key_prefix)},
+  };
+  return keys;
+}
+
+const Table<CacheRule>& cache_rule_keys() {
+  static const Table<CacheRule> keys = {
+      {"table", field(&CacheRule::table)},
+      {"fingerprint", field(&CacheRule::fingerprint)},
+      {"ttl", field(&CacheRule::ttl)},
+  };
+  return keys;
+}
+
+const Table<Cache>& cache_keys() {
+  static const Table<Cache> keys = {
+      {"mode", field(&Cache::mode)},
+      {"max_bytes", [](Cache& c, const Val& v) { c.max_bytes = byte_size(v); }},
+      {"max_entry_bytes", [](Cache& c, const Val& v) { c.max_entry_bytes = byte_size(v); }},
+      {"default_ttl", field(&Cache::default_ttl)},
+      {"max_ttl", field(&Cache::max_ttl)},
+      {"catalogs", field(&Cache::catalogs)},
+      {"invalidation_channel", [](Cache& c, const Val& v) {
+         c.invalidation_channel = str(v);
+         if (c.invalidation_channel.empty()) fail(v, "must not be empty");
+       }},
+      {"rules", [](Cache& c, const Val& v) {
+         if (v.node.IsNull()) return;
+         if (!v.node.IsSequence()) fail(v, "must be a list of {table: NAME, ttl: 30s} or {fingerprint: HEX, ttl: 30s}");
+         c.rules.clear();
+         for (const auto& item : v.node) {
+           int line = line_of(item, v.line);
+           if (!item.IsMap()) fail(line, "cache.rules items must be maps such as {table: orders, ttl: 30s}");
+           CacheRule r;
+           apply_map(r, item, cache_rule_keys(), line);
+           if (r.table.empty() == r.fingerprint.empty()) fail(line, "cache.rules items need exactly one of table or fingerprint");
+           c.rules.push_back(std::move(r));
+         }
+       }},
+      {"redis", [](Cache& c, const Val& v) {
+         if (v.node.IsNull()) return;
+         if (!v.node.IsMap()) fail(v, "must be a map (e.g. {url: \"redis://127.0.0.1:6379\"})");
+         apply_map(c.redis, v.node, cache_redis_keys(), v.line);
+       }},
+  };
+  return keys;
+}
+
 // A nested map setting such as `metrics:`; null leaves the defaults.
 template <class T>
 Setter<Config> section(T Config::*member, const Table<T>& (*keys)(), const char* example) {
@@ -360,6 +435,7 @@ const Table<Config>& config_keys() {
       {"metrics", section(&Config::metrics, metrics_keys, "{listen: \"127.0.0.1:9127\"}")},
       {"lockd", section(&Config::lockd, lockd_keys, "{socket_path: /run/pgsidecar/lockd.sock}")},
       {"migrations", section(&Config::migrations, migrations_keys, "{dir: /etc/pgsidecar/migrations, database: app}")},
+      {"cache", section(&Config::cache, cache_keys, "{mode: hinted, max_bytes: 64MB}")},
       {"databases", [](Config&, const Val&) {}},  // applied last by parse_config: needs the pool defaults
   };
   return keys;
@@ -394,6 +470,10 @@ Config parse_config(const YAML::Node& root, const std::string& name) {
   if (!cfg.migrations.dir.empty() && cfg.migrations.database.empty()) {
     fail(seen["migrations"], "migrations.dir requires migrations.database");
   }
+  if (cfg.cache.max_entry_bytes > cfg.cache.max_bytes) {
+    fail(seen["cache"], "cache.max_entry_bytes exceeds cache.max_bytes");
+  }
+  if (cfg.cache.default_ttl > cfg.cache.max_ttl) fail(seen["cache"], "cache.default_ttl exceeds cache.max_ttl");
   if (cfg.listen_addr.empty() && cfg.unix_socket_dir.empty()) {
     fail(0, "nothing to listen on: listen_addr and unix_socket_dir are both empty");
   }
@@ -449,6 +529,16 @@ std::string_view to_string(AuthType a) { return a == AuthType::Trust ? "trust" :
 std::string_view to_string(MigrationFormat f) {
   static constexpr std::string_view names[] = {"pgsidecar", "golang-migrate", "flyway"};
   return names[static_cast<int>(f)];
+}
+
+std::string_view to_string(CacheMode m) {
+  static constexpr std::string_view names[] = {"off", "hinted", "all"};
+  return names[static_cast<int>(m)];
+}
+
+std::string_view to_string(Compression c) {
+  static constexpr std::string_view names[] = {"none", "zstd"};
+  return names[static_cast<int>(c)];
 }
 
 const std::string& Migrations::history_table() const {
@@ -524,12 +614,25 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"migrations.user", c.migrations.user},
       {"migrations.verify_interval", ms(c.migrations.verify_interval)},
       {"migrations.optimistic", c.migrations.optimistic ? "true" : "false"},
+      {"cache.mode", std::string(to_string(c.cache.mode))},
+      {"cache.max_bytes", std::to_string(c.cache.max_bytes)},
+      {"cache.max_entry_bytes", std::to_string(c.cache.max_entry_bytes)},
+      {"cache.default_ttl", ms(c.cache.default_ttl)},
+      {"cache.max_ttl", ms(c.cache.max_ttl)},
+      {"cache.catalogs", c.cache.catalogs ? "true" : "false"},
+      {"cache.rules", std::to_string(c.cache.rules.size())},
+      {"cache.invalidation_channel", c.cache.invalidation_channel},
+      {"cache.redis.url", c.cache.redis.url.find('@') == std::string::npos ? c.cache.redis.url : "(set)"},
+      {"cache.redis.timeout_ms", std::to_string(c.cache.redis.timeout.count())},
+      {"cache.redis.compression", std::string(to_string(c.cache.redis.compression))},
+      {"cache.redis.key_prefix", c.cache.redis.key_prefix},
   };
 }
 
 bool needs_restart(std::string_view key) {
   return key == "listen_addr" || key == "listen_port" || key == "unix_socket_dir" || key == "unix_socket_mode" ||
-         key == "metrics.listen" || key.starts_with("lockd.") || key.starts_with("migrations.");
+         key == "metrics.listen" || key.starts_with("lockd.") || key.starts_with("migrations.") ||
+         key.starts_with("cache.");
 }
 
 }  // namespace conf

@@ -61,6 +61,37 @@ struct Migrations {
   const std::string& history_table() const;
 };
 
+enum class CacheMode { Off, Hinted, All };
+enum class Compression { None, Zstd };
+
+// One `cache.rules` item: in hinted mode, statements reading `table` or with this
+// pg_query `fingerprint` are cached as if hinted, with this ttl (0 = default_ttl).
+struct CacheRule {
+  std::string table, fingerprint;
+  Duration ttl{0};
+};
+
+// `cache.redis:` map: the shared L2 tier and invalidation bus; url "" = off.
+struct CacheRedis {
+  std::string url;
+  Duration timeout{50};                 // a slower answer counts as Redis being down
+  Compression compression = Compression::Zstd;
+  std::string key_prefix = "pgsidecar:";
+};
+
+// `cache:` map: the result cache (cache/result_cache.h).
+struct Cache {
+  CacheMode mode = CacheMode::Off;
+  size_t max_bytes = 64 << 20;          // L1: stored responses, keys and bookkeeping
+  size_t max_entry_bytes = 1 << 20;     // larger responses are streamed, not stored
+  Duration default_ttl{60000};
+  Duration max_ttl{3600000};            // caps hinted and rule ttls
+  bool catalogs = false;                // cache statements reading pg_catalog / information_schema
+  std::vector<CacheRule> rules;
+  std::string invalidation_channel = "pgsidecar_invalidate";   // NOTIFY / Redis channel
+  CacheRedis redis;
+};
+
 struct Config {
   std::string source_path;          // file it was loaded from (for messages)
 
@@ -101,6 +132,7 @@ struct Config {
   Metrics metrics;
   Lockd lockd;
   Migrations migrations;
+  Cache cache;
 
   std::vector<Database> databases;
 };
@@ -122,6 +154,8 @@ std::string_view to_string(PoolMode m);
 std::string_view to_string(AuthType a);
 std::string_view to_string(LogLevel l);
 std::string_view to_string(MigrationFormat f);
+std::string_view to_string(CacheMode m);
+std::string_view to_string(Compression c);
 
 // Every top-level setting as (key, value as text) in a fixed order, for the admin
 // console's SHOW CONFIG (databases are listed by SHOW DATABASES).

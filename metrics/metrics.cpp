@@ -131,6 +131,54 @@ void render_lockd(const LockdSnapshot& l, std::vector<MetricFamily>& out) {
   counter("pgsidecar_migrations_failed_total", "Migrations this sidecar tried that failed", l.migrations_failed);
 }
 
+// The result cache's families, when it is on.
+void render_cache(const CacheSnapshot& c, std::vector<MetricFamily>& out) {
+  if (!c.enabled) return;
+  auto by_tier = [&](const char* name, const char* help, uint64_t l1, uint64_t l2) {
+    Builder b(name, help, MetricType::Counter);
+    b.add(double(l1), {label("tier", "l1")});
+    if (c.redis_configured) b.add(double(l2), {label("tier", "l2")});
+    out.push_back(std::move(b.family));
+  };
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    out.push_back(Builder(name, help, MetricType::Counter).add(double(v)).family);
+  };
+  auto gauge = [&](const char* name, const char* help, double v) {
+    out.push_back(Builder(name, help, MetricType::Gauge).add(v).family);
+  };
+  by_tier("pgsidecar_cache_hits_total", "Cacheable queries answered from the result cache, by tier", c.l1_hits,
+          c.l2_hits);
+  by_tier("pgsidecar_cache_misses_total",
+          "Cacheable queries not found, by tier (an l1 miss asks l2 when Redis is up)", c.l1_misses, c.l2_misses);
+  by_tier("pgsidecar_cache_stores_total", "Responses stored, by tier", c.stores, c.l2_stores);
+  Builder not_stored("pgsidecar_cache_not_stored_total",
+                     "Responses not stored: too_large (over cache.max_entry_bytes or max_bytes), raced (what it "
+                     "read was invalidated while it ran)",
+                     MetricType::Counter);
+  not_stored.add(double(c.too_large), {label("reason", "too_large")}).add(double(c.raced), {label("reason", "raced")});
+  out.push_back(std::move(not_stored.family));
+  counter("pgsidecar_cache_evictions_total", "L1 entries evicted to stay within cache.max_bytes", c.evictions);
+  counter("pgsidecar_cache_expirations_total", "L1 entries found expired (TTL)", c.expirations);
+  Builder inval("pgsidecar_cache_invalidations_total",
+                "Invalidation events, by reason: write (committed here), everything (DDL or unknown function here), "
+                "remote (another sidecar), trigger (NOTIFY from a table trigger), schema (schema version moved)",
+                MetricType::Counter);
+  for (const auto& [reason, n] : c.invalidations) inval.add(double(n), {label("reason", reason)});
+  out.push_back(std::move(inval.family));
+  counter("pgsidecar_cache_invalidated_entries_total", "L1 entries dropped by invalidations", c.invalidated_entries);
+  gauge("pgsidecar_cache_bytes", "L1 bytes in use (responses, keys and bookkeeping)", double(c.bytes));
+  gauge("pgsidecar_cache_max_bytes", "L1 byte bound (cache.max_bytes)", double(c.max_bytes));
+  gauge("pgsidecar_cache_entries", "L1 entries", double(c.entries));
+  if (!c.redis_configured) return;
+  gauge("pgsidecar_cache_redis_up", "1 when the Redis tier is connected", c.redis_up ? 1 : 0);
+  counter("pgsidecar_cache_redis_errors_total", "Redis commands that failed (errors, timeouts, lost connections)",
+          c.redis_errors);
+  counter("pgsidecar_cache_redis_timeouts_total", "Redis commands not answered within cache.redis.timeout_ms",
+          c.redis_timeouts);
+  counter("pgsidecar_cache_corrupt_values_total", "Values read from Redis that failed to decode and were discarded",
+          c.corrupt);
+}
+
 }  // namespace
 
 std::string Metrics::render(const Snapshot& snap) const {
@@ -202,6 +250,7 @@ std::string Metrics::render(const Snapshot& snap) const {
                      &bytes, &errors, &disconnects, &statements, &schema, &reloads})
     out.push_back(std::move(b->family));
   render_lockd(snap.lockd, out);
+  render_cache(snap.cache, out);
   return prometheus::TextSerializer().Serialize(out);
 }
 

@@ -41,6 +41,17 @@ struct LockdSnapshot {
   uint64_t migrations_applied = 0, migrations_failed = 0;
 };
 
+// The result cache (cache/result_cache.h) at scrape time.
+struct CacheSnapshot {
+  bool enabled = false;
+  uint64_t l1_hits = 0, l1_misses = 0, l2_hits = 0, l2_misses = 0, stores = 0, l2_stores = 0;
+  uint64_t evictions = 0, expirations = 0, too_large = 0, raced = 0, corrupt = 0, invalidated_entries = 0;
+  std::map<std::string, uint64_t> invalidations;   // reason -> events
+  uint64_t bytes = 0, max_bytes = 0, entries = 0;
+  bool redis_configured = false, redis_up = false;
+  uint64_t redis_errors = 0, redis_timeouts = 0;
+};
+
 struct Snapshot {
   std::vector<PoolSnapshot> pools;
   uint64_t statement_prepares = 0, statement_hits = 0, statement_misses = 0, statement_evictions = 0,
@@ -48,6 +59,7 @@ struct Snapshot {
   uint64_t schema_version = 0;
   uint64_t config_reloads = 0;
   LockdSnapshot lockd;
+  CacheSnapshot cache;
 };
 
 class Metrics {

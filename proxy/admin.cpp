@@ -219,10 +219,22 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
         rs.row({now[i].first, now[i].second, defaults[i].second, conf::needs_restart(now[i].first) ? "no" : "yes"});
       rs.done();
     } else if (what == "cache") {
-      ResultSet rs(out, {"cache", "entries", "prepares", "hits", "misses", "evictions", "reprepares", "schema_version"});
+      // One row per cache: the plan cache, and the result cache when it is on (tier l1, and l2 with Redis).
+      ResultSet rs(out, {"cache", "entries", "prepares", "hits", "misses", "evictions", "reprepares", "schema_version",
+                         "bytes", "stores", "invalidated", "errors", "state"});
       const pool::StatementStats& s = proxy.statements().stats();
+      std::string version = num(proxy.schema().current());
       rs.row({"plan", num(uint64_t(proxy.statements().size())), num(s.prepares), num(s.hits), num(s.misses),
-              num(s.evictions), num(s.reprepares), num(proxy.schema().current())});
+              num(s.evictions), num(s.reprepares), version, "", "", "", "", ""});
+      if (const cache::ResultCache* rc = proxy.result_cache()) {
+        const cache::CacheStats& c = rc->stats();
+        const cache::ResultStore& l1 = rc->l1();
+        rs.row({"result_l1", num(uint64_t(l1.entries())), "", num(c.l1_hits), num(c.l1_misses), num(l1.evictions()),
+                "", version, num(uint64_t(l1.bytes())), num(c.stores), num(c.invalidated_entries), "", "on"});
+        if (const cache::RedisStats* r = rc->redis_stats())
+          rs.row({"result_l2", "", "", num(c.l2_hits), num(c.l2_misses), "", "", version, "", num(c.l2_stores),
+                  "", num(r->errors + c.l2_corrupt), rc->redis_up() ? "up" : "down"});
+      }
       rs.done();
     } else if (std::vector<std::string> columns; proxy.admin_table(what, columns, rows_of_table)) {
       ResultSet rs(out, columns);

@@ -147,6 +147,7 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
   } else {
     pool_entry_ = proxy_.pool_for(database_, user_);
     if (!pool_entry_) return fatal("3D000", "database \"" + database_ + "\" does not exist");
+    cache_ = proxy_.result_cache();
     // Servers are opened with the client's startup parameters, so that they are that
     // session's own defaults (RESET returns to them). In transaction mode the tracked
     // ones are applied with SET instead, so clients differing only in those share servers.
@@ -274,6 +275,7 @@ void ClientSession::finish_login() {
   pg::write_ready(out, 'I');
   send(out);
   state_ = State::Ready;
+  if (cache_) cache_->attach(database_, user_);
   LOG_DEBUG("client %u logged in: %s@%s", cancel_pid_, user_.c_str(), database_.c_str());
   if (pool_entry_->mode == conf::PoolMode::Transaction) {
     detach_server(false);
@@ -298,6 +300,16 @@ void ClientSession::wait_failed(const pool::Failure& f) {
 void ClientSession::process_input() {
   if (closing()) return;
   if (admin_) return admin_input();
+  if (cache_ && fwd_remaining_ == 0) {
+    switch (try_result_cache()) {
+      case CacheStep::Served:
+        if (in_size() > 0) return process_input();
+        if (!server_) read_start();
+        return;
+      case CacheStep::Waiting: return;
+      case CacheStep::Pass: break;
+    }
+  }
   if (!server_) {
     if (in_size() == 0) return;
     if (fwd_remaining_ == 0 && in_size() >= pg::kHeaderLen) {
@@ -335,6 +347,13 @@ void ClientSession::forward() {
   WriteBatch out(s);
   bool terminate = false;
   deferred_ = false;
+  if (pending_store_ && fwd_remaining_ == 0) {   // it missed: capture the answer to store it
+    if (s->idle_protocol() && s->tx_status() == 'I') {
+      s->arm_capture(cache_->max_entry_bytes());
+      capturing_ = std::move(pending_store_);
+    }
+    pending_store_.reset();
+  }
   while (pos < avail) {
     if (fwd_remaining_ > 0) {
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
@@ -352,9 +371,11 @@ void ClientSession::forward() {
     }
     size_t total = size_t(len) + 1;
     bool whole = avail - pos >= total;
+    if (cache_) note_for_cache(type, p + pos, avail - pos);
     if (type == 'Q' && whole) {
       std::string_view sql(reinterpret_cast<const char*>(p + pos + 5), len > 4 ? len - 5 : 0);
       if (changes_schema(sql)) s->note_schema_change();
+      if (cache_ && !txn) follow_setting(sql);
       QueryAction action = txn ? inspect_query(p + pos + 5, len - 4) : QueryAction::Forward;
       if (action == QueryAction::Defer) {
         deferred_ = true;   // process_deferred() picks it up when the server is quiet
@@ -528,6 +549,7 @@ void ClientSession::server_released() {
 
 void ClientSession::server_lost() {
   server_ = nullptr;
+  transaction_ended();   // a COMMIT may have been in flight: count its writes as done
   if (closing()) return;
   fatal("08006", "server connection lost; the transaction's outcome is unknown if COMMIT was in flight");
 }
@@ -580,6 +602,7 @@ void ClientSession::detach_server(bool client_gone) {
 void ClientSession::on_closed() {
   if (pool_entry_) pool_entry_->pool->cancel(this);
   detach_server(true);
+  transaction_ended();   // as in server_lost
   proxy_.client_gone(this);
 }
 

@@ -3,9 +3,11 @@
 // login to disconnect; in transaction mode it is borrowed per transaction.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
+#include "cache/result_cache.h"
 #include "pool/pool.h"
 #include "pool/statements.h"
 #include "proxy/auth.h"
@@ -53,6 +55,11 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool deferred() const { return deferred_; }
   void process_deferred() { process_input(); }
 
+  // Result cache: the response to the query whose capture was armed (see
+  // ServerConn::arm_capture); the transaction ended (ReadyForQuery 'I').
+  void capture_done(std::string response);
+  void transaction_ended();
+
   // Called by Proxy.
   void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
 
@@ -99,6 +106,23 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool answer_parse_locally();
   void admin_login();
   void admin_input();
+  // Result cache (client_session_cache.cpp).
+  struct CacheUnit;
+  struct PendingStore {
+    std::string key;
+    cache::ClassificationPtr statement;
+    int64_t ttl_ms = 0;
+    uint64_t since = 0;
+  };
+  enum class CacheStep { Pass, Served, Waiting };
+  CacheStep try_result_cache();
+  bool parse_cache_unit(CacheUnit& u);
+  void build_cache_key(const CacheUnit& u);
+  void replay(const cache::StoredResult& r, const CacheUnit& u);
+  void shared_lookup_done(const cache::StoredResult* r);
+  void note_for_cache(char type, const uint8_t* msg, size_t avail);
+  void note_statement(std::string_view sql, const cache::ClassificationPtr& c);
+  void follow_setting(std::string_view sql);
 
   Proxy& proxy_;
   uint32_t cancel_pid_, cancel_key_;
@@ -118,6 +142,19 @@ class ClientSession final : public Conn, public pool::Waiter {
   StatementMap statements_;                // the client's named statements (plan cache)
   bool deferred_ = false;                  // see deferred()
   bool admin_ = false, admin_rights_ = false;   // admin console session; may run control commands
+  // Result cache.
+  cache::ResultCache* cache_ = nullptr;    // null when cache.mode is off
+  std::string key_;                        // scratch for building keys
+  std::optional<PendingStore> pending_store_;   // the statement at the head of the input missed: store its answer
+  std::optional<PendingStore> capturing_;       // the one whose answer the server is capturing
+  uint64_t lookup_id_ = 0;                 // of the L2 lookup in flight (0 = none)
+  bool cache_bypass_ = false;              // session state the key cannot describe: no lookups
+  cache::Writes writes_;                   // of the transaction in progress
+  struct NamedStatement {
+    std::string parse_tail;
+    cache::ClassificationPtr statement;
+  };
+  std::unordered_map<std::string, NamedStatement> named_;   // without the plan cache: the client's named statements
 };
 
 }  // namespace proxy

@@ -124,6 +124,12 @@ bool Proxy::start(std::string& err) {
   janitor_timer_.data = this;
   uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, 100, 100);
   schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
+  if (cfg_.cache.mode != conf::CacheMode::Off) {
+    result_cache_ = std::make_unique<cache::ResultCache>(
+        loop_, cfg_.cache, schema_,
+        [this](const std::string& database, const std::string& user) { return control_conninfo(database, user, "cache"); });
+    result_cache_->start();
+  }
   // Warm pools whose server login does not depend on the client (fixed user).
   for (const auto& db : cfg_.databases)
     if (db.name != "*" && !db.user.empty() && db.min_pool_size.value_or(cfg_.min_pool_size) > 0) pool_for(db.name, db.user);
@@ -215,7 +221,8 @@ static ServerTarget target_for(const conf::Database& db, const std::string& data
   return t;
 }
 
-std::string Proxy::control_conninfo(const std::string& database, const std::string& user) const {
+std::string Proxy::control_conninfo(const std::string& database, const std::string& user,
+                                    const std::string& purpose) const {
   const conf::Database* db = conf::find_database(cfg_, database);
   if (!db) return "";
   ServerTarget t = target_for(*db, database, user, users_);
@@ -225,7 +232,7 @@ std::string Proxy::control_conninfo(const std::string& database, const std::stri
     return q + "'";
   };
   std::string s = "host=" + quoted(t.host) + " port=" + std::to_string(t.port) + " dbname=" + quoted(t.dbname) +
-                  " application_name='pgsidecar lockd' options='-c client_min_messages=warning'";
+                  " application_name='pgsidecar " + purpose + "' options='-c client_min_messages=warning'";
   if (!t.user.empty()) s += " user=" + quoted(t.user);
   if (!t.password.empty()) s += " password=" + quoted(t.password);
   return s;
@@ -353,6 +360,33 @@ std::string Proxy::render_metrics() {
   snap.statement_reprepares = st.reprepares;
   snap.schema_version = schema_.current();
   snap.config_reloads = reloads_;
+  if (cache::ResultCache* rc = result_cache()) {
+    metrics::CacheSnapshot& c = snap.cache;
+    const cache::CacheStats& cs = rc->stats();
+    c.enabled = true;
+    c.l1_hits = cs.l1_hits;
+    c.l1_misses = cs.l1_misses;
+    c.l2_hits = cs.l2_hits;
+    c.l2_misses = cs.l2_misses;
+    c.stores = cs.stores;
+    c.l2_stores = cs.l2_stores;
+    c.too_large = cs.too_large;
+    c.raced = cs.raced;
+    c.corrupt = cs.l2_corrupt;
+    c.invalidated_entries = cs.invalidated_entries;
+    c.invalidations = cs.invalidations;
+    c.evictions = rc->l1().evictions();
+    c.expirations = rc->l1().expirations();
+    c.bytes = rc->l1().bytes();
+    c.max_bytes = rc->l1().max_bytes();
+    c.entries = rc->l1().entries();
+    if (const cache::RedisStats* r = rc->redis_stats()) {
+      c.redis_configured = true;
+      c.redis_up = rc->redis_up();
+      c.redis_errors = r->errors;
+      c.redis_timeouts = r->timeouts;
+    }
+  }
   if (lockd_metrics_) lockd_metrics_(snap.lockd);
   return metrics_.render(snap);
 }
@@ -408,6 +442,7 @@ void Proxy::shutdown(bool fast, std::function<void()> done) {
   if (!shutting_down_) {
     shutting_down_ = true;
     schema_listener_.stop();
+    if (result_cache_) result_cache_->stop();
     metrics_endpoint_.stop();
     shutdown_deadline_ = pool::Clock::now() + (fast ? conf::Duration(0) : cfg_.shutdown_timeout);
     if (tcp_listener_) uv_close(reinterpret_cast<uv_handle_t*>(tcp_listener_.get()), nullptr);

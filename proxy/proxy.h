@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/result_cache.h"
 #include "cache/schema_listener.h"
 #include "cache/schema_version.h"
 #include "conf/config.h"
@@ -75,6 +76,12 @@ class Proxy {
   // Plan cache: the statements clients share, and the schema version they were prepared under.
   pool::StatementRegistry& statements() { return statements_; }
   cache::SchemaVersion& schema() { return schema_; }
+  // The result cache, or null when cache.mode is off.
+  cache::ResultCache* result_cache() { return result_cache_ && result_cache_->enabled() ? result_cache_.get() : nullptr; }
+  ClientSession* client(uint32_t pid) const {
+    auto it = clients_.find(pid);
+    return it == clients_.end() ? nullptr : it->second;
+  }
   // The /metrics text: a snapshot of pools, clients and caches, taken now.
   std::string render_metrics();
   metrics::Metrics& metrics() { return metrics_; }
@@ -91,7 +98,8 @@ class Proxy {
   }
   // libpq conninfo for a control-plane connection to a `databases:` entry as
   // `user` ("" = the entry's user), with the password the pools would use.
-  std::string control_conninfo(const std::string& database, const std::string& user) const;
+  std::string control_conninfo(const std::string& database, const std::string& user,
+                               const std::string& purpose = "lockd") const;
 
   // Clients of each pool by state: waiting (queued for a server), active (holding
   // one), idle (logged in, no server). Admin sessions and logins in progress are not counted.
@@ -131,6 +139,7 @@ class Proxy {
   pool::StatementRegistry statements_;
   cache::SchemaVersion schema_;
   cache::SchemaListener schema_listener_{loop_, schema_};
+  std::unique_ptr<cache::ResultCache> result_cache_;
   unsigned janitor_ticks_ = 0;
   uint64_t reloads_ = 0;
   pool::Time started_ = pool::Clock::now();

@@ -222,6 +222,8 @@ void ServerConn::link(ClientSession* client) {
   query_started_ = transaction_started_ = {};
   shared_bind_epoch_ = 0;
   retry_stmt_.reset();
+  capture_state_ = Capture::Off;
+  capture_message_ = false;
 }
 
 // Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
@@ -232,6 +234,7 @@ void ServerConn::process_linked() {
   WriteBatch out(client_);
   while (pos < avail && !release) {
     if (fwd_remaining_ > 0) {
+      if (capture_message_) capture_.append(reinterpret_cast<const char*>(p + pos), std::min(avail - pos, fwd_remaining_));
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
@@ -243,6 +246,7 @@ void ServerConn::process_linked() {
       return;
     }
     size_t total = size_t(len) + 1;
+    if (capture_state_ != Capture::Off) capture_header(type, total);
     if (type == '1' || type == '3' || type == 'E') {
       ReplyStep step = handle_tracked_reply(type, p + pos, total, avail - pos, out);
       if (step == ReplyStep::Fail) return;
@@ -281,6 +285,8 @@ void ServerConn::process_linked() {
           schema_change_pending_ = false;
           proxy_.schema().bump("DDL passed through the proxy");
         }
+        if (capture_state_ != Capture::Off) capture_finish();
+        if (tx_status_ == 'I' && expected_rfq_ == 0) client_->transaction_ended();
         saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
       } else {
@@ -291,6 +297,7 @@ void ServerConn::process_linked() {
     }
     if (type != 'Z') forwarded_since_rfq_ = true;
     fwd_remaining_ = total;
+    if (capture_message_) capture_.append(reinterpret_cast<const char*>(p + pos), std::min(avail - pos, fwd_remaining_));
     pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
   in_consume(pos);
@@ -385,6 +392,35 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
   }
 }
 
+// A message of the response being captured begins: part of the stored answer,
+// neutral (protocol bookkeeping), or a reason not to store it.
+void ServerConn::capture_header(char type, size_t total) {
+  capture_message_ = false;
+  if (capture_state_ != Capture::On) return;
+  switch (type) {
+    case 'T': case 'D': case 'C':
+      if (capture_.size() + total > capture_limit_) break;   // too large: streamed, not stored
+      capture_message_ = true;
+      return;
+    case '1': case '2': case '3': case 'S': case 'A': case 'Z':
+      return;
+    default:   // an error, a notice, NoData, a suspended portal, COPY ...
+      break;
+  }
+  capture_state_ = Capture::Aborted;
+  std::string().swap(capture_);
+}
+
+void ServerConn::capture_finish() {
+  bool complete = capture_state_ == Capture::On && tx_status_ == 'I';
+  capture_state_ = Capture::Off;
+  capture_message_ = false;
+  std::string response;
+  if (complete) response.swap(capture_);
+  capture_.clear();
+  if (client_) client_->capture_done(std::move(response));
+}
+
 // The batch armed by arm_retry() failed with 0A000 and its ReadyForQuery was dropped:
 // prepare the statement afresh, then send the batch again.
 void ServerConn::rerun_batch() {
@@ -430,8 +466,13 @@ void ServerConn::settle_pending_setting() {
     statements_.clear();   // the server dropped every prepared statement
   if (!saw_error_) {
     client_->settings().apply(pending_setting_, pending_stmt_);
-    if (tx_status_ == 'I') settings_.apply(pending_setting_, pending_stmt_);
-    else needs_discard_ = true;   // inside a block: it may yet roll back
+    if (pool_.settings().mode != conf::PoolMode::Transaction) {
+      // Session mode (followed for the result cache's key): the server is the client's.
+    } else if (tx_status_ == 'I') {
+      settings_.apply(pending_setting_, pending_stmt_);
+    } else {
+      needs_discard_ = true;   // inside a block: it may yet roll back
+    }
   }
   pending_setting_ = {};
   pending_stmt_.clear();

@@ -152,6 +152,15 @@ class ServerConn final : public Conn, public pool::Member {
     return retry_bytes_;
   }
 
+  // Result cache: copy the response to the query about to be sent (RowDescription,
+  // DataRows, CommandComplete) as it passes to the client, and hand it over at its
+  // ReadyForQuery if it was a complete, error-free answer within limit bytes.
+  void arm_capture(size_t limit) {
+    capture_.clear();
+    capture_limit_ = limit;
+    capture_state_ = Capture::On;
+  }
+
   const TrackedValues& tracked() const { return tracked_; }
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
   uint32_t backend_pid() const { return backend_pid_; }
@@ -224,6 +233,15 @@ class ServerConn final : public Conn, public pool::Member {
   std::string retry_bytes_;
   bool retrying_ = false;                      // its 0A000 was dropped: drop its ReadyForQuery and re-run
   uint64_t shared_bind_epoch_ = 0;             // see note_shared_bind(); epoch + 1, 0 = none
+
+  // Result cache capture (see arm_capture).
+  enum class Capture : uint8_t { Off, On, Aborted };
+  void capture_header(char type, size_t total);
+  void capture_finish();
+  Capture capture_state_ = Capture::Off;
+  bool capture_message_ = false;   // the message passing now is part of the response
+  std::string capture_;
+  size_t capture_limit_ = 0;
 
   InternalDone internal_done_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;

@@ -42,6 +42,10 @@ class SettingList {
   bool operator==(const SettingList& o) const { return items_ == o.items_; }
   // Appends to sql the statements that make `from` (a server) equal to *this (a client).
   void diff(const SettingList& from, std::string& sql) const;
+  // Appends the statements in force (for the result cache's key).
+  void append_to(std::string& key) const {
+    for (auto& item : items_) key.append(item.second).push_back('\0');
+  }
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;   // name -> SET statement, in order

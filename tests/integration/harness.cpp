@@ -364,7 +364,7 @@ static void cleanup_stale() {
   for (const auto& e : fs::directory_iterator("/tmp", ec)) {
     std::string name = e.path().filename().string();
     bool cluster = name.rfind("pgsc-itest-", 0) == 0;
-    bool daemon = name.rfind("pgsc-daemon-", 0) == 0;
+    bool daemon = name.rfind("pgsc-daemon-", 0) == 0 || name.rfind("pgsc-redis-", 0) == 0;
     if (!cluster && !daemon) continue;
     std::string owner = trim(read_file(e.path().string() + "/owner.pid"));
     if (owner.empty()) continue;
@@ -592,6 +592,122 @@ std::string daemon_binary() {
   return PGSIDECAR_BIN;
 }
 
+// ================================================================ Redis
+
+RedisServer::RedisServer(int port) : port_(port ? port : free_port()) {
+  char tmpl[] = "/tmp/pgsc-redis-XXXXXX";
+  if (mkdtemp(tmpl)) dir_ = tmpl;
+  write_file(dir_ + "/owner.pid", std::to_string(getpid()) + "\n");
+  log_path_ = dir_ + "/redis.log";
+}
+
+// Forks and execs args[0] (PATH lookup) with stdin from /dev/null and stdout and
+// stderr to out_fd, default signal handling, and death with this process.
+// Returns the child's pid, or -1 if fork failed.
+static pid_t spawn_child(const std::vector<std::string>& args, int out_fd) {
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
+    dup2(nullfd, 0);
+    dup2(out_fd, 1);
+    dup2(out_fd, 2);
+    ::signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  ::close(nullfd);
+  return pid;
+}
+
+RedisServer::~RedisServer() {
+  stop();
+  if (::testing::Test::HasFailure()) {
+    std::cerr << "----- redis-server log (" << log_path_ << ", last 30 lines) -----\n"
+              << tail_lines(log(), 30) << "\n----- end of redis-server log -----" << std::endl;
+  }
+  std::error_code ec;
+  if (!dir_.empty()) fs::remove_all(dir_, ec);
+}
+
+bool RedisServer::start(std::string* err) {
+  if (running()) return true;
+  std::vector<std::string> args = {"redis-server", "--bind", "127.0.0.1", "--port", std::to_string(port_),
+                                   "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                   "--dir", dir_, "--logfile", log_path_};
+  int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  pid_t pid = spawn_child(args, nullfd);   // redis-server logs to --logfile
+  ::close(nullfd);
+  if (pid < 0) {
+    if (err) *err = "fork failed";
+    return false;
+  }
+  pid_ = pid;
+  auto t0 = Clock::now();
+  while (ms_since(t0) < 5000) {
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      if (err) *err = "redis-server exited during startup (status " + std::to_string(st) + "):\n" + tail_lines(log(), 20);
+      return false;
+    }
+    if (port_accepts(port_, 200)) return true;
+    std::this_thread::sleep_for(Ms(10));
+  }
+  if (err) *err = "redis-server did not accept connections within 5 s:\n" + tail_lines(log(), 20);
+  return false;
+}
+
+bool RedisServer::running() {
+  if (pid_ <= 0) return false;
+  int st = 0;
+  if (waitpid(pid_, &st, WNOHANG) != pid_) return true;
+  pid_ = -1;
+  return false;
+}
+
+// Waits for the process; SIGKILL if it takes longer than timeout_ms.
+static void reap(pid_t pid, int timeout_ms) {
+  auto t0 = Clock::now();
+  while (waitpid(pid, nullptr, WNOHANG) == 0) {
+    if (ms_since(t0) > timeout_ms) {
+      ::kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      return;
+    }
+    std::this_thread::sleep_for(Ms(5));
+  }
+}
+
+void RedisServer::stop() {
+  if (!running()) return;
+  ::kill(pid_, SIGTERM);
+  reap(pid_, 5000);
+  pid_ = -1;
+}
+
+void RedisServer::kill() {
+  if (!running()) return;
+  ::kill(pid_, SIGKILL);
+  reap(pid_, 5000);
+  pid_ = -1;
+}
+
+std::string RedisServer::cli(const std::string& args) const {
+  return trim(run_process({"sh", "-c", "redis-cli -p " + std::to_string(port_) + " " + args}, 10000).output);
+}
+
+std::string RedisServer::log() const { return read_file(log_path_); }
+
 // ================================================================ daemon
 
 std::string DaemonConfig::yaml() const {
@@ -683,29 +799,9 @@ bool Daemon::start(std::string* err) {
     return false;
   }
   std::vector<std::string> args = {bin, "-c", cfg_path_};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   int logfd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-  int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(126);
-    dup2(nullfd, 0);
-    dup2(logfd, 1);
-    dup2(logfd, 2);
-    // Default signal dispositions for the daemon.
-    ::signal(SIGPIPE, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
+  pid_t pid = spawn_child(args, logfd);
   ::close(logfd);
-  ::close(nullfd);
   if (pid < 0) {
     if (err) *err = "fork failed";
     return false;

@@ -1,7 +1,8 @@
-// Integration-test harness: a real PostgreSQL cluster (PgCluster), the pgsidecar
-// daemon under test (Daemon), libpq helpers that expose SQLSTATEs (also for
-// connection-time errors), a raw wire-protocol socket for malformed-input tests,
-// and a subprocess runner (psql, pgbench) with a timeout.
+// Integration-test harness: a real PostgreSQL cluster (PgCluster), a throwaway
+// Redis (RedisServer), the pgsidecar daemon under test (Daemon), libpq helpers
+// that expose SQLSTATEs (also for connection-time errors), a raw wire-protocol
+// socket for malformed-input tests, and a subprocess runner (psql, pgbench)
+// with a timeout.
 //
 // One PgCluster is shared by all tests of a process (a GoogleTest global
 // environment, see cluster()); a Daemon is started per test. PostgreSQL data
@@ -117,6 +118,42 @@ PgCluster& cluster();
 
 // Path of the pgsidecar binary (compile definition PGSIDECAR_BIN, env override).
 std::string daemon_binary();
+
+// ---------------------------------------------------------------- Redis
+// A throwaway redis-server on a free loopback port: no persistence, its dir and
+// log (redis.log) under /tmp, started per test. start() again after stop() or
+// kill() reuses the port, so a client can reconnect to "the same" Redis.
+class RedisServer {
+ public:
+  explicit RedisServer(int port = 0);   // 0: a free port
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  // Spawns redis-server and waits (5 s) until it accepts connections.
+  bool start(std::string* err = nullptr);
+  void stop();   // SIGTERM and wait (SIGKILL after 5 s). Idempotent.
+  void kill();   // SIGKILL and wait: Redis dying with commands in flight.
+  bool running();
+
+  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  // Runs `redis-cli -p PORT ARGS` through sh (so ARGS may be quoted) and returns its trimmed output.
+  std::string cli(const std::string& args) const;
+  std::string log() const;
+
+ private:
+  std::string dir_, log_path_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Starts a RedisServer or fails the test with the reason.
+#define START_REDIS(r)                             \
+  do {                                             \
+    std::string start_err_;                        \
+    ASSERT_TRUE((r).start(&start_err_)) << start_err_; \
+  } while (0)
 
 // ---------------------------------------------------------------- daemon
 struct DaemonConfig {

@@ -56,6 +56,11 @@ struct MetricsDaemon {
         .set("migrations", "{dir: \"@DIR@\", database: app, user: app}");
     return *this;
   }
+  // The result cache on (and its Redis tier, given a URL), so its families are exported too.
+  MetricsDaemon& with_cache(const std::string& redis_url = "") {
+    cfg.set("cache", redis_url.empty() ? "{mode: all}" : "{mode: all, redis: {url: \"" + redis_url + "\"}}");
+    return *this;
+  }
   std::string scrape() const {
     std::string r = http_get(port, "/metrics");
     size_t body = r.find("\r\n\r\n");
@@ -173,14 +178,17 @@ TEST(Metrics, PortInUseFailsStartWithAClearMessage) {
 }
 
 TEST(Metrics, PromtoolAcceptsTheScrape) {
+  RedisServer redis;
+  START_REDIS(redis);
   MetricsDaemon m("transaction", 2);
-  m.with_lockd();
+  m.with_lockd().with_cache(redis.url());
   Daemon d(m.cfg);
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
   ASSERT_TRUE(c);
   ASSERT_TRUE(result_of(PQprepare(c.get(), "s", "SELECT 1", 0, nullptr)).ok);
   EXPECT_EQ(exec(c, "SELECT 1/0").sqlstate, "22012");   // an error class appears too
+  ASSERT_TRUE(exec(c, "CREATE TEMP TABLE t (i int); INSERT INTO t VALUES (1)").ok);   // an invalidation
   std::string text = m.scrape();
   ProcResult r = run_process({"promtool", "check", "metrics"}, 30000, {}, text);
   EXPECT_EQ(r.exit_code, 0) << r.output << "\n" << text;
@@ -196,12 +204,13 @@ TEST(Metrics, DashboardUsesExportedMetrics) {
   ProcResult valid = run_process({"python3", "-c", "import json,sys; json.load(sys.stdin)"}, 30000, {}, json);
   EXPECT_EQ(valid.exit_code, 0) << valid.output;
   MetricsDaemon m("transaction", 2);
-  m.with_lockd();
+  m.with_lockd().with_cache();
   Daemon d(m.cfg);
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
   ASSERT_TRUE(c);
   ASSERT_TRUE(exec(c, "SELECT 1").ok);
+  ASSERT_TRUE(exec(c, "CREATE TEMP TABLE t (i int); INSERT INTO t VALUES (1)").ok);   // an invalidation
   ProcResult status = run_process({daemon_binary(), "ctl", "--socket", d.dir() + "/lockd.sock", "status"}, 10000);
   EXPECT_EQ(status.exit_code, 0) << status.output;   // an empty directory: current
   std::string text = m.scrape();

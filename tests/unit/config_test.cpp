@@ -156,8 +156,37 @@ TEST(Config, UnknownKeyHasLine) {
   EXPECT_EQ(load_err("databases:\n  app: {host: x, colour: red}\n"), "test.yaml:2: unknown key 'colour'");
   EXPECT_EQ(load_err("log_level: info\nmetrics: {listen: \"127.0.0.1:9127\", path: /x}\n"),
             "test.yaml:2: unknown key 'path'");
-  // Sections of later releases are not supported yet.
-  EXPECT_EQ(load_err("cache: {mode: hinted}\n"), "test.yaml:1: unknown key 'cache'");
+  EXPECT_EQ(load_err("cache:\n  mode: hinted\n  redis: {url: \"redis://x\", timeout: 5}\n"),
+            "test.yaml:3: unknown key 'timeout'");
+}
+
+TEST(Config, Cache) {
+  conf::LoadResult r = conf::load_string(
+      "cache:\n  mode: hinted\n  max_bytes: 16MB\n  max_entry_bytes: 64kB\n  default_ttl: 10s\n"
+      "  rules: [{table: hot, ttl: 5s}, {fingerprint: 0123456789abcdef}]\n"
+      "  redis: {url: \"redis://127.0.0.1:6379/1\", timeout_ms: 20, compression: none}\n",
+      "test.yaml");
+  ASSERT_TRUE(r.config) << r.error;
+  const conf::Cache& c = r.config->cache;
+  EXPECT_EQ(c.mode, conf::CacheMode::Hinted);
+  EXPECT_EQ(c.max_bytes, 16u << 20);
+  EXPECT_EQ(c.max_entry_bytes, 64u << 10);
+  EXPECT_EQ(c.default_ttl, conf::Duration(10000));
+  ASSERT_EQ(c.rules.size(), 2u);
+  EXPECT_EQ(c.rules[0].table, "hot");
+  EXPECT_EQ(c.rules[0].ttl, conf::Duration(5000));
+  EXPECT_EQ(c.rules[1].fingerprint, "0123456789abcdef");
+  EXPECT_EQ(c.redis.timeout, conf::Duration(20));
+  EXPECT_EQ(c.redis.compression, conf::Compression::None);
+  EXPECT_EQ(conf::Config{}.cache.mode, conf::CacheMode::Off);
+  EXPECT_EQ(conf::Config{}.cache.max_bytes, 64u << 20);
+
+  EXPECT_NE(load_err("cache: {mode: sometimes}\n").find("must be off, hinted or all"), std::string::npos);
+  EXPECT_NE(load_err("cache: {max_bytes: 12XB}\n").find("must be a size in bytes"), std::string::npos);
+  EXPECT_NE(load_err("cache: {max_bytes: 1kB}\n").find("max_entry_bytes exceeds"), std::string::npos);
+  EXPECT_NE(load_err("cache: {rules: [{ttl: 5s}]}\n").find("exactly one of table or fingerprint"), std::string::npos);
+  EXPECT_NE(load_err("cache: {redis: {url: \"http://x\"}}\n").find("must be redis://"), std::string::npos);
+  EXPECT_NE(load_err("cache: {redis: {compression: lz4}}\n").find("must be none or zstd"), std::string::npos);
 }
 
 TEST(Config, MetricsListen) {

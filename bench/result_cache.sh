@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# The result cache on a hot-key read workload: one interleaved pgbench run against
+# direct PostgreSQL, PgBouncer (transaction mode), pgpool-II with its in-memory
+# query cache, and pgsidecar (transaction mode, cache.mode hinted), all on
+# loopback, on a throwaway PostgreSQL 15 cluster under $BENCH_DIR. Both poolers
+# use the same pool size. The workload is table hot(id int primary key, v text),
+# 1,000 rows of ~100 bytes, read by primary key through a cache hint:
+#   \set id random(1, 1000)
+#   SELECT /* pgsidecar:cache ttl=60s */ v FROM hot WHERE id = :id;
+# in -M simple and -M extended. pgbench -M extended turns every ":word" of the
+# text into a parameter, the ":cache" of the hint too, so the extended rows send
+# the same SELECT without the comment, and pgsidecar caches it by the rule
+# cache.rules [{table: hot, ttl: 60s}] (which covers the simple rows as well).
+# Each row runs the targets back to back, ROUNDS times; the table shows the
+# medians, the ratios to direct, PgBouncer and pgpool, pgsidecar's L1 hit ratio
+# (from /metrics, per run), and whether pgsidecar met the goal: tps >= 2x
+# direct and p99 below direct's p99.
+#
+# Env: DURATION (s, 10), ROUNDS (3), CLIENTS ("16 64"; one -M simple and one
+#      -M extended row each), POOL_SIZE (20), JOBS (2),
+#      PORT (26432: PostgreSQL; +1 PgBouncer; +2 pgsidecar, +3 its /metrics;
+#      +4 Redis; +5 pgsidecar-redis, +6 its /metrics; +7 pgpool, +8 its pcp;
+#      keep it below the ephemeral range 32768+),
+#      TARGETS ("direct pgbouncer pgpool pgsidecar"; add "pgsidecar-redis" for a
+#      second pgsidecar with the Redis tier, on a redis-server this script starts),
+#      REDIS (0; 1 = add pgsidecar-redis to TARGETS),
+#      PGPOOL_CHILDREN (largest of CLIENTS + 6: pgpool's num_init_children),
+#      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench-cache).
+# pgpool2 (Debian) is installed when missing. A pgpool or pgsidecar that does not
+# start is skipped (its log tail is printed); the other targets still run.
+# Raw per-run figures go to bench/results/result-cache-<time>.csv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+
+duration="${DURATION:-10}"
+rounds="${ROUNDS:-3}"
+clients_list="${CLIENTS:-16 64}"
+pool_size="${POOL_SIZE:-20}"
+port="${PORT:-26432}"
+jobs="${JOBS:-2}"
+targets="${TARGETS:-direct pgbouncer pgpool pgsidecar}"
+if [[ "${REDIS:-0}" == 1 && " $targets " != *" pgsidecar-redis "* ]]; then targets+=" pgsidecar-redis"; fi
+max_clients="$(tr ' ' '\n' <<<"$clients_list" | sort -n | tail -1)"
+pgpool_children="${PGPOOL_CHILDREN:-$((max_clients + 6))}"
+bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
+dir="${BENCH_DIR:-/tmp/pgsidecar-bench-cache}"
+pgbin=/usr/lib/postgresql/15/bin
+pgdata="$dir/pgdata"
+declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2))
+  [pgsidecar-redis]=$((port + 5)) [pgpool]=$((port + 7)))
+declare -A metrics_port=([pgsidecar]=$((port + 3)) [pgsidecar-redis]=$((port + 6)))
+redis_port=$((port + 4))
+pcp_port=$((port + 8))
+
+has_target() { [[ " $targets " == *" $1 "* ]]; }
+drop_target() { targets="$(tr ' ' '\n' <<<"$targets" | grep -vx "$1" | tr '\n' ' ')"; }
+
+((EUID == 0)) || { echo "result_cache.sh: run as root (PostgreSQL runs as user postgres)" >&2; exit 1; }
+for t in $targets; do
+  [[ -n "${target_port[$t]:-}" ]] || { echo "result_cache.sh: unknown target $t (${!target_port[*]})" >&2; exit 1; }
+done
+scripts/deps.sh
+if has_target pgpool && [[ "$(dpkg-query -W -f='${db:Status-Status}' pgpool2 2>/dev/null || true)" != installed ]]; then
+  echo "== installing pgpool2"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq pgpool2 >/dev/null
+  # The package may start a system-wide pgpool on 5433; we run our own under $BENCH_DIR.
+  systemctl stop pgpool2 >/dev/null 2>&1 || true
+fi
+if { has_target pgsidecar || has_target pgsidecar-redis; } && [[ ! -x "$bin" ]]; then
+  echo "== building pgsidecar (Release)"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build -j "$(nproc)" --target pgsidecar
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+as_postgres() { runuser -u postgres -- "$@"; }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# wait_port PORT [PID]: up to 10 s for a listener on PORT; gives up early once PID has exited.
+wait_port() {
+  for _ in $(seq 100); do
+    port_busy "$1" && return 0
+    if [[ -n "${2:-}" ]] && ! kill -0 "$2" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "result_cache.sh: nothing listening on port $1" >&2; return 1
+}
+# kill_pidfile FILE SIGNAL: signals the pid in FILE if that process is still ours (its
+# command line names $dir, or it runs in $dir), so a stale file never hits another process.
+kill_pidfile() {
+  local pid
+  [[ -f "$1" ]] || return 0
+  pid="$(tr -dc 0-9 <"$1")"  # pgpool pads its file with NULs
+  [[ -n "$pid" && -d "/proc/$pid" ]] || return 0
+  if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir" &&
+    [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$dir"* ]]; then
+    return 0
+  fi
+  kill "-$2" "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+declare -A sidecar_pid=()
+cleanup() {
+  local t
+  for t in "${!sidecar_pid[@]}"; do
+    kill -INT "${sidecar_pid[$t]}" 2>/dev/null || true
+    wait "${sidecar_pid[$t]}" 2>/dev/null || true
+  done
+  sidecar_pid=()
+  for t in pgsidecar pgsidecar-redis; do kill_pidfile "$dir/$t.pid" INT; done  # an interrupted earlier run's
+  if [[ -f "$dir/pgbouncer/pgbouncer.pid" ]]; then kill "$(cat "$dir/pgbouncer/pgbouncer.pid")" 2>/dev/null || true; fi
+  kill_pidfile "$dir/pgpool/pgpool.pid" INT  # fast shutdown: pgpool ends its children itself
+  kill_pidfile "$dir/redis/redis.pid" TERM
+  as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+cleanup  # leftovers of an interrupted earlier run
+
+ports=()
+for t in $targets; do
+  ports+=("${target_port[$t]}")
+  if [[ -n "${metrics_port[$t]:-}" ]]; then ports+=("${metrics_port[$t]}"); fi
+done
+if has_target pgsidecar-redis; then ports+=("$redis_port"); fi
+if has_target pgpool; then ports+=("$pcp_port"); fi
+for p in "${ports[@]}"; do
+  if port_busy "$p"; then echo "result_cache.sh: port $p is taken; set PORT" >&2; exit 1; fi
+done
+
+echo "== PostgreSQL on 127.0.0.1:$port (max_connections=400, shared_buffers=128MB)"
+rm -rf "$dir"
+install -d -m 755 "$dir"
+install -d -o postgres -g postgres -m 700 "$pgdata" "$dir/pgbouncer" "$dir/pgpool" "$dir/pgpool/oiddir"
+as_postgres "$pgbin/initdb" -D "$pgdata" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
+as_postgres "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -o "-p $port -k $pgdata \
+  -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB \
+  -c synchronous_commit=off" start >/dev/null
+as_postgres psql -h "$pgdata" -p "$port" -U postgres -X -q -d postgres \
+  -c "CREATE ROLE bench LOGIN SUPERUSER" -c "CREATE DATABASE bench OWNER bench"
+echo "== table hot: 1,000 rows of ~100 bytes"
+psql -h 127.0.0.1 -p "$port" -U bench -X -q -d bench -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE hot (id int PRIMARY KEY, v text NOT NULL);
+INSERT INTO hot SELECT id, repeat(md5(id::text), 3) FROM generate_series(1, 1000) AS id;
+VACUUM ANALYZE hot;
+SQL
+cat >"$dir/hot-simple.sql" <<'SQL'
+\set id random(1, 1000)
+SELECT /* pgsidecar:cache ttl=60s */ v FROM hot WHERE id = :id;
+SQL
+cat >"$dir/hot-extended.sql" <<'SQL'
+\set id random(1, 1000)
+SELECT v FROM hot WHERE id = :id;
+SQL
+
+if has_target pgbouncer; then
+  echo "== PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') on 127.0.0.1:${target_port[pgbouncer]}"
+  echo '"bench" ""' >"$dir/pgbouncer/userlist.txt"
+  cat >"$dir/pgbouncer/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$port dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${target_port[pgbouncer]}
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/pgbouncer/userlist.txt
+pool_mode = transaction
+default_pool_size = $pool_size
+max_client_conn = 1000
+logfile = $dir/pgbouncer/pgbouncer.log
+pidfile = $dir/pgbouncer/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+INI
+  chown -R postgres:postgres "$dir/pgbouncer"
+  as_postgres pgbouncer -d -q "$dir/pgbouncer/pgbouncer.ini"
+  wait_port "${target_port[pgbouncer]}"
+fi
+
+if has_target pgpool; then
+  echo "== pgpool-II $(pgpool --version 2>&1 | awk '{print $3}') on 127.0.0.1:${target_port[pgpool]}" \
+    "(raw mode, query cache shmem 64MB, num_init_children=$pgpool_children, max_pool=1)"
+  # Everything not set here keeps pgpool's built-in default (no load balancing in raw mode).
+  cat >"$dir/pgpool/pgpool.conf" <<CONF
+backend_clustering_mode = 'raw'
+listen_addresses = '127.0.0.1'
+port = ${target_port[pgpool]}
+socket_dir = '$dir/pgpool'
+pcp_listen_addresses = '127.0.0.1'
+pcp_port = $pcp_port
+pcp_socket_dir = '$dir/pgpool'
+wd_ipc_socket_dir = '$dir/pgpool'
+pid_file_name = '$dir/pgpool/pgpool.pid'
+logdir = '$dir/pgpool'
+log_destination = 'stderr'
+log_min_messages = warning
+backend_hostname0 = '127.0.0.1'
+backend_port0 = $port
+backend_weight0 = 1
+backend_flag0 = 'DISALLOW_TO_FAILOVER'
+enable_pool_hba = off
+pool_passwd = ''
+num_init_children = $pgpool_children
+max_pool = 1
+connection_cache = on
+child_life_time = 0
+health_check_period = 0
+sr_check_period = 0
+failover_on_backend_error = off
+use_watchdog = off
+memory_cache_enabled = on
+memqcache_method = 'shmem'
+memqcache_total_size = 64MB
+memqcache_expire = 60
+memqcache_auto_cache_invalidation = on
+memqcache_oiddir = '$dir/pgpool/oiddir'
+CONF
+  : >"$dir/pgpool/pcp.conf"
+  : >"$dir/pgpool/pool_hba.conf"
+  chown -R postgres:postgres "$dir/pgpool"
+  as_postgres pgpool -n -f "$dir/pgpool/pgpool.conf" -F "$dir/pgpool/pcp.conf" -a "$dir/pgpool/pool_hba.conf" \
+    >"$dir/pgpool/pgpool.log" 2>&1 &
+  if ! wait_port "${target_port[pgpool]}" $! ||
+    ! psql -h 127.0.0.1 -p "${target_port[pgpool]}" -U bench -X -q -At -d bench -c "SELECT 1" >/dev/null 2>&1; then
+    echo "   pgpool did not start; skipping it. Tail of $dir/pgpool/pgpool.log:" >&2
+    tail -20 "$dir/pgpool/pgpool.log" | sed 's/^/   | /' >&2
+    kill_pidfile "$dir/pgpool/pgpool.pid" INT
+    drop_target pgpool
+  fi
+fi
+
+if has_target pgsidecar-redis; then
+  echo "== redis-server on 127.0.0.1:$redis_port (no persistence)"
+  install -d -m 755 "$dir/redis"
+  redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --daemonize no \
+    --dir "$dir/redis" --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" &
+  wait_port "$redis_port"
+fi
+
+# start_sidecar TARGET [YAML lines...]: starts one daemon; drops TARGET if it does not come up.
+start_sidecar() {
+  local t="$1" conf="$dir/$1.yaml" log="$dir/$1.log"; shift
+  echo "== $t on 127.0.0.1:${target_port[$t]}, /metrics on ${metrics_port[$t]} ($bin)"
+  {
+    cat <<YAML
+listen_addr: 127.0.0.1
+listen_port: ${target_port[$t]}
+auth_type: trust
+pool_mode: transaction
+default_pool_size: $pool_size
+max_client_conn: 1000
+log_level: warn
+metrics: {listen: "127.0.0.1:${metrics_port[$t]}"}
+lockd: {socket_path: ""}
+databases:
+  bench: {host: 127.0.0.1, port: $port, dbname: bench}
+YAML
+    printf '%s\n' "$@"
+  } >"$conf"
+  "$bin" -c "$conf" 2>"$log" &
+  sidecar_pid[$t]=$!
+  echo "${sidecar_pid[$t]}" >"$dir/$t.pid"
+  if ! wait_port "${target_port[$t]}" "${sidecar_pid[$t]}"; then
+    echo "   $t did not start; skipping it. Tail of $log:" >&2
+    tail -20 "$log" | sed 's/^/   | /' >&2
+    kill -INT "${sidecar_pid[$t]}" 2>/dev/null || true
+    wait "${sidecar_pid[$t]}" 2>/dev/null || true
+    unset "sidecar_pid[$t]"
+    drop_target "$t"
+  fi
+}
+if has_target pgsidecar; then
+  start_sidecar pgsidecar "cache: {mode: hinted, max_bytes: 64MB, rules: [{table: hot, ttl: 60s}]}"
+fi
+if has_target pgsidecar-redis; then
+  start_sidecar pgsidecar-redis "cache: {mode: hinted, max_bytes: 64MB, rules: [{table: hot, ttl: 60s}]," \
+    "  redis: {url: \"redis://127.0.0.1:$redis_port\"}}"
+fi
+
+# cache_counters TARGET: "hits misses" of the target's cache so far, or "- -": pgsidecar's
+# L1 tier from /metrics; pgpool's SHOW POOL_CACHE (misses = SELECTs sent to PostgreSQL).
+cache_counters() {
+  if [[ -n "${metrics_port[$1]:-}" ]]; then
+    curl -s --max-time 2 "http://127.0.0.1:${metrics_port[$1]}/metrics" 2>/dev/null | awk '
+      /^pgsidecar_cache_hits_total\{.*tier="l1"/ { h = $NF }
+      /^pgsidecar_cache_misses_total\{.*tier="l1"/ { m = $NF }
+      END { if (h == "" || m == "") print "- -"; else printf "%.0f %.0f\n", h, m }'
+  elif [[ "$1" == pgpool ]]; then
+    psql -h 127.0.0.1 -p "${target_port[pgpool]}" -U bench -X -At -F ' ' -d bench -c "SHOW POOL_CACHE" 2>/dev/null |
+      awk 'NR == 1 && NF >= 2 { print $1, $2; ok = 1 } END { if (!ok) print "- -" }'
+  else
+    echo "- -"
+  fi
+}
+
+# run_one ROW TARGET ROUND -- PGBENCH_ARGS...: appends one CSV line. The run's cache hit
+# ratio goes to the CSV for pgsidecar; pgpool's is only printed.
+run_one() {
+  local row="$1" target="$2" round="$3"; shift 4
+  local logdir="$dir/run" out tps=0 p50="" p95="" p99="" ok=1 h0=- m0=- h1=- m1=- hit=""
+  rm -rf "$logdir"; mkdir -p "$logdir"
+  read -r h0 m0 < <(cache_counters "$target")
+  if ! out="$(pgbench -h 127.0.0.1 -p "${target_port[$target]}" -U bench -n -T "$duration" -j "$jobs" \
+      -l --log-prefix="$logdir/lat" "$@" bench 2>&1)"; then
+    ok=0
+    echo "   $target failed: $(grep -m1 -iE 'error|abort' <<<"$out" || tail -1 <<<"$out")" >&2
+  fi
+  read -r h1 m1 < <(cache_counters "$target")
+  if [[ "$h0$m0$h1$m1" != *-* ]] && (((h1 - h0) + (m1 - m0) > 0)); then
+    hit="$(awk -v h=$((h1 - h0)) -v m=$((m1 - m0)) 'BEGIN { printf "%.4f", h / (h + m) }')"
+  fi
+  tps="$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<<"$out" | head -1)"
+  if ((ok)) && grep -q 'actually processed: 0$' <<<"$out"; then
+    ok=0
+    echo "   $target: no transactions in ${duration}s ($(grep -m1 'initial connection time' <<<"$out"))" >&2
+  fi
+  # pgbench -l: one line per transaction, field 3 = latency in microseconds.
+  read -r p50 p95 p99 < <(cat "$logdir"/lat.* 2>/dev/null | awk '{print $3}' | sort -n | awk '
+    { v[NR] = $1 }
+    function pct(p,  i) { i = int(NR * p + 0.999999); if (i < 1) i = 1; return v[i] / 1000 }
+    END { if (NR) printf "%.3f %.3f %.3f\n", pct(0.50), pct(0.95), pct(0.99); else print "- - -" }')
+  printf '   %-15s round %s: tps %s  p50 %s  p95 %s  p99 %s ms%s\n' "$target" "$round" "${tps:-0}" \
+    "$p50" "$p95" "$p99" "${hit:+  hit ratio $hit}"
+  [[ -n "${metrics_port[$target]:-}" ]] || hit=""
+  echo "$row,$target,$round,${tps:-0},$p50,$p95,$p99,$ok,$hit" >>"$csv"
+}
+
+mkdir -p bench/results
+csv="bench/results/result-cache-$(date +%Y%m%d-%H%M%S).csv"
+echo "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,hit_ratio" >"$csv"
+
+rows=()
+for m in simple extended; do
+  for c in $clients_list; do rows+=("hot-$m-c$c|-f $dir/hot-$m.sql -M $m -c $c"); done
+done
+
+echo "== warm-up (3 s per target: 2 s -M simple, 1 s -M extended; fills the caches)"
+for t in $targets; do
+  for m in simple:2 extended:1; do
+    pgbench -h 127.0.0.1 -p "${target_port[$t]}" -U bench -n -f "$dir/hot-${m%:*}.sql" -M "${m%:*}" -T "${m#*:}" \
+      -c 16 -j "$jobs" bench >/dev/null 2>&1 || true
+  done
+done
+
+echo "== ${#rows[@]} rows x $rounds rounds x ($(xargs <<<"$targets")), ${duration}s each, pool size $pool_size"
+for r in "${rows[@]}"; do
+  name="${r%%|*}"
+  read -ra args <<<"${r#*|}"
+  echo "-- $name: pgbench ${args[*]#"$dir/"}"
+  for ((round = 1; round <= rounds; round++)); do
+    for t in $targets; do run_one "$name" "$t" "$round" -- "${args[@]}"; done
+  done
+done
+
+if has_target pgpool; then
+  read -r h m < <(cache_counters pgpool)
+  echo "pgpool query cache, whole run (warm-up included): $h hits, $m SELECTs sent to PostgreSQL"
+fi
+if has_target pgsidecar-redis; then
+  up="$(curl -s --max-time 2 "http://127.0.0.1:${metrics_port[pgsidecar-redis]}/metrics" |
+    awk '/^pgsidecar_cache_redis_up/ { print $NF }' || true)"
+  echo "pgsidecar-redis: pgsidecar_cache_redis_up ${up:--}, $(redis-cli -p "$redis_port" dbsize 2>/dev/null || echo -) keys in Redis"
+fi
+
+echo
+echo "raw results: $csv"
+python3 - "$csv" <<'PY'
+import csv, statistics, sys
+runs = {}
+order = []
+for r in csv.DictReader(open(sys.argv[1])):
+    key = (r["row"], r["target"])
+    if r["row"] not in order:
+        order.append(r["row"])
+    runs.setdefault(key, []).append(r)
+
+def med(rs, field):
+    vals = [float(r[field]) for r in rs if r["ok"] == "1" and r[field] not in ("", "-")]
+    return statistics.median(vals) if vals else None
+
+def fmt(v, spec):
+    return format(v, spec) if v is not None else "-"
+
+targets = ("direct", "pgbouncer", "pgpool", "pgsidecar", "pgsidecar-redis")
+sidecars = ("pgsidecar", "pgsidecar-redis")
+print(f"{'row':<18} {'target':<16} {'tps':>9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+      f"{'x direct':>8} {'x pgbouncer':>11} {'x pgpool':>8} {'hit ratio':>9}")
+for row in order:
+    base = {t: med(runs.get((row, t), []), "tps") for t in ("direct", "pgbouncer", "pgpool")}
+    for t in targets:
+        rs = runs.get((row, t))
+        if not rs:
+            continue
+        tps = med(rs, "tps")
+        failed = sum(r["ok"] != "1" for r in rs)
+        ratio = lambda b: fmt(tps / b, ".2f") if tps and b else "-"
+        hit = fmt(med(rs, "hit_ratio"), ".4f") if t in sidecars else ""
+        note = f"  ({failed}/{len(rs)} runs failed)" if failed else ""
+        print(f"{row:<18} {t:<16} {fmt(tps, '.0f'):>9} {fmt(med(rs, 'p50_ms'), '.2f'):>7} "
+              f"{fmt(med(rs, 'p95_ms'), '.2f'):>7} {fmt(med(rs, 'p99_ms'), '.2f'):>7} "
+              f"{ratio(base['direct']):>8} {ratio(base['pgbouncer']):>11} {ratio(base['pgpool']):>8} {hit:>9}{note}")
+
+# The goal: pgsidecar's cache at least doubles direct's tps and beats direct's p99.
+print()
+for row in order:
+    d_tps, d_p99 = med(runs.get((row, "direct"), []), "tps"), med(runs.get((row, "direct"), []), "p99_ms")
+    for t in sidecars:
+        rs = runs.get((row, t))
+        if not rs:
+            continue
+        tps, p99 = med(rs, "tps"), med(rs, "p99_ms")
+        if not (tps and d_tps and p99 is not None and d_p99 is not None):
+            print(f"{row:<18} {t:<16} goal (tps >= 2x direct, p99 < direct's): no figures")
+            continue
+        met = tps >= 2 * d_tps and p99 < d_p99
+        print(f"{row:<18} {t:<16} goal {'MET' if met else 'NOT met'}: tps {tps / d_tps:.2f}x direct (need >= 2), "
+              f"p99 {p99:.2f} ms vs direct's {d_p99:.2f} ms")
+PY

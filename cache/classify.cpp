@@ -1,0 +1,409 @@
+// Statement classification for the result cache (see classify.h).
+//
+// libpg-query parses the text into PostgreSQL's raw parse tree as JSON; one
+// generic walk over that tree collects what matters, whatever node holds it:
+// relations (wrapped {"RangeVar":...}, or the bare `relation` of
+// INSERT/UPDATE/DELETE/MERGE/COPY/REFRESH), function calls, SQLValueFunctions,
+// locking clauses, string constants, CTE names and nested data-modifying
+// statements.
+//
+// Rules:
+// - Kind of a statement: SELECT/VALUES/TABLE, SHOW, EXPLAIN without ANALYZE,
+//   COPY ... TO -> Read; SELECT INTO and Create*/Alter*/Drop*/Rename*, GRANT,
+//   COMMENT, CREATE INDEX/VIEW/RULE ... -> Ddl; DO, CALL, EXECUTE -> Write with
+//   writes_unknown; anything else (BEGIN, SET, LISTEN, VACUUM, LOCK, PREPARE ...)
+//   -> Other. Any INSERT/UPDATE/DELETE/MERGE/TRUNCATE/COPY FROM/REFRESH that runs
+//   makes it a Write of its target, also inside a CTE or COPY (...) TO; under
+//   PREPARE or EXPLAIN without ANALYZE it does not run, so its target only
+//   counts as read. EXPLAIN ANALYZE has the kind of the statement it runs.
+//   Several statements: the strongest kind (Ddl > Write > Read > Other); no
+//   statement at all (empty text, only comments) -> Other.
+// - reads: relation names outside write targets, minus references to the
+//   statement's own CTEs (an unqualified name, in the scope of its WITH).
+//   reads/writes/functions are unqualified names, sorted and unique.
+// - cacheable: exactly one statement, a SELECT, no INTO, no data-modifying CTE,
+//   no FOR UPDATE/SHARE, no time/session function (kDenied, the time
+//   SQLValueFunctions, the literals 'now'/'today'/...), no temporary relation and
+//   no catalog. "reads a catalog" is checked last, so that reason means nothing
+//   else is in the way (the caller may allow catalogs).
+// - Hints: comments opening with "pgsidecar:", found in the raw text since the
+//   parser drops comments (a hint inside a string literal is taken too).
+#include "cache/classify.h"
+
+#include <pg_query.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+namespace cache {
+namespace {
+
+using json = nlohmann::json;
+using Kind = Classification::Kind;
+
+// Functions whose result depends on the time, the session or chance, or that
+// act on the server (sequences, locks, notifications). The caller rejects the
+// volatile ones from pg_proc, but some of these are only stable (now(),
+// current_setting(), txid_current() ...) and the others must never be cached
+// whatever the catalog says. A trailing '*' matches a prefix.
+constexpr std::string_view kDenied[] = {
+    "now", "statement_timestamp", "transaction_timestamp", "clock_timestamp", "timeofday",
+    "age",   // age(timestamp) counts from today
+    "random", "random_normal", "setseed", "gen_random_uuid", "uuid_generate_v*",
+    "nextval", "currval", "lastval", "setval",
+    "txid_current*", "pg_current_xact_id*", "pg_current_snapshot",
+    "pg_backend_pid", "pg_is_in_recovery", "pg_postmaster_start_time", "pg_conf_load_time",
+    "pg_trigger_depth", "pg_my_temp_schema",
+    "inet_client_addr", "inet_client_port", "inet_server_addr", "inet_server_port",
+    "current_setting", "set_config",
+    "pg_sleep*", "pg_advisory*", "pg_try_advisory*", "pg_notify",
+};
+
+bool denied(std::string_view f) {
+  return std::any_of(std::begin(kDenied), std::end(kDenied), [f](std::string_view d) {
+    return d.ends_with('*') ? f.starts_with(d.substr(0, d.size() - 1)) : f == d;
+  });
+}
+
+// String constants that PostgreSQL turns into the current date or time when
+// cast: '2024-01-01'::date is fine, 'today'::date is not.
+bool time_literal(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  s.erase(0, s.find_first_not_of(" \t\r\n"));
+  s.erase(s.find_last_not_of(" \t\r\n") + 1);
+  return s == "now" || s == "today" || s == "tomorrow" || s == "yesterday";
+}
+
+const json kNull;
+
+// obj[key], or null when obj is not an object or has no such key (never throws).
+const json& field(const json& obj, const char* key) {
+  auto it = obj.find(key);   // end() for non-objects
+  return it == obj.end() ? kNull : *it;
+}
+
+const std::string* str(const json& v) { return v.get_ptr<const std::string*>(); }
+
+// The text of a {"String":{"sval":...}} node.
+const std::string* sval(const json& node) { return str(field(field(node, "String"), "sval")); }
+
+int rank(Kind k) {
+  switch (k) {
+    case Kind::Ddl: return 3;
+    case Kind::Write: return 2;
+    case Kind::Read: return 1;
+    default: return 0;
+  }
+}
+
+struct Walker {
+  bool executes = true;                  // false where DML does not run (PREPARE, plain EXPLAIN)
+  std::vector<std::string_view> ctes;    // CTE names in scope
+  std::vector<std::string> reads, writes, functions;
+  int dml = 0;                           // data-modifying statements that run
+  bool locking = false, temp = false, catalogs = false;
+  std::string time_reason;               // first time/session dependency seen
+
+  // Depth-first over the tree with a heap stack rather than recursion: the
+  // tree can be tens of thousands of levels deep (see classify_statement).
+  struct Step {
+    const json* node = nullptr;          // walk this node, or else
+    const std::string* cte = nullptr;    // bring this CTE name into scope, or else
+    size_t scope = 0;                    // leave the scope of a WITH
+  };
+  std::vector<Step> todo;
+
+  void walk(const json& root) {
+    todo.push_back({&root});
+    while (!todo.empty()) {
+      const Step step = todo.back();
+      todo.pop_back();
+      if (step.cte) {
+        ctes.push_back(*step.cte);
+      } else if (!step.node) {
+        ctes.resize(step.scope);
+      } else if (step.node->is_array()) {
+        for (const json& e : *step.node) todo.push_back({&e});
+      } else if (step.node->is_object()) {
+        const json& v = *step.node;
+        const json& with = field(v, "withClause");
+        if (!with.is_null()) todo.push_back({nullptr, nullptr, ctes.size()});   // runs after the body
+        for (auto it = v.begin(); it != v.end(); ++it)
+          if (it.key() != "withClause" && note(it.key(), it.value())) todo.push_back({&it.value()});
+        if (!with.is_null()) enter_with(with);   // runs before the body
+      }
+    }
+  }
+
+  // A CTE name hides a table of that name in the body of its statement and, with
+  // RECURSIVE, in all its CTEs; otherwise only in the CTEs that follow it (WITH
+  // t AS (SELECT * FROM t) reads the table t).
+  void enter_with(const json& with) {
+    const json& list = field(with, "ctes");
+    if (!list.is_array()) return;
+    const bool recursive = field(with, "recursive") == true;
+    for (auto it = list.rbegin(); it != list.rend(); ++it) {   // a stack: last pushed, first walked
+      const std::string* name = str(field(field(*it, "CommonTableExpr"), "ctename"));
+      if (name && recursive) ctes.push_back(*name);
+      if (name && !recursive) todo.push_back({nullptr, name});
+      todo.push_back({&*it});
+    }
+  }
+
+  // Records what node `key` says; false when its children need no walk.
+  bool note(const std::string& key, const json& v) {
+    if (key.empty() || key[0] < 'A' || key[0] > 'Z') return true;   // a field, not a node type
+    if (key == "RangeVar") {
+      relation(v, false);
+    } else if (key == "InsertStmt" || key == "UpdateStmt" || key == "DeleteStmt" || key == "MergeStmt" ||
+               key == "RefreshMatViewStmt") {
+      relation(field(v, "relation"), executes);   // a bare RangeVar
+    } else if (key == "CopyStmt") {
+      relation(field(v, "relation"), executes && field(v, "is_from") == true);
+    } else if (key == "TruncateStmt") {
+      for (const json& r : field(v, "relations")) relation(field(r, "RangeVar"), executes);
+      return false;
+    } else if (key == "FuncCall") {
+      const json& names = field(v, "funcname");   // [schema,] name
+      if (const std::string* f = names.is_array() && !names.empty() ? sval(names.back()) : nullptr) {
+        functions.push_back(*f);
+        if (time_reason.empty() && denied(*f)) time_reason = "calls " + *f + "()";
+      }
+    } else if (key == "SQLValueFunction") {
+      // SVFOP_CURRENT_DATE, SVFOP_LOCALTIMESTAMP_N ...; the user, role, catalog
+      // and schema ones are fine since the role is part of the cache key.
+      const std::string* op = str(field(v, "op"));
+      if (op && time_reason.empty() && (op->find("TIME") != std::string::npos || op->find("DATE") != std::string::npos)) {
+        std::string_view name(*op);
+        if (name.starts_with("SVFOP_")) name.remove_prefix(6);
+        if (name.ends_with("_N")) name.remove_suffix(2);
+        time_reason = "uses " + std::string(name);
+      }
+    } else if (key == "LockingClause") {
+      locking = true;
+    } else if (key == "A_Const") {
+      const std::string* s = str(field(field(v, "sval"), "sval"));
+      if (s && time_reason.empty() && s->size() < 16 && time_literal(*s)) time_reason = "uses '" + *s + "'";
+    }
+    return true;
+  }
+
+  void relation(const json& rv, bool write) {
+    const std::string* name = str(field(rv, "relname"));
+    if (!name) return;
+    const std::string* schema = str(field(rv, "schemaname"));
+    if (write) {
+      ++dml;
+      writes.push_back(*name);
+      return;
+    }
+    if (!schema && std::find(ctes.begin(), ctes.end(), *name) != ctes.end()) return;   // a CTE
+    reads.push_back(*name);
+    const std::string* persistence = str(field(rv, "relpersistence"));
+    if ((persistence && *persistence == "t") || (schema && schema->starts_with("pg_temp")))
+      temp = true;
+    else if (schema ? schema->starts_with("pg_") || *schema == "information_schema" : name->starts_with("pg_"))
+      catalogs = true;
+  }
+};
+
+bool is_ddl(std::string_view type) {
+  constexpr std::string_view kPrefixes[] = {"Create", "Alter", "Drop", "Rename"};
+  constexpr std::string_view kOthers[] = {"CommentStmt", "GrantStmt", "GrantRoleStmt", "IndexStmt", "ViewStmt",
+                                          "SecLabelStmt", "DefineStmt", "CompositeTypeStmt", "RuleStmt",
+                                          "ImportForeignSchemaStmt", "ReassignOwnedStmt"};
+  return std::any_of(std::begin(kPrefixes), std::end(kPrefixes), [type](auto p) { return type.starts_with(p); }) ||
+         std::find(std::begin(kOthers), std::end(kOthers), type) != std::end(kOthers);
+}
+
+// EXPLAIN runs the statement with ANALYZE, ANALYZE true/on/1 ... Anything but a
+// clear false counts as ANALYZE: taking a write for a read would leave the cache stale.
+bool explain_analyze(const json& explain) {
+  for (const json& opt : field(explain, "options")) {
+    const json& def = field(opt, "DefElem");
+    if (field(def, "defname") != "analyze") continue;
+    const json& arg = field(def, "arg");
+    if (const json& i = field(arg, "Integer"); i.is_object()) return field(i, "ival").is_number();   // 0 is left out
+    const std::string* s = sval(arg);
+    if (!s) return true;
+    std::string v(*s);
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    // PostgreSQL's parse_bool takes unique prefixes: f, fa ..., n, no, of, off, 0.
+    const bool off = !v.empty() && (std::string_view("false").starts_with(v) || std::string_view("no").starts_with(v) ||
+                                    (v.size() >= 2 && std::string_view("off").starts_with(v)) || v == "0");
+    return !off;
+  }
+  return false;
+}
+
+// Kind of one statement node {"Type": {...}}, walking it into w.
+Kind statement(const json& node, Walker& w, bool& writes_unknown) {
+  if (!node.is_object() || node.empty()) return Kind::Other;
+  const std::string& type = node.begin().key();
+  const json& body = node.begin().value();
+  if (type == "ExplainStmt" && explain_analyze(body)) return statement(field(body, "query"), w, writes_unknown);
+  const int dml_before = w.dml;
+  w.executes = type != "ExplainStmt" && type != "PrepareStmt";
+  w.walk(node);
+  w.executes = true;
+  Kind kind = Kind::Other;
+  if (type == "SelectStmt")
+    kind = field(body, "intoClause").is_null() ? Kind::Read : Kind::Ddl;
+  else if (type == "ExplainStmt" || type == "VariableShowStmt" || type == "CopyStmt")
+    kind = Kind::Read;
+  else if (type == "DoStmt" || type == "CallStmt" || type == "ExecuteStmt")
+    kind = Kind::Write, writes_unknown = true;
+  else if (is_ddl(type))
+    kind = Kind::Ddl;
+  // INSERT, UPDATE ... and DML in CTEs or COPY (...) TO were counted by the walk.
+  if (w.dml > dml_before && rank(kind) < rank(Kind::Write)) kind = Kind::Write;
+  return kind;
+}
+
+std::vector<std::string> sorted_unique(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  return v;
+}
+
+bool is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
+
+// A hint is a comment that opens with "pgsidecar:": /* pgsidecar:cache ttl=30s */,
+// -- pgsidecar:nocache.
+void scan_hints(std::string_view sql, Classification& c) {
+  constexpr std::string_view kTag = "pgsidecar:";
+  for (size_t at = sql.find(kTag); at != std::string_view::npos; at = sql.find(kTag, at + 1)) {
+    size_t b = at;
+    bool newline = false;
+    for (; b > 0 && is_space(sql[b - 1]); --b) newline |= sql[b - 1] == '\n';
+    const std::string_view opener = b >= 2 ? sql.substr(b - 2, 2) : std::string_view();
+    if (opener != "/*" && (opener != "--" || newline)) continue;
+    std::string_view rest = sql.substr(at + kTag.size());
+    auto take = [&rest](auto pred) {
+      size_t n = 0;
+      while (n < rest.size() && pred(rest[n])) ++n;
+      std::string_view taken = rest.substr(0, n);
+      rest.remove_prefix(n);
+      return taken;
+    };
+    auto blanks = [](char ch) { return ch == ' ' || ch == '\t'; };
+    const std::string_view word = take([](char ch) { return ch >= 'a' && ch <= 'z'; });
+    if (word == "nocache") {
+      c.hint_nocache = true;
+    } else if (word == "cache") {
+      c.hinted = true;
+      take(blanks);
+      if (!rest.starts_with("ttl")) continue;
+      rest.remove_prefix(3);
+      take(blanks);
+      if (!rest.starts_with("=")) continue;   // "ttl" without a value: no ttl
+      rest.remove_prefix(1);
+      take(blanks);
+      c.hint_ttl_ms = parse_ttl(take([](char ch) { return !is_space(ch) && ch != '*'; }));
+    }
+  }
+}
+
+// For a text that could not be looked at: it may write anything.
+Classification worst_case(std::string reason) {
+  Classification c;
+  c.kind = Kind::Write;
+  c.writes_unknown = true;
+  c.not_cacheable_reason = std::move(reason);
+  return c;
+}
+
+Classification classify_here(std::string_view sql) {
+  Classification c;
+  try {   // only allocation can throw here; it must not reach the event loop
+    scan_hints(sql, c);
+    if (sql.find('\0') != std::string_view::npos) {   // libpg-query reads a C string
+      c.not_cacheable_reason = "does not parse: NUL byte in the text";
+      return c;
+    }
+    const std::string text(sql);
+    PgQueryParseResult parsed = pg_query_parse(text.c_str());
+    if (parsed.error) {
+      c.not_cacheable_reason = std::string("does not parse: ") + (parsed.error->message ? parsed.error->message : "?");
+      pg_query_free_parse_result(parsed);
+      return c;
+    }
+    json tree = json::parse(parsed.parse_tree, nullptr, false);
+    if (tree.is_discarded()) {
+      // Not UTF-8 (a client in LATIN1 ...): names and strings keep their bytes
+      // in the JSON, which nlohmann rejects. Bytes >= 0x80 only occur inside JSON
+      // strings, so masking them keeps the structure.
+      std::string masked(parsed.parse_tree);
+      std::replace_if(masked.begin(), masked.end(), [](unsigned char ch) { return ch >= 0x80; }, '?');
+      tree = json::parse(masked, nullptr, false);
+    }
+    pg_query_free_parse_result(parsed);
+    if (tree.is_discarded()) {
+      c.not_cacheable_reason = "does not parse: unreadable parse tree";
+      return c;
+    }
+
+    Walker w;
+    c.kind = Kind::Other;
+    const json* only = nullptr;   // the statement node when there is one
+    for (const json& s : field(tree, "stmts")) {
+      const json& node = field(s, "stmt");
+      const Kind k = statement(node, w, c.writes_unknown);
+      if (rank(k) > rank(c.kind)) c.kind = k;
+      only = ++c.statements == 1 ? &node : nullptr;
+    }
+    c.reads = sorted_unique(std::move(w.reads));
+    c.writes = sorted_unique(std::move(w.writes));
+    c.functions = sorted_unique(std::move(w.functions));
+    c.catalogs = w.catalogs;
+
+    const json& select = only ? field(*only, "SelectStmt") : kNull;
+    std::string& why = c.not_cacheable_reason;
+    if (c.statements != 1) why = c.statements ? "several statements" : "no statement";
+    else if (select.is_null()) why = "not a SELECT";
+    else if (!field(select, "intoClause").is_null()) why = "SELECT INTO";
+    else if (w.dml) why = "writes in a CTE";
+    else if (w.locking) why = "FOR UPDATE/SHARE";
+    else if (!w.time_reason.empty()) why = w.time_reason;
+    else if (w.temp) why = "reads a temporary table";
+    else if (w.catalogs) why = "reads a catalog";   // last: the caller may allow catalogs
+    c.cacheable = why.empty();
+
+    PgQueryFingerprintResult fp = pg_query_fingerprint(text.c_str());
+    if (!fp.error && fp.fingerprint_str) c.fingerprint = fp.fingerprint_str;
+    pg_query_free_fingerprint_result(fp);
+  } catch (const std::exception& e) {
+    return worst_case(std::string("cannot classify: ") + e.what());
+  }
+  return c;
+}
+
+// libpg-query recurses once per level of the tree when it prints it as JSON,
+// with no depth check: `SELECT 1*1*1...` with 100,000 terms overflows an 8 MB
+// stack. A level takes at least two bytes of text, so 8 kB of text need at most
+// about 0.5 MB of stack; longer texts (bulk INSERTs, mostly) are not parsed on the
+// event loop at all: parsing also costs ~2 µs per kB.
+constexpr size_t kMaxText = 8 * 1024;
+
+}  // namespace
+
+Classification classify_statement(std::string_view sql) {
+  if (sql.size() > kMaxText) return worst_case("too long to classify");
+  return classify_here(sql);
+}
+
+int64_t parse_ttl(std::string_view text) {
+  uint64_t n = 0;
+  const char* end = text.data() + text.size();
+  auto [unit_at, ec] = std::from_chars(text.data(), end, n);   // no sign, no blanks
+  if (ec != std::errc()) return -1;
+  const std::string_view unit(unit_at, size_t(end - unit_at));
+  const uint64_t ms = unit == "ms" ? 1 : unit.empty() || unit == "s" ? 1000 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000 : 0;
+  if (ms == 0 || n > uint64_t(std::numeric_limits<int64_t>::max()) / ms) return -1;
+  return int64_t(n * ms);
+}
+
+}  // namespace cache

@@ -1,0 +1,143 @@
+// The result cache: read-only query results served without a server.
+//  - which statements: cache.mode (off, hinted, all), decided from the statement's
+//    classification (cache/classify.h, cached per text) and the database's
+//    volatile functions (read from pg_proc over a control connection, once per
+//    schema version);
+//  - L1: ResultStore in memory; L2 (optional): Redis, shared by every sidecar on
+//    it, written through on store and read on an L1 miss;
+//  - invalidation: writes committed through this sidecar drop the entries that read
+//    the written relations, DDL and schema-version moves drop everything; both are
+//    published (Redis pub/sub if Redis is up, else NOTIFY on the invalidation
+//    channel) and applied by every sidecar; writes made elsewhere reach it through
+//    NOTIFYs from the triggers in conf/pgsidecar-invalidate.sql.
+// The key (built by the proxy) holds everything a result depends on; see
+// docs/result-cache.md.
+#pragma once
+#include <uv.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cache/classify.h"
+#include "cache/pq_session.h"
+#include "cache/redis.h"
+#include "cache/result_store.h"
+#include "cache/schema_version.h"
+#include "conf/config.h"
+
+namespace cache {
+
+using ClassificationPtr = std::shared_ptr<const Classification>;
+
+// Relations a transaction wrote, collected until it ends.
+struct Writes {
+  std::vector<std::string> relations;
+  bool everything = false;   // DDL, or a call that may write anything
+  bool empty() const { return relations.empty() && !everything; }
+  void clear() {
+    relations.clear();
+    everything = false;
+  }
+};
+
+struct CacheStats {
+  uint64_t l1_hits = 0, l1_misses = 0, l2_hits = 0, l2_misses = 0;
+  uint64_t stores = 0, l2_stores = 0, too_large = 0, raced = 0;
+  uint64_t l2_corrupt = 0;                               // values from Redis that failed to decode
+  std::map<std::string, uint64_t> invalidations;         // reason -> events
+  uint64_t invalidated_entries = 0;
+};
+
+class ResultCache {
+ public:
+  using ConninfoFor = std::function<std::string(const std::string& database, const std::string& user)>;
+  using Found = std::function<void(const StoredResult*)>;
+
+  ResultCache(uv_loop_t* loop, const conf::Cache& cfg, SchemaVersion& schema, ConninfoFor conninfo);
+  ~ResultCache();
+  ResultCache(const ResultCache&) = delete;
+  ResultCache& operator=(const ResultCache&) = delete;
+
+  bool enabled() const { return cfg_.mode != conf::CacheMode::Off; }
+  // Connects to Redis if configured.
+  void start();
+  // Closes Redis and control connections; the loop can then finish.
+  void stop();
+
+  // A client logged in to database as user: open its control connection (volatile
+  // functions, invalidation NOTIFYs) now rather than at its first statement.
+  void attach(const std::string& database, const std::string& user) { this->database(database, user); }
+  // The classification of a statement text, parsed once per distinct text.
+  ClassificationPtr classify(std::string_view sql);
+  // How long to keep the result of c run in database by user: 0 = not cached.
+  int64_t ttl_ms(const Classification& c, const std::string& database, const std::string& user);
+  // Adds what running c may write to w.
+  void note_writes(const Classification& c, const std::string& database, const std::string& user, Writes& w);
+
+  // L1 lookup; the result stays valid until the next call into the cache.
+  const StoredResult* find(std::string_view key);
+  // L2 lookup on an L1 miss of a statement (c, run in database, kept ttl_ms). False
+  // if Redis is not usable now (done never called); otherwise done runs later with
+  // the entry (copied into L1) or null.
+  bool find_shared(const std::string& key, const std::string& database, ClassificationPtr c, int64_t ttl_ms,
+                   Found done);
+  // Sequence to pass to store(): take it before the query goes to the server.
+  uint64_t seq() const { return store_.seq(); }
+  void store(std::string key, std::string response, const std::string& database, const Classification& c,
+             int64_t ttl_ms, uint64_t since);
+  // A transaction that wrote w in database has ended (committed or not).
+  void invalidate(const std::string& database, const Writes& w);
+  size_t max_entry_bytes() const { return cfg_.max_entry_bytes; }
+
+  const CacheStats& stats() const { return stats_; }
+  const ResultStore& l1() const { return store_; }
+  const RedisStats* redis_stats() const { return redis_ ? &redis_->stats() : nullptr; }
+  // Redis connected and its key generation known: L2 in use.
+  bool redis_up() const { return redis_ && redis_->up() && l2_generation_ >= 0; }
+
+ private:
+  struct Database {
+    std::unique_ptr<pq::Session> session;   // volatile functions; LISTEN on the invalidation channel
+    uint64_t functions_version = 0;         // schema version the sets were read under (0 = never)
+    bool loading = false;
+    std::unordered_set<std::string> volatile_functions, user_volatile_functions;
+  };
+
+  Database& database(const std::string& name, const std::string& user);
+  void load_functions(const std::string& name, Database& db);
+  bool functions_known(const Database& db) const { return db.functions_version == schema_.current(); }
+  void drop_local(const std::string& database, const Writes& w, const char* reason);
+  void publish(const std::string& database, const Writes& w);
+  void on_message(const std::string& from_database, std::string_view payload);
+  void on_schema_bump();
+  std::string l2_key(std::string_view key) const;
+  std::string l2_dependency(const std::string& database, const std::string& relation) const;
+  void redis_up_again();
+
+  uv_loop_t* loop_;
+  conf::Cache cfg_;
+  SchemaVersion& schema_;
+  ConninfoFor conninfo_;
+  ResultStore store_;
+  CacheStats stats_;
+  struct TextHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // By statement text; looked up without copying the text.
+  std::unordered_map<std::string, ClassificationPtr, TextHash, std::equal_to<>> classified_;
+  std::map<std::string, Database> databases_;
+  std::unique_ptr<Redis> redis_;
+  long long l2_generation_ = -1;   // Redis keys' generation; -1 = unknown, L2 unused
+  bool redis_was_down_ = false;    // invalidations may have been missed: move the generation on
+  std::string origin_;             // this process, in published messages (its own are ignored)
+  std::string scratch_;            // decoded L2 value
+};
+
+}  // namespace cache

@@ -1,0 +1,271 @@
+// The result cache's proxy side. A query at the head of a client's input is
+// looked up when nothing is in flight and no transaction is open: a whole simple
+// Query, or an extended batch Parse(unnamed)? Bind Describe(portal)? Execute Sync.
+// A hit is answered from the stored bytes without a server; a miss goes to a
+// server with a capture armed, and its answer is stored. Every statement that
+// passes is also noted for the writes it makes, which invalidate at the end of
+// its transaction (cache/result_cache.h).
+#include <algorithm>
+#include <strings.h>
+
+#include "proxy/client_session.h"
+#include "proxy/proxy.h"
+#include "proxy/server_conn.h"
+
+namespace proxy {
+namespace {
+
+const uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
+const uint8_t kBindComplete[5] = {'2', 0, 0, 0, 4};
+const uint8_t kReadyIdle[6] = {'Z', 0, 0, 0, 5, 'I'};
+
+bool contains_word(std::string_view text, std::string_view word) {
+  for (size_t i = 0; i + word.size() <= text.size(); i++)
+    if (strncasecmp(text.data() + i, word.data(), word.size()) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+// The query at the head of the input, as far as the cache is concerned.
+struct ClientSession::CacheUnit {
+  size_t bytes = 0;             // of all its messages
+  bool extended = false, parse = false, describe = false;
+  std::string_view parse_tail;  // extended: query\0, parameter count and types
+  std::string_view bind_tail;   // extended: the Bind after the statement name (values and formats)
+  std::string_view sql;
+  cache::ClassificationPtr statement;   // for a named statement known here
+};
+
+bool ClientSession::parse_cache_unit(CacheUnit& u) {
+  const uint8_t* p = in_data();
+  size_t avail = in_size(), pos = 0;
+  bool bound = false, executed = false;
+  while (avail - pos >= pg::kHeaderLen) {
+    char type = char(p[pos]);
+    uint32_t len = pg::get_u32(p + pos + 1);
+    if (len < 4 || avail - pos < size_t(len) + 1) return false;   // not all here: not ours
+    pg::Reader r(p + pos + pg::kHeaderLen, len - 4);
+    size_t next = pos + len + 1;
+    switch (type) {
+      case 'Q':
+        if (pos != 0 || len < 5) return false;
+        u.sql = std::string_view(reinterpret_cast<const char*>(p + 5), len - 5);
+        u.bytes = next;
+        return true;
+      case 'P':
+        if (pos != 0 || !r.cstr().empty() || !r.ok()) return false;   // only the unnamed statement
+        u.parse = u.extended = true;
+        u.parse_tail = std::string_view(reinterpret_cast<const char*>(p + pos + 6), len - 5);
+        break;
+      case 'B': {
+        if (bound || !r.cstr().empty()) return false;   // named portals may be run in parts
+        std::string_view name = r.cstr();
+        if (!r.ok() || (u.parse && !name.empty())) return false;
+        if (!u.parse) {
+          if (name.empty()) return false;   // the unnamed statement of an earlier batch: text unknown here
+          if (plan_cache_) {
+            auto it = statements_.find(name);
+            if (it == statements_.end()) return false;
+            u.parse_tail = it->second->parse_tail;
+          } else {
+            auto it = named_.find(std::string(name));
+            if (it == named_.end()) return false;
+            u.parse_tail = it->second.parse_tail;
+            u.statement = it->second.statement;
+          }
+        }
+        size_t at = pos + pg::kHeaderLen + 1 + name.size() + 1;
+        u.bind_tail = std::string_view(reinterpret_cast<const char*>(p + at), next - at);
+        u.extended = bound = true;
+        break;
+      }
+      case 'D':
+        if (!bound || executed || r.u8() != 'P' || !r.cstr().empty() || !r.ok()) return false;
+        u.describe = true;
+        break;
+      case 'E':
+        if (!bound || executed || !r.cstr().empty() || r.u32() != 0 || !r.ok()) return false;   // all rows, or none
+        executed = true;
+        break;
+      case 'S':
+        if (!executed) return false;
+        u.bytes = next;
+        u.sql = u.parse_tail.substr(0, u.parse_tail.find('\0'));
+        return true;
+      default:
+        return false;
+    }
+    pos = next;
+  }
+  return false;
+}
+
+// Everything the answer depends on besides the statement: who asks (the role, also
+// as the server login), where (database), the settings that shape rows (startup
+// parameters, reported ones such as DateStyle and TimeZone, SET statements in
+// force, so search_path and role too) and the schema version.
+void ClientSession::build_cache_key(const CacheUnit& u) {
+  key_.clear();
+  key_.append(database_).push_back('\0');
+  key_.append(user_).push_back('\0');
+  key_.append(pool_entry_->target->user).push_back('\0');
+  key_.append(params_key_).push_back('\0');
+  for (size_t i = 1; i < wanted_.size(); i++) key_.append(wanted_[i]).push_back('\0');   // [0] is application_name
+  settings_.append_to(key_);
+  key_.append(std::to_string(proxy_.schema().current())).push_back('\0');
+  if (!u.extended) {
+    key_.push_back('Q');
+    key_.append(u.sql);
+  } else {
+    key_.push_back(u.describe ? 'X' : 'x');
+    key_.append(u.parse_tail);
+    key_.append(u.bind_tail);
+  }
+}
+
+ClientSession::CacheStep ClientSession::try_result_cache() {
+  if (lookup_id_) return CacheStep::Waiting;
+  if (cache_bypass_ || pending_store_ || waiting) return CacheStep::Pass;
+  if (server_ && (!server_->idle_protocol() || server_->tx_status() != 'I' || server_->busy_internal()))
+    return CacheStep::Pass;   // in a transaction, or answers are still due: order and snapshots matter
+  CacheUnit u;
+  if (!parse_cache_unit(u)) return CacheStep::Pass;
+  cache::ClassificationPtr c = u.statement ? u.statement : cache_->classify(u.sql);
+  int64_t ttl = cache_->ttl_ms(*c, database_, user_);
+  if (ttl <= 0) return CacheStep::Pass;
+  build_cache_key(u);
+  const cache::StoredResult* r = cache_->find(key_);
+  if (r && (!u.extended || r->has_row_description == u.describe)) {
+    replay(*r, u);
+    return CacheStep::Served;
+  }
+  pending_store_ = PendingStore{key_, c, ttl, cache_->seq()};
+  static uint64_t last_lookup = 0;
+  uint64_t id = ++last_lookup;
+  bool asked = cache_->find_shared(key_, database_, c, ttl, [&proxy = proxy_, pid = cancel_pid_, id](const cache::StoredResult* r) {
+    ClientSession* self = proxy.client(pid);
+    if (self && self->lookup_id_ == id) self->shared_lookup_done(r);
+  });
+  if (!asked) return CacheStep::Pass;
+  lookup_id_ = id;
+  read_stop();   // the query stays at the head of the input until Redis answers
+  return CacheStep::Waiting;
+}
+
+void ClientSession::shared_lookup_done(const cache::StoredResult* r) {
+  lookup_id_ = 0;
+  if (closing()) return;
+  CacheUnit u;
+  if (r && parse_cache_unit(u) && (!u.extended || r->has_row_description == u.describe)) {
+    pending_store_.reset();
+    replay(*r, u);
+  }
+  read_start();
+  process_input();
+}
+
+// The stored answer, framed as the protocol in use expects, straight from the
+// entry's bytes (send() copies only what the socket does not take at once).
+void ClientSession::replay(const cache::StoredResult& r, const CacheUnit& u) {
+  uv_buf_t bufs[4];
+  unsigned n = 0;
+  auto add = [&](const void* data, size_t len) { bufs[n++] = uv_buf_init(static_cast<char*>(const_cast<void*>(data)), unsigned(len)); };
+  if (u.parse) add(kParseComplete, sizeof kParseComplete);
+  if (u.extended) add(kBindComplete, sizeof kBindComplete);
+  add(r.value.data(), r.value.size());
+  add(kReadyIdle, sizeof kReadyIdle);
+  in_consume(u.bytes);
+  send(bufs, n);
+}
+
+// A message about to be forwarded (its header and whatever of it has arrived):
+// what it may write, and state the cache key cannot describe.
+void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) {
+  size_t total = size_t(pg::get_u32(msg + 1)) + 1;
+  if (avail < total && (type == 'Q' || type == 'P')) {
+    writes_.everything = true;   // a statement too long to arrive at once: it may write anything
+    return;
+  }
+  // A Bind's statement name comes first; its parameters may still be on the way.
+  pg::Reader r(msg + pg::kHeaderLen, std::min(avail, total) - pg::kHeaderLen);
+  switch (type) {
+    case 'Q': {
+      std::string_view sql = r.cstr();
+      if (r.ok()) note_statement(sql, cache_->classify(sql));
+      break;
+    }
+    case 'P': {
+      std::string_view name = r.cstr();
+      const char* tail = reinterpret_cast<const char*>(msg + pg::kHeaderLen + name.size() + 1);
+      std::string_view sql = r.cstr();
+      if (!r.ok()) break;
+      StmtKind kind = classify(sql).kind;
+      // SET sent as a prepared statement is not followed into the key.
+      if (kind == StmtKind::Set || kind == StmtKind::Reset || kind == StmtKind::ResetAll) cache_bypass_ = true;
+      cache::ClassificationPtr c = cache_->classify(sql);
+      if (!name.empty() && !plan_cache_)
+        named_[std::string(name)] = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
+      note_statement(sql, c);
+      break;
+    }
+    case 'B': {
+      r.cstr();
+      std::string_view name = r.cstr();
+      if (!r.ok() || name.empty()) break;   // the unnamed statement was noted at its Parse
+      if (plan_cache_) {
+        auto it = statements_.find(name);
+        if (it != statements_.end()) {
+          std::string_view tail = it->second->parse_tail;
+          std::string_view sql = tail.substr(0, tail.find('\0'));
+          note_statement(sql, cache_->classify(sql));
+        }
+      } else if (auto it = named_.find(std::string(name)); it != named_.end()) {
+        cache_->note_writes(*it->second.statement, database_, user_, writes_);
+      }
+      break;
+    }
+    case 'C':
+      if (!plan_cache_ && r.u8() == 'S') named_.erase(std::string(r.cstr()));
+      break;
+    default:
+      break;
+  }
+}
+
+void ClientSession::note_statement(std::string_view sql, const cache::ClassificationPtr& c) {
+  cache_->note_writes(*c, database_, user_, writes_);
+  // A temporary table can hide a table of the same name: nothing cached fits then.
+  if (c->kind == cache::Classification::Kind::Ddl && contains_word(sql, "temp")) cache_bypass_ = true;
+  // set_config() changes settings the key does not see.
+  if (std::binary_search(c->functions.begin(), c->functions.end(), "set_config")) cache_bypass_ = true;
+}
+
+// Session mode: SET and RESET are followed into settings_ (and so into the key)
+// once they succeed; one sent while answers are due is not, so lookups stop.
+// DEALLOCATE drops the statement here too, so a Bind of it reaches the server's error.
+void ClientSession::follow_setting(std::string_view sql) {
+  Classified c = classify(sql);
+  if (c.kind == StmtKind::Deallocate) named_.erase(c.name);
+  if (c.kind == StmtKind::DeallocateAll || c.kind == StmtKind::DiscardAll) named_.clear();
+  if (c.kind != StmtKind::Set && c.kind != StmtKind::Reset && c.kind != StmtKind::ResetAll &&
+      c.kind != StmtKind::DiscardAll)
+    return;
+  if (server_->idle_protocol()) server_->expect_setting(std::move(c), sql);
+  else cache_bypass_ = true;
+}
+
+void ClientSession::capture_done(std::string response) {
+  std::optional<PendingStore> ps = std::move(capturing_);
+  capturing_.reset();
+  if (!ps || !cache_ || response.empty()) return;
+  cache_->store(std::move(ps->key), std::move(response), database_, *ps->statement, ps->ttl_ms, ps->since);
+}
+
+void ClientSession::transaction_ended() {
+  if (!cache_ || writes_.empty()) return;
+  cache_->invalidate(database_, writes_);
+  writes_.clear();
+}
+
+}  // namespace proxy
