@@ -105,6 +105,7 @@ struct Walker {
   std::vector<std::string> reads, writes, functions;
   int dml = 0;                           // data-modifying statements that run
   bool locking = false, temp = false, catalogs = false;
+  bool settings = false;                 // SET (not LOCAL, not TRANSACTION), RESET or DISCARD
   std::string time_reason;               // first time/session dependency seen
 
   // Depth-first over the tree with a heap stack rather than recursion: the
@@ -258,6 +259,9 @@ Kind statement(const json& node, Walker& w, bool& writes_unknown) {
     kind = Kind::Write, writes_unknown = true;
   else if (is_ddl(type))
     kind = Kind::Ddl;
+  if (type == "DiscardStmt") w.settings = true;
+  if (type == "VariableSetStmt" && !field(body, "is_local").is_boolean() && field(body, "kind") != "VAR_SET_MULTI")
+    w.settings = true;   // SET LOCAL and SET TRANSACTION end with their transaction
   // INSERT, UPDATE ... and DML in CTEs or COPY (...) TO were counted by the walk.
   if (w.dml > dml_before && rank(kind) < rank(Kind::Write)) kind = Kind::Write;
   return kind;
@@ -312,6 +316,7 @@ Classification worst_case(std::string reason) {
   Classification c;
   c.kind = Kind::Write;
   c.writes_unknown = true;
+  c.changes_settings = true;
   c.not_cacheable_reason = std::move(reason);
   return c;
 }
@@ -359,6 +364,7 @@ Classification classify_here(std::string_view sql) {
     c.writes = sorted_unique(std::move(w.writes));
     c.functions = sorted_unique(std::move(w.functions));
     c.catalogs = w.catalogs;
+    c.changes_settings = w.settings;
 
     const json& select = only ? field(*only, "SelectStmt") : kNull;
     std::string& why = c.not_cacheable_reason;

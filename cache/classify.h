@@ -29,6 +29,7 @@ struct Classification {
   std::vector<std::string> reads;          // relation names read (unqualified, as the parser folded them), sorted, unique
   std::vector<std::string> writes;         // relation names written (INSERT/UPDATE/DELETE/MERGE/TRUNCATE/COPY FROM/REFRESH), sorted, unique
   bool writes_unknown = false;             // DO, CALL, EXECUTE, ...: may write anything
+  bool changes_settings = false;           // SET (not LOCAL or TRANSACTION), RESET or DISCARD
   std::vector<std::string> functions;      // functions called (unqualified names), sorted, unique
   std::string fingerprint;                 // pg_query fingerprint (16 hex digits): equal for texts that differ only in constants
   int statements = 0;                      // top-level statements in the text

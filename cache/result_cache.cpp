@@ -155,9 +155,11 @@ int64_t ResultCache::ttl_ms(const Classification& c, const std::string& database
 void ResultCache::note_writes(const Classification& c, const std::string& database, const std::string& user,
                               Writes& w) {
   using Kind = Classification::Kind;
-  if (c.kind == Kind::Ddl || c.writes_unknown) w.everything = true;
-  for (const std::string& rel : c.writes) w.relations.push_back(rel);
-  if (!c.functions.empty() && c.kind != Kind::Unparsable) {
+  // A statement our parser rejects may be newer syntax the server accepts.
+  if (c.kind == Kind::Ddl || c.kind == Kind::Unparsable || c.writes_unknown) w.everything = true;
+  for (const std::string& rel : c.writes)
+    if (std::find(w.relations.begin(), w.relations.end(), rel) == w.relations.end()) w.relations.push_back(rel);
+  if (!c.functions.empty()) {
     Database& db = this->database(database, user);
     // A function not known to be safe may write anything.
     if (!functions_known(db) || contains(db.user_volatile_functions, c.functions)) w.everything = true;
@@ -265,10 +267,12 @@ void ResultCache::publish(const std::string& database, const Writes& w) {
       redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
       return;
     }
-    // Everything: a new generation leaves every Redis entry behind.
+    // Everything: a new generation leaves every Redis entry behind. L2 is not
+    // used until it is known, so no lookup meanwhile reads the old one.
+    l2_generation_ = -1;
     redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this, msg](RedisReply r) mutable {
       if (r.type == RedisReply::Type::Integer) {
-        l2_generation_ = std::max(l2_generation_, r.integer);
+        l2_generation_ = r.integer;
         msg["gen"] = r.integer;
       }
       redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
@@ -277,7 +281,13 @@ void ResultCache::publish(const std::string& database, const Writes& w) {
   }
   auto it = databases_.find(database);
   if (it == databases_.end() || !it->second.session) return;   // nothing cached there by anyone we could tell
-  it->second.session->query("SELECT pg_notify($1, $2)", {cfg_.invalidation_channel, msg.dump()},
+  std::string payload = msg.dump();
+  if (payload.size() > 7000) {   // NOTIFY payloads stop at 8000 bytes
+    msg.erase("rels");
+    msg["all"] = true;
+    payload = msg.dump();
+  }
+  it->second.session->query("SELECT pg_notify($1, $2)", {cfg_.invalidation_channel, payload},
                             [](pq::QueryResult r) {
                               if (!r.ok) LOG_WARN("result cache: NOTIFY of an invalidation failed: %s", r.message.c_str());
                             });
@@ -306,6 +316,14 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
       if (r.is_string()) w.relations.push_back(r.get<std::string>());
   if (database.empty() || w.empty()) return;
   drop_local(database, w, text("o").empty() ? "trigger" : "remote");
+  // "Everything" sent by NOTIFY (its sender's Redis was down): Redis still holds
+  // what it made stale, so move the generation on here.
+  if (w.everything && !msg.contains("gen") && redis_up()) {
+    l2_generation_ = -1;
+    redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this](RedisReply r) {
+      if (r.type == RedisReply::Type::Integer) l2_generation_ = r.integer;
+    });
+  }
 }
 
 // DDL through this sidecar, or a NOTIFY on schema_notify_channel: nothing stored
@@ -315,9 +333,10 @@ void ResultCache::on_schema_bump() {
   stats_.invalidated_entries += store_.invalidate_all("");
   for (auto& [name, db] : databases_) db.functions_version = 0;
   if (!redis_ || !redis_->up()) return;
+  l2_generation_ = -1;   // as in publish(): unused until the new generation is known
   redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this](RedisReply r) {
     if (r.type != RedisReply::Type::Integer) return;
-    l2_generation_ = std::max(l2_generation_, r.integer);
+    l2_generation_ = r.integer;
     nlohmann::json msg = {{"o", origin_}, {"gen", r.integer}};
     redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
   });

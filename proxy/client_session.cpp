@@ -300,14 +300,18 @@ void ClientSession::wait_failed(const pool::Failure& f) {
 void ClientSession::process_input() {
   if (closing()) return;
   if (admin_) return admin_input();
-  if (cache_ && fwd_remaining_ == 0) {
-    switch (try_result_cache()) {
-      case CacheStep::Served:
-        if (in_size() > 0) return process_input();
-        if (!server_) read_start();
-        return;
-      case CacheStep::Waiting: return;
-      case CacheStep::Pass: break;
+  for (bool served = false; cache_ && fwd_remaining_ == 0;) {
+    CacheStep step = try_result_cache();
+    if (step == CacheStep::Waiting) return;
+    if (step == CacheStep::Pass) {
+      if (served && in_size() == 0) return;
+      break;
+    }
+    served = true;
+    if (over_high_water()) {   // the client is not reading its answers: wait until it does
+      cache_paused_ = true;
+      read_stop();
+      return;
     }
   }
   if (!server_) {
@@ -561,6 +565,11 @@ void ClientSession::on_read_end(int status) {
 
 void ClientSession::on_drained() {
   if (server_) server_->read_start();
+  if (cache_paused_) {
+    cache_paused_ = false;
+    read_start();
+    process_input();
+  }
 }
 
 // Gives the server back if it is clean, otherwise closes it: a server is never

@@ -123,6 +123,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void note_for_cache(char type, const uint8_t* msg, size_t avail);
   void note_statement(std::string_view sql, const cache::ClassificationPtr& c);
   void follow_setting(std::string_view sql);
+  void unknown_session_change();
 
   Proxy& proxy_;
   uint32_t cancel_pid_, cancel_key_;
@@ -149,6 +150,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   std::optional<PendingStore> capturing_;       // the one whose answer the server is capturing
   uint64_t lookup_id_ = 0;                 // of the L2 lookup in flight (0 = none)
   bool cache_bypass_ = false;              // session state the key cannot describe: no lookups
+  bool cache_paused_ = false;              // replies from cache filled the socket: resumed by on_drained
+  cache::ClassificationPtr unnamed_;       // the unnamed statement's, from its last Parse
   cache::Writes writes_;                   // of the transaction in progress
   struct NamedStatement {
     std::string parse_tail;

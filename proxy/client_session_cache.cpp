@@ -127,8 +127,8 @@ void ClientSession::build_cache_key(const CacheUnit& u) {
 ClientSession::CacheStep ClientSession::try_result_cache() {
   if (lookup_id_) return CacheStep::Waiting;
   if (cache_bypass_ || pending_store_ || waiting) return CacheStep::Pass;
-  if (server_ && (!server_->idle_protocol() || server_->tx_status() != 'I' || server_->busy_internal()))
-    return CacheStep::Pass;   // in a transaction, or answers are still due: order and snapshots matter
+  if (server_ && !server_->clean())
+    return CacheStep::Pass;   // in a transaction, or answers (or part of one) still due: order and snapshots matter
   CacheUnit u;
   if (!parse_cache_unit(u)) return CacheStep::Pass;
   cache::ClassificationPtr c = u.statement ? u.statement : cache_->classify(u.sql);
@@ -184,7 +184,9 @@ void ClientSession::replay(const cache::StoredResult& r, const CacheUnit& u) {
 void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) {
   size_t total = size_t(pg::get_u32(msg + 1)) + 1;
   if (avail < total && (type == 'Q' || type == 'P')) {
-    writes_.everything = true;   // a statement too long to arrive at once: it may write anything
+    // Too long to arrive at once: it may write anything, or change settings.
+    writes_.everything = true;
+    unknown_session_change();
     return;
   }
   // A Bind's statement name comes first; its parameters may still be on the way.
@@ -192,7 +194,11 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
   switch (type) {
     case 'Q': {
       std::string_view sql = r.cstr();
-      if (r.ok()) note_statement(sql, cache_->classify(sql));
+      if (!r.ok()) break;
+      cache::ClassificationPtr c = cache_->classify(sql);
+      // One SET alone is followed into the key (inspect_query, follow_setting); one among others is not.
+      if (c->changes_settings && c->statements != 1) unknown_session_change();
+      note_statement(sql, c);
       break;
     }
     case 'P': {
@@ -200,29 +206,38 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       const char* tail = reinterpret_cast<const char*>(msg + pg::kHeaderLen + name.size() + 1);
       std::string_view sql = r.cstr();
       if (!r.ok()) break;
-      StmtKind kind = classify(sql).kind;
-      // SET sent as a prepared statement is not followed into the key.
-      if (kind == StmtKind::Set || kind == StmtKind::Reset || kind == StmtKind::ResetAll) cache_bypass_ = true;
       cache::ClassificationPtr c = cache_->classify(sql);
-      if (!name.empty() && !plan_cache_)
-        named_[std::string(name)] = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
+      if (c->changes_settings) unknown_session_change();   // SET as a prepared statement is not followed into the key
+      if (name.empty()) {
+        unnamed_ = c;
+      } else if (!plan_cache_) {
+        // A name in use: the server refuses this Parse (42P05) and keeps the old one; forget both.
+        auto [it, added] = named_.try_emplace(std::string(name));
+        if (added) it->second = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
+        else named_.erase(it);
+      }
       note_statement(sql, c);
       break;
     }
     case 'B': {
       r.cstr();
       std::string_view name = r.cstr();
-      if (!r.ok() || name.empty()) break;   // the unnamed statement was noted at its Parse
-      if (plan_cache_) {
+      if (!r.ok()) break;
+      // The statement it runs may write; one we cannot name may write anything.
+      cache::ClassificationPtr c;
+      if (name.empty()) {
+        c = unnamed_;
+      } else if (plan_cache_) {
         auto it = statements_.find(name);
         if (it != statements_.end()) {
           std::string_view tail = it->second->parse_tail;
-          std::string_view sql = tail.substr(0, tail.find('\0'));
-          note_statement(sql, cache_->classify(sql));
+          c = cache_->classify(tail.substr(0, tail.find('\0')));
         }
       } else if (auto it = named_.find(std::string(name)); it != named_.end()) {
-        cache_->note_writes(*it->second.statement, database_, user_, writes_);
+        c = it->second.statement;
       }
+      if (c) cache_->note_writes(*c, database_, user_, writes_);
+      else writes_.everything = true;
       break;
     }
     case 'C':
@@ -233,16 +248,25 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
   }
 }
 
+// Session state changed in a way the key cannot follow: no more lookups for this
+// client, and (transaction mode) the server is reset before anyone else gets it.
+void ClientSession::unknown_session_change() {
+  cache_bypass_ = true;
+  if (server_) server_->note_session_state();
+}
+
 void ClientSession::note_statement(std::string_view sql, const cache::ClassificationPtr& c) {
   cache_->note_writes(*c, database_, user_, writes_);
   // A temporary table can hide a table of the same name: nothing cached fits then.
   if (c->kind == cache::Classification::Kind::Ddl && contains_word(sql, "temp")) cache_bypass_ = true;
-  // set_config() changes settings the key does not see.
-  if (std::binary_search(c->functions.begin(), c->functions.end(), "set_config")) cache_bypass_ = true;
+  // set_config() changes settings the key does not see; so may DO and CALL.
+  if (std::binary_search(c->functions.begin(), c->functions.end(), "set_config")) unknown_session_change();
+  if (c->writes_unknown) cache_bypass_ = true;
 }
 
 // Session mode: SET and RESET are followed into settings_ (and so into the key)
-// once they succeed; one sent while answers are due is not, so lookups stop.
+// once they succeed; one sent in a transaction or while answers are due is not,
+// so lookups stop.
 // DEALLOCATE drops the statement here too, so a Bind of it reaches the server's error.
 void ClientSession::follow_setting(std::string_view sql) {
   Classified c = classify(sql);
@@ -251,7 +275,8 @@ void ClientSession::follow_setting(std::string_view sql) {
   if (c.kind != StmtKind::Set && c.kind != StmtKind::Reset && c.kind != StmtKind::ResetAll &&
       c.kind != StmtKind::DiscardAll)
     return;
-  if (server_->idle_protocol()) server_->expect_setting(std::move(c), sql);
+  // Inside a transaction it may yet roll back; with answers due, its place is unknown.
+  if (server_->idle_protocol() && server_->tx_status() == 'I') server_->expect_setting(std::move(c), sql);
   else cache_bypass_ = true;
 }
 

@@ -286,7 +286,7 @@ void ServerConn::process_linked() {
           proxy_.schema().bump("DDL passed through the proxy");
         }
         if (capture_state_ != Capture::Off) capture_finish();
-        if (tx_status_ == 'I' && expected_rfq_ == 0) client_->transaction_ended();
+        if (tx_status_ == 'I' && idle_protocol()) client_->transaction_ended();
         saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
       } else {

@@ -124,6 +124,9 @@ Classified classify(std::string_view sql) {
   }
   std::string name = lx.word();
   if (first == "reset") {
+    // The names SET records: RESET SESSION AUTHORIZATION, RESET TIME ZONE.
+    if (name == "session" && lx.word() == "authorization") name = "session_authorization";
+    else if (name == "time" && lx.word() == "zone") name = "timezone";
     c.kind = name == "all" ? StmtKind::ResetAll : StmtKind::Reset;
     c.name = name;
     return c;

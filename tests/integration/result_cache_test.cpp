@@ -307,6 +307,21 @@ TEST_F(ResultCache, TemporaryTablesAndSetStopLookups) {
   EXPECT_EQ(exec(s, "SELECT v FROM rc_items WHERE id = 4").scalar(), "other4");
   ASSERT_TRUE(exec(s, "RESET search_path").ok);
   EXPECT_EQ(exec(s, "SELECT v FROM rc_items WHERE id = 4").scalar(), "v4");
+  warm.reset();   // session mode, pool size 5: make room
+  c.reset();
+  // A SET among other statements is not followed: that session stops looking up.
+  ConnPtr multi = must_connect(d.conninfo());
+  ASSERT_TRUE(exec(multi, "SET search_path = rc_other; SELECT 1").ok);
+  EXPECT_EQ(exec(multi, "SELECT v FROM rc_items WHERE id = 4").scalar(), "other4");
+  // A SET rolled back never reaches the key: what this session reads is not stored as rc_other's.
+  ConnPtr rolled = must_connect(d.conninfo());
+  ASSERT_TRUE(exec(rolled, "BEGIN").ok);
+  ASSERT_TRUE(exec(rolled, "SET search_path = rc_other").ok);
+  ASSERT_TRUE(exec(rolled, "ROLLBACK").ok);
+  EXPECT_EQ(exec(rolled, "SELECT v FROM rc_items WHERE id = 4").scalar(), "v4");
+  ConnPtr other = must_connect(d.conninfo());
+  ASSERT_TRUE(exec(other, "SET search_path = rc_other").ok);
+  EXPECT_EQ(exec(other, "SELECT v FROM rc_items WHERE id = 4").scalar(), "other4");
 }
 
 }  // namespace

@@ -286,6 +286,15 @@ TEST(ClassifyRobustness, DeepTreeOnASmallStack) {
   EXPECT_TRUE(c.cacheable);
 }
 
+TEST(ClassifySettings, SessionSettingChanges) {
+  for (const char* sql : {"SET search_path = a", "SET ROLE bob", "RESET ALL", "RESET work_mem", "DISCARD ALL",
+                          "SET SESSION AUTHORIZATION bob", "SELECT 1; SET search_path = a"})
+    EXPECT_TRUE(classify_statement(sql).changes_settings) << sql;
+  for (const char* sql : {"SET LOCAL search_path = a", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                          "SELECT 1", "UPDATE t SET v = 1", "SHOW search_path"})
+    EXPECT_FALSE(classify_statement(sql).changes_settings) << sql;
+}
+
 TEST(ClassifyParseTtl, UnitsAndRejects) {
   EXPECT_EQ(parse_ttl("30s"), 30'000);
   EXPECT_EQ(parse_ttl("500ms"), 500);

@@ -31,6 +31,9 @@ TEST(Classify, NotSessionLevel) {
 TEST(Classify, ResetDiscardListen) {
   EXPECT_EQ(classify("RESET work_mem").kind, StmtKind::Reset);
   EXPECT_EQ(classify("RESET ALL").kind, StmtKind::ResetAll);
+  // RESET names the setting as SET recorded it, so the pair cancels out.
+  EXPECT_EQ(classify("RESET SESSION AUTHORIZATION").name, classify("SET SESSION AUTHORIZATION bob").name);
+  EXPECT_EQ(classify("RESET TIME ZONE").name, classify("SET TIME ZONE 'UTC'").name);
   EXPECT_EQ(classify("discard all").kind, StmtKind::DiscardAll);
   EXPECT_EQ(classify("DISCARD PLANS").kind, StmtKind::Other);
   EXPECT_EQ(classify("LISTEN chan").kind, StmtKind::Listen);
