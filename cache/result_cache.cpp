@@ -267,14 +267,8 @@ void ResultCache::publish(const std::string& database, const Writes& w) {
       redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
       return;
     }
-    // Everything: a new generation leaves every Redis entry behind. L2 is not
-    // used until it is known, so no lookup meanwhile reads the old one.
-    l2_generation_ = -1;
-    redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this, msg](RedisReply r) mutable {
-      if (r.type == RedisReply::Type::Integer) {
-        l2_generation_ = r.integer;
-        msg["gen"] = r.integer;
-      }
+    next_generation([this, msg](long long gen) mutable {
+      if (gen >= 0) msg["gen"] = gen;
       redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
     });
     return;
@@ -318,12 +312,7 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
   drop_local(database, w, text("o").empty() ? "trigger" : "remote");
   // "Everything" sent by NOTIFY (its sender's Redis was down): Redis still holds
   // what it made stale, so move the generation on here.
-  if (w.everything && !msg.contains("gen") && redis_up()) {
-    l2_generation_ = -1;
-    redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this](RedisReply r) {
-      if (r.type == RedisReply::Type::Integer) l2_generation_ = r.integer;
-    });
-  }
+  if (w.everything && !msg.contains("gen") && redis_up()) next_generation(nullptr);
 }
 
 // DDL through this sidecar, or a NOTIFY on schema_notify_channel: nothing stored
@@ -333,12 +322,22 @@ void ResultCache::on_schema_bump() {
   stats_.invalidated_entries += store_.invalidate_all("");
   for (auto& [name, db] : databases_) db.functions_version = 0;
   if (!redis_ || !redis_->up()) return;
-  l2_generation_ = -1;   // as in publish(): unused until the new generation is known
-  redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this](RedisReply r) {
-    if (r.type != RedisReply::Type::Integer) return;
-    l2_generation_ = r.integer;
-    nlohmann::json msg = {{"o", origin_}, {"gen", r.integer}};
+  next_generation([this](long long gen) {
+    if (gen < 0) return;
+    nlohmann::json msg = {{"o", origin_}, {"gen", gen}};
     redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
+  });
+}
+
+// Moves the Redis key generation on (INCR), leaving every Redis entry behind. L2
+// is not used until the new generation is known, so no lookup meanwhile reads the
+// old one. then (may be empty) gets the new generation, or -1 if INCR failed.
+void ResultCache::next_generation(std::function<void(long long)> then) {
+  l2_generation_ = -1;
+  redis_->command({"INCR", cfg_.redis.key_prefix + "gen"}, [this, then = std::move(then)](RedisReply r) {
+    long long gen = r.type == RedisReply::Type::Integer ? r.integer : -1;
+    if (gen >= 0) l2_generation_ = gen;
+    if (then) then(gen);
   });
 }
 

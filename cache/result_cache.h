@@ -116,6 +116,7 @@ class ResultCache {
   void publish(const std::string& database, const Writes& w);
   void on_message(const std::string& from_database, std::string_view payload);
   void on_schema_bump();
+  void next_generation(std::function<void(long long)> then);
   std::string l2_key(std::string_view key) const;
   std::string l2_dependency(const std::string& database, const std::string& relation) const;
   void redis_up_again();

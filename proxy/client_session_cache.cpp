@@ -15,8 +15,6 @@
 namespace proxy {
 namespace {
 
-const uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
-const uint8_t kBindComplete[5] = {'2', 0, 0, 0, 4};
 const uint8_t kReadyIdle[6] = {'Z', 0, 0, 0, 5, 'I'};
 
 bool contains_word(std::string_view text, std::string_view word) {
@@ -171,8 +169,8 @@ void ClientSession::replay(const cache::StoredResult& r, const CacheUnit& u) {
   uv_buf_t bufs[4];
   unsigned n = 0;
   auto add = [&](const void* data, size_t len) { bufs[n++] = uv_buf_init(static_cast<char*>(const_cast<void*>(data)), unsigned(len)); };
-  if (u.parse) add(kParseComplete, sizeof kParseComplete);
-  if (u.extended) add(kBindComplete, sizeof kBindComplete);
+  if (u.parse) add(pg::kParseComplete, sizeof pg::kParseComplete);
+  if (u.extended) add(pg::kBindComplete, sizeof pg::kBindComplete);
   add(r.value.data(), r.value.size());
   add(kReadyIdle, sizeof kReadyIdle);
   in_consume(u.bytes);

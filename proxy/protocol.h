@@ -18,6 +18,8 @@ constexpr uint32_t kGssEncRequest = 80877104;
 constexpr uint32_t kMaxStartupLen = 10000;        // PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
 constexpr uint32_t kMaxMessageLen = 0x3fffffff;   // PostgreSQL's MaxAllocSize bound
 constexpr size_t kHeaderLen = 5;                  // type byte + int32 length
+inline constexpr uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
+inline constexpr uint8_t kBindComplete[5] = {'2', 0, 0, 0, 4};
 
 inline uint32_t get_u32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);

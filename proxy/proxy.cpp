@@ -164,12 +164,12 @@ void Proxy::client_gone(ClientSession* c) {
 }
 
 bool Proxy::cancel(uint32_t requester, uint32_t pid, uint32_t key) {
-  auto it = clients_.find(pid);
-  if (it == clients_.end() || it->second->cancel_key() != key) {
+  ClientSession* c = client(pid);
+  if (!c || c->cancel_key() != key) {
     LOG_DEBUG("cancel request for unknown client %u ignored", pid);
     return false;
   }
-  ServerConn* s = it->second->server();
+  ServerConn* s = c->server();
   if (!s) return false;   // nothing running for that client
   auto* cc = new CancelConn(*this, requester, s->backend_pid(), s->backend_key());
   cc->connect(s->target().host, s->target().port);
@@ -184,7 +184,7 @@ void Proxy::cancel_backend(const ServerConn& s) {
 }
 
 void Proxy::close_client(uint32_t pid) {
-  if (auto it = clients_.find(pid); it != clients_.end()) it->second->close();
+  if (ClientSession* c = client(pid)) c->close();
 }
 
 pool::Settings Proxy::settings_for(const conf::Database& db) const {
@@ -316,9 +316,9 @@ void Proxy::finish_pauses() {
     bool quiet = true;
     for (auto& [key, e] : pools_)
       if ((db.empty() || e->pool->database() == db) && e->pool->stats().active > 0) quiet = false;
-    auto it = clients_.find(pid);
-    if (it == clients_.end() || quiet) {
-      if (it != clients_.end()) it->second->admin_reply_paused();
+    ClientSession* c = client(pid);
+    if (!c || quiet) {
+      if (c) c->admin_reply_paused();
       pending_pauses_.erase(pending_pauses_.begin() + std::ptrdiff_t(i));
     } else {
       i++;

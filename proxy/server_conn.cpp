@@ -8,7 +8,6 @@
 
 namespace proxy {
 namespace {
-const uint8_t kParseComplete[5] = {'1', 0, 0, 0, 4};
 
 // The bounded label pgsidecar_server_disconnects_total uses for a close reason.
 const char* disconnect_label(std::string_view reason) {
@@ -234,7 +233,7 @@ void ServerConn::process_linked() {
   WriteBatch out(client_);
   while (pos < avail && !release) {
     if (fwd_remaining_ > 0) {
-      if (capture_message_) capture_.append(reinterpret_cast<const char*>(p + pos), std::min(avail - pos, fwd_remaining_));
+      capture_passing(p + pos, avail - pos);
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
@@ -297,7 +296,7 @@ void ServerConn::process_linked() {
     }
     if (type != 'Z') forwarded_since_rfq_ = true;
     fwd_remaining_ = total;
-    if (capture_message_) capture_.append(reinterpret_cast<const char*>(p + pos), std::min(avail - pos, fwd_remaining_));
+    capture_passing(p + pos, avail - pos);
     pos += out.pass(p + pos, avail - pos, fwd_remaining_);
   }
   in_consume(pos);
@@ -387,7 +386,7 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
   replies_.pop_front();
   switch (kind) {
     case PendingReply::Kind::Swallow: return ReplyStep::Done;
-    case PendingReply::Kind::AsParseComplete: out.add(kParseComplete, sizeof kParseComplete); return ReplyStep::Done;
+    case PendingReply::Kind::AsParseComplete: out.add(pg::kParseComplete, sizeof pg::kParseComplete); return ReplyStep::Done;
     default: return ReplyStep::Forward;
   }
 }

@@ -2,6 +2,7 @@
 // SCRAM-SHA-256), then either idle in its pool, linked to one client (bytes
 // forwarded), or running an internal query (reset, health check, SET replay).
 #pragma once
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <memory>
@@ -238,6 +239,10 @@ class ServerConn final : public Conn, public pool::Member {
   enum class Capture : uint8_t { Off, On, Aborted };
   void capture_header(char type, size_t total);
   void capture_finish();
+  // The next bytes of the message passing now (up to fwd_remaining_ of avail), kept if it is captured.
+  void capture_passing(const uint8_t* p, size_t avail) {
+    if (capture_message_) capture_.append(reinterpret_cast<const char*>(p), std::min(avail, fwd_remaining_));
+  }
   Capture capture_state_ = Capture::Off;
   bool capture_message_ = false;   // the message passing now is part of the response
   std::string capture_;
