@@ -68,6 +68,18 @@ bool denied(std::string_view f) {
   });
 }
 
+// Built-in functions whose effect outlives the transaction: session-level
+// advisory locks and session-level settings. (set_config() with is_local true
+// would not, but the third argument may be any expression.)
+constexpr std::string_view kSessionFunctions[] = {
+    "set_config", "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared", "dblink_connect", "dblink_connect_u",
+};
+
+bool session_function(std::string_view f) {
+  return std::find(std::begin(kSessionFunctions), std::end(kSessionFunctions), f) != std::end(kSessionFunctions);
+}
+
 // String constants that PostgreSQL turns into the current date or time when
 // cast: '2024-01-01'::date is fine, 'today'::date is not.
 bool time_literal(std::string s) {
@@ -107,6 +119,9 @@ struct Walker {
   bool locking = false, temp = false, catalogs = false;
   bool settings = false;                 // SET (not LOCAL, not TRANSACTION), RESET or DISCARD
   std::string time_reason;               // first time/session dependency seen
+  // Of the statement being walked (reset per statement):
+  bool temp_object = false;              // names a temporary relation (creates or uses one)
+  std::string session_call;              // first call of a function that changes the session
 
   // Depth-first over the tree with a heap stack rather than recursion: the
   // tree can be tens of thousands of levels deep (see classify_statement).
@@ -156,6 +171,14 @@ struct Walker {
 
   // Records what node `key` says; false when its children need no walk.
   bool note(const std::string& key, const json& v) {
+    if (key == "relpersistence") {   // of a RangeVar, wrapped or bare (CREATE TEMP TABLE ...)
+      if (v == "t") temp_object = true;
+      return false;
+    }
+    if (key == "schemaname") {
+      if (const std::string* schema = str(v); schema && schema->starts_with("pg_temp")) temp_object = true;
+      return false;
+    }
     if (key.empty() || key[0] < 'A' || key[0] > 'Z') return true;   // a field, not a node type
     if (key == "RangeVar") {
       relation(v, false);
@@ -172,6 +195,7 @@ struct Walker {
       if (const std::string* f = names.is_array() && !names.empty() ? sval(names.back()) : nullptr) {
         functions.push_back(*f);
         if (time_reason.empty() && denied(*f)) time_reason = "calls " + *f + "()";
+        if (session_call.empty() && session_function(*f)) session_call = *f + "()";
       }
     } else if (key == "SQLValueFunction") {
       // SVFOP_CURRENT_DATE, SVFOP_LOCALTIMESTAMP_N ...; the user, role, catalog
@@ -240,16 +264,109 @@ bool explain_analyze(const json& explain) {
   return false;
 }
 
+using Effect = SessionEffect::Kind;
+
+SessionEffect effect(Effect kind, std::string name = {}, std::string what = {}) {
+  SessionEffect e;
+  e.kind = kind;
+  e.name = std::move(name);
+  e.what = std::move(what);
+  return e;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  return s;
+}
+
+// The value list of SET name TO ..., as SQL; empty if a value is not a plain constant.
+std::string set_values(const json& args) {
+  std::string out;
+  for (const json& arg : args) {
+    const json& c = field(arg, "A_Const");
+    if (!c.is_object()) return {};
+    if (!out.empty()) out += ", ";
+    if (const std::string* sv = str(field(field(c, "sval"), "sval"))) {
+      out += quote_literal(*sv);
+    } else if (const json& iv = field(c, "ival"); iv.is_object()) {
+      const json& n = field(iv, "ival");   // 0 is left out of the tree
+      out += n.is_number_integer() ? std::to_string(n.get<int64_t>()) : "0";
+    } else if (const std::string* fv = str(field(field(c, "fval"), "fval"))) {
+      if (fv->find_first_not_of("0123456789.eE+-") != std::string::npos) return {};
+      out += *fv;
+    } else if (const json& bv = field(c, "boolval"); bv.is_object()) {
+      out += field(bv, "boolval") == true ? "true" : "false";
+    } else {
+      return {};
+    }
+  }
+  return out;
+}
+
+// SET / RESET: followed when it is a session-level change of one setting to constants.
+void set_effect(const json& body, std::vector<SessionEffect>& out) {
+  if (field(body, "is_local") == true) return;   // SET LOCAL ends with its transaction
+  const std::string* kind = str(field(body, "kind"));
+  const std::string* raw_name = str(field(body, "name"));
+  std::string name = raw_name ? lower(*raw_name) : std::string();   // setting names ignore case
+  if (!kind) return out.push_back(effect(Effect::Unknown, name, "SET"));
+  if (*kind == "VAR_RESET_ALL") return out.push_back(effect(Effect::ResetAll));
+  if (*kind == "VAR_RESET" || *kind == "VAR_SET_DEFAULT") return out.push_back(effect(Effect::Reset, name));
+  if (*kind == "VAR_SET_MULTI") {   // SET TRANSACTION ... ends with it; SET SESSION CHARACTERISTICS does not
+    if (name != "transaction") out.push_back(effect(Effect::Unknown, name, "SET SESSION CHARACTERISTICS"));
+    return;
+  }
+  std::string values = *kind == "VAR_SET_VALUE" ? set_values(field(body, "args")) : std::string();
+  if (values.empty() || name.empty()) return out.push_back(effect(Effect::Unknown, name, "SET " + name));
+  SessionEffect e = effect(Effect::Set, name);
+  e.sql = "SET " + quote_ident(name) + " TO " + values;
+  out.push_back(std::move(e));
+}
+
+// What one statement leaves in the session (see SessionEffect); w holds its walk.
+void session_effects(const std::string& type, const json& body, const Walker& w, Classification& c) {
+  std::vector<SessionEffect>& out = c.effects;
+  if (type == "VariableSetStmt") {
+    set_effect(body, out);
+  } else if (type == "DiscardStmt") {
+    if (field(body, "target") == "DISCARD_ALL") out.push_back(effect(Effect::DiscardAll));
+  } else if (type == "DeallocateStmt") {
+    const std::string* name = str(field(body, "name"));
+    out.push_back(name ? effect(Effect::Deallocate, *name) : effect(Effect::DeallocateAll));
+  } else if (type == "ListenStmt") {
+    out.push_back(effect(Effect::Listen, {}, "LISTEN"));
+  } else if (type == "PrepareStmt") {
+    out.push_back(effect(Effect::SessionObject, {}, "PREPARE"));
+  } else if (type == "DeclareCursorStmt") {
+    const json& options = field(body, "options");
+    constexpr int64_t kCursorOptHold = 0x20;   // CURSOR_OPT_HOLD
+    if (options.is_number_integer() && (options.get<int64_t>() & kCursorOptHold))
+      out.push_back(effect(Effect::SessionObject, {}, "DECLARE ... WITH HOLD"));
+  } else if (type == "LoadStmt" || type == "DoStmt" || type == "CallStmt") {
+    out.push_back(effect(Effect::Unknown, {}, type == "LoadStmt" ? "LOAD" : type == "DoStmt" ? "DO" : "CALL"));
+  } else if (type == "TransactionStmt") {
+    c.transaction_control = true;
+  }
+  if (w.temp_object) out.push_back(effect(Effect::SessionObject, {}, "a temporary object"));
+  if (!w.session_call.empty())
+    out.push_back(effect(w.session_call.starts_with("set_config") ? Effect::Unknown : Effect::SessionObject, {},
+                         w.session_call));
+}
+
 // Kind of one statement node {"Type": {...}}, walking it into w.
-Kind statement(const json& node, Walker& w, bool& writes_unknown) {
+Kind statement(const json& node, Walker& w, Classification& c) {
   if (!node.is_object() || node.empty()) return Kind::Other;
   const std::string& type = node.begin().key();
   const json& body = node.begin().value();
-  if (type == "ExplainStmt" && explain_analyze(body)) return statement(field(body, "query"), w, writes_unknown);
+  if (type == "ExplainStmt" && explain_analyze(body)) return statement(field(body, "query"), w, c);
+  bool& writes_unknown = c.writes_unknown;
   const int dml_before = w.dml;
   w.executes = type != "ExplainStmt" && type != "PrepareStmt";
+  w.temp_object = false;
+  w.session_call.clear();
   w.walk(node);
   w.executes = true;
+  session_effects(type, body, w, c);
   Kind kind = Kind::Other;
   if (type == "SelectStmt")
     kind = field(body, "intoClause").is_null() ? Kind::Read : Kind::Ddl;
@@ -311,28 +428,34 @@ void scan_hints(std::string_view sql, Classification& c) {
   }
 }
 
-// For a text that could not be looked at: it may write anything.
-Classification worst_case(std::string reason) {
+}  // namespace
+
+Classification unclassified(std::string reason) {
   Classification c;
   c.kind = Kind::Write;
   c.writes_unknown = true;
   c.changes_settings = true;
+  c.effects.push_back(effect(Effect::Unknown, {}, reason));
   c.not_cacheable_reason = std::move(reason);
   return c;
 }
 
-Classification classify_here(std::string_view sql) {
+namespace {
+
+Classification classify_here(std::string_view sql, bool with_fingerprint) {
   Classification c;
   try {   // only allocation can throw here; it must not reach the event loop
     scan_hints(sql, c);
     if (sql.find('\0') != std::string_view::npos) {   // libpg-query reads a C string
       c.not_cacheable_reason = "does not parse: NUL byte in the text";
+      c.effects.push_back(effect(Effect::Unknown, {}, "a NUL byte in the text"));
       return c;
     }
     const std::string text(sql);
     PgQueryParseResult parsed = pg_query_parse(text.c_str());
     if (parsed.error) {
       c.not_cacheable_reason = std::string("does not parse: ") + (parsed.error->message ? parsed.error->message : "?");
+      c.effects.push_back(effect(Effect::Unparsed, {}, "a statement libpg-query does not parse"));
       pg_query_free_parse_result(parsed);
       return c;
     }
@@ -348,6 +471,7 @@ Classification classify_here(std::string_view sql) {
     pg_query_free_parse_result(parsed);
     if (tree.is_discarded()) {
       c.not_cacheable_reason = "does not parse: unreadable parse tree";
+      c.effects.push_back(effect(Effect::Unknown, {}, "an unreadable parse tree"));
       return c;
     }
 
@@ -356,7 +480,7 @@ Classification classify_here(std::string_view sql) {
     const json* only = nullptr;   // the statement node when there is one
     for (const json& s : field(tree, "stmts")) {
       const json& node = field(s, "stmt");
-      const Kind k = statement(node, w, c.writes_unknown);
+      const Kind k = statement(node, w, c);
       if (rank(k) > rank(c.kind)) c.kind = k;
       only = ++c.statements == 1 ? &node : nullptr;
     }
@@ -378,27 +502,220 @@ Classification classify_here(std::string_view sql) {
     else if (w.catalogs) why = "reads a catalog";   // last: the caller may allow catalogs
     c.cacheable = why.empty();
 
-    PgQueryFingerprintResult fp = pg_query_fingerprint(text.c_str());
-    if (!fp.error && fp.fingerprint_str) c.fingerprint = fp.fingerprint_str;
-    pg_query_free_fingerprint_result(fp);
+    if (with_fingerprint) {
+      PgQueryFingerprintResult fp = pg_query_fingerprint(text.c_str());
+      if (!fp.error && fp.fingerprint_str) c.fingerprint = fp.fingerprint_str;
+      pg_query_free_fingerprint_result(fp);
+    }
   } catch (const std::exception& e) {
-    return worst_case(std::string("cannot classify: ") + e.what());
+    return unclassified(std::string("cannot classify: ") + e.what());
   }
   return c;
 }
 
 // libpg-query recurses once per level of the tree when it prints it as JSON,
 // with no depth check: `SELECT 1*1*1...` with 100,000 terms overflows an 8 MB
-// stack. A level takes at least two bytes of text, so 8 kB of text need at most
-// about 0.5 MB of stack; longer texts (bulk INSERTs, mostly) are not parsed on the
-// event loop at all: parsing also costs ~2 µs per kB.
-constexpr size_t kMaxText = 8 * 1024;
+// stack. shape_of() bounds the depth from the tokens, so such texts are never
+// handed to it. Texts this long are not parsed on the event loop at all (parsing
+// costs ~2 µs per kB); the proxy reads none longer than max_inspect_bytes.
+constexpr size_t kMaxText = 16 << 20;
+
+bool ident_char(unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == '$' || ch >= 0x80; }
+bool op_char(char ch) { return std::string_view("+-*/<>=~!@#%^&|`?:").find(ch) != std::string_view::npos; }
+
+// One pass over a SQL text as PostgreSQL's scanner (standard_conforming_strings
+// on, as libpg-query reads it) sees its tokens: the shape (literals masked) and
+// a bound of the parse tree's depth. Each identifier, keyword or operator can add
+// at most one level in its comma-separated part of the enclosing parentheses;
+// lists are flat, so a comma starts that count again.
+class Scanner {
+ public:
+  explicit Scanner(std::string_view sql) : s_(sql) { shape_.reserve(sql.size()); }
+
+  void run() {
+    levels_.assign(1, 0);
+    for (i_ = 0; i_ < s_.size();) step();
+  }
+  size_t depth() const { return depth_; }
+  std::string take_shape() { return plain_ ? std::move(shape_) : std::string(); }
+
+ private:
+  void step() {
+    const char ch = s_[i_];
+    const char next = i_ + 1 < s_.size() ? s_[i_ + 1] : '\0';
+    if (ch == '\'') return string_literal(i_ > 0 && (s_[i_ - 1] == 'E' || s_[i_ - 1] == 'e'));
+    if (ch == '"') return copy_quoted('"');
+    if (ch == '-' && next == '-') return copy_until_newline();
+    if (ch == '/' && next == '*') return block_comment();
+    if (ch == '$' && (i_ == 0 || !ident_char(uint8_t(s_[i_ - 1])))) return dollar();
+    if (std::isdigit(uint8_t(ch)) && (i_ == 0 || !ident_char(uint8_t(s_[i_ - 1])))) return number();
+    if (ident_char(uint8_t(ch))) {
+      size_t start = i_;
+      while (i_ < s_.size() && ident_char(uint8_t(s_[i_]))) i_++;
+      shape_.append(s_.substr(start, i_ - start));
+      return token();
+    }
+    if (op_char(ch)) {
+      size_t start = i_;
+      while (i_ < s_.size() && op_char(s_[i_]) && !(s_[i_] == '-' && i_ + 1 < s_.size() && s_[i_ + 1] == '-') &&
+             !(s_[i_] == '/' && i_ + 1 < s_.size() && s_[i_ + 1] == '*'))
+        i_++;
+      shape_.append(s_.substr(start, i_ - start));
+      return token();
+    }
+    shape_.push_back(ch);
+    i_++;
+    switch (ch) {
+      case '(': case '[':
+        levels_.push_back(0);
+        sum_ += 1;
+        note_depth();
+        break;
+      case ')': case ']':
+        if (levels_.size() > 1) {
+          sum_ -= levels_.back() + 1;
+          levels_.pop_back();
+        }
+        break;
+      case ',':
+        sum_ -= levels_.back();
+        levels_.back() = 0;
+        break;
+      case ';':
+        levels_.assign(1, 0);
+        sum_ = 0;
+        break;
+      default: break;
+    }
+  }
+  void token() {
+    levels_.back()++;
+    sum_++;
+    note_depth();
+  }
+  void note_depth() { depth_ = std::max(depth_, sum_); }
+
+  // '...' with '' for a quote; E'...' also with backslash escapes (then not masked).
+  void string_literal(bool escapes) {
+    size_t start = i_++;
+    // A prefix letter (E, B, X, U&, N) or any identifier right before it: keep the text.
+    if (start > 0 && ident_char(uint8_t(s_[start - 1]))) plain_ = false;
+    while (i_ < s_.size()) {
+      char ch = s_[i_++];
+      if (escapes && ch == '\\') {
+        i_++;
+      } else if (ch == '\'') {
+        if (i_ < s_.size() && s_[i_] == '\'') i_++;
+        else break;
+      }
+    }
+    i_ = std::min(i_, s_.size());
+    if (plain_) shape_.append("''");
+    operand();
+  }
+  void copy_quoted(char quote) {
+    size_t start = i_++;
+    while (i_ < s_.size()) {
+      if (s_[i_++] != quote) continue;
+      if (i_ < s_.size() && s_[i_] == quote) i_++;
+      else break;
+    }
+    shape_.append(s_.substr(start, i_ - start));
+    token();
+  }
+  void copy_until_newline() {
+    size_t end = s_.find('\n', i_);
+    end = end == std::string_view::npos ? s_.size() : end;
+    shape_.append(s_.substr(i_, end - i_));
+    i_ = end;
+  }
+  void block_comment() {   // nested, as PostgreSQL's
+    size_t start = i_, nesting = 0;
+    while (i_ < s_.size()) {
+      if (s_.compare(i_, 2, "/*") == 0) nesting++, i_ += 2;
+      else if (s_.compare(i_, 2, "*/") == 0) {
+        i_ += 2;
+        if (--nesting == 0) break;
+      } else {
+        i_++;
+      }
+    }
+    shape_.append(s_.substr(start, i_ - start));
+  }
+  // $tag$ ... $tag$ (not masked), or a parameter $1.
+  void dollar() {
+    size_t tag_end = i_ + 1;
+    while (tag_end < s_.size() && (std::isalnum(uint8_t(s_[tag_end])) || s_[tag_end] == '_' || uint8_t(s_[tag_end]) >= 0x80)) tag_end++;
+    if (tag_end < s_.size() && s_[tag_end] == '$' && !(tag_end > i_ + 1 && std::isdigit(uint8_t(s_[i_ + 1])))) {
+      std::string_view tag = s_.substr(i_, tag_end - i_ + 1);
+      size_t close = s_.find(tag, tag_end + 1);
+      i_ = close == std::string_view::npos ? s_.size() : close + tag.size();
+      plain_ = false;
+      return operand();
+    }
+    size_t start = i_++;
+    while (i_ < s_.size() && std::isdigit(uint8_t(s_[i_]))) i_++;
+    shape_.append(s_.substr(start, i_ - start));
+    operand();
+  }
+  void number() {
+    while (i_ < s_.size() && (std::isdigit(uint8_t(s_[i_])) || s_[i_] == '.')) i_++;
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      size_t e = i_ + 1;
+      if (e < s_.size() && (s_[e] == '+' || s_[e] == '-')) e++;
+      if (e < s_.size() && std::isdigit(uint8_t(s_[e]))) {
+        i_ = e;
+        while (i_ < s_.size() && std::isdigit(uint8_t(s_[i_]))) i_++;
+      }
+    }
+    shape_.push_back('0');
+    operand();
+  }
+  void operand() {}   // literals and parameters add no level of their own
+
+  std::string_view s_;
+  size_t i_ = 0;
+  std::string shape_;
+  bool plain_ = true;
+  std::vector<size_t> levels_;
+  size_t sum_ = 0, depth_ = 0;
+};
 
 }  // namespace
 
-Classification classify_statement(std::string_view sql) {
-  if (sql.size() > kMaxText) return worst_case("too long to classify");
-  return classify_here(sql);
+std::string shape_of(std::string_view sql, size_t& depth) {
+  Scanner sc(sql);
+  sc.run();
+  depth = sc.depth();
+  return sc.take_shape();
+}
+
+Classification classify_statement(std::string_view sql, bool with_fingerprint) {
+  if (sql.size() > kMaxText) return unclassified("too long to classify");
+  Scanner sc(sql);
+  sc.run();
+  if (sc.depth() > kMaxParseDepth) return unclassified("too deeply nested to parse on the event loop");
+  return classify_here(sql, with_fingerprint);
+}
+
+std::string quote_literal(std::string_view s) {
+  std::string q = s.find('\\') == std::string_view::npos ? "'" : "E'";
+  for (char ch : s) {
+    if (ch == '\'' || ch == '\\') q.push_back(ch);
+    q.push_back(ch);
+  }
+  q.push_back('\'');
+  return q;
+}
+
+std::string quote_ident(std::string_view s) {
+  std::string q = "\"";
+  for (char ch : s) {
+    if (ch == '"') q.push_back(ch);
+    q.push_back(ch);
+  }
+  q.push_back('"');
+  return q;
 }
 
 int64_t parse_ttl(std::string_view text) {

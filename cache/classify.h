@@ -10,6 +10,28 @@
 
 namespace cache {
 
+// What a statement leaves behind in the session beyond its transaction, for
+// transaction pooling: followed (Set/Reset...), answered by the plan cache
+// (Deallocate), or a reason to reset the server before anyone else uses it.
+struct SessionEffect {
+  enum class Kind : uint8_t {
+    Set,             // SET name TO value (session level); `sql` replays it
+    Reset,           // RESET name, SET name TO DEFAULT
+    ResetAll,        // RESET ALL
+    DiscardAll,      // DISCARD ALL
+    Deallocate,      // DEALLOCATE name (`name`)
+    DeallocateAll,   // DEALLOCATE ALL
+    Listen,          // LISTEN
+    SessionObject,   // a temp object, PREPARE, a WITH HOLD cursor, a session advisory lock
+    Unknown,         // something that changes the session in a way not followed
+    Unparsed,        // libpg-query does not parse it: Unknown if the server runs it all the same
+  };
+  Kind kind = Kind::Unknown;
+  std::string name;   // lower-case setting name (Set/Reset), statement name (Deallocate)
+  std::string sql;    // Set: the statement, generated from the parse tree with proper quoting
+  std::string what;   // why (SessionObject/Unknown), for logs and errors
+};
+
 struct Classification {
   enum class Kind : uint8_t {
     Unparsable,   // libpg-query rejected it: pass through, never cache
@@ -33,6 +55,8 @@ struct Classification {
   std::vector<std::string> functions;      // functions called (unqualified names), sorted, unique
   std::string fingerprint;                 // pg_query fingerprint (16 hex digits): equal for texts that differ only in constants
   int statements = 0;                      // top-level statements in the text
+  std::vector<SessionEffect> effects;      // in statement order
+  bool transaction_control = false;        // BEGIN, COMMIT, ROLLBACK, SAVEPOINT ... among the statements
   // From a /* pgsidecar:cache */ or /* pgsidecar:cache ttl=30s */ comment:
   bool hinted = false;
   int64_t hint_ttl_ms = -1;                // -1 = no ttl given
@@ -40,8 +64,32 @@ struct Classification {
 };
 
 // Parses sql (one or more statements) and classifies it. Pure function; about
-// 5-30 µs for a short statement, so callers cache the result per text.
-Classification classify_statement(std::string_view sql);
+// 5-30 µs for a short statement, so callers cache the result per text, and
+// ~0.5 µs per byte for long ones, which are not parsed on the event loop. The
+// fingerprint costs a second parse: only the result cache's rules need it.
+Classification classify_statement(std::string_view sql, bool with_fingerprint = true);
+
+// What a text that was not looked at counts as: it may write anything and change
+// the session in any way.
+Classification unclassified(std::string reason);
+
+// A text that may differ from another only in its literals: the classification
+// of one serves all (effects aside from Set values, reads, writes, kind). Empty
+// when the text has anything the cheap scan does not follow (dollar quotes,
+// backslashes, nested comments ...), so the caller keys on the text itself.
+// `depth` is an upper bound of the parse tree's nesting, so that a text too deep
+// for libpg-query's recursion is never handed to it.
+std::string shape_of(std::string_view sql, size_t& depth);
+
+// Deeper trees than this are not parsed on the event loop (libpg-query recurses
+// per level without a check); such statements count as not understood.
+constexpr size_t kMaxParseDepth = 2000;
+
+// SQL quoting for statements pgsidecar generates: 'it''s' (E'..' with a
+// backslash, so it reads the same whatever standard_conforming_strings is),
+// "My ""Schema""".
+std::string quote_literal(std::string_view s);
+std::string quote_ident(std::string_view s);
 
 // Parses "30s", "500ms", "2m", "1h", "45" (seconds) into milliseconds; -1 if invalid.
 int64_t parse_ttl(std::string_view text);

@@ -8,20 +8,6 @@
 #include "proxy/server_conn.h"
 
 namespace proxy {
-namespace {
-
-// Message types a client may send after startup (PostgreSQL protocol 3.0).
-bool valid_frontend_type(uint8_t type) {
-  switch (type) {
-    case 'B': case 'C': case 'D': case 'E': case 'F': case 'H': case 'P': case 'Q': case 'S': case 'X':
-    case 'c': case 'd': case 'f':
-      return true;
-    default:
-      return false;
-  }
-}
-
-}  // namespace
 
 ClientSession::ClientSession(Proxy& proxy, uint32_t cancel_pid, uint32_t cancel_key)
     : Conn(proxy.loop()), proxy_(proxy), cancel_pid_(cancel_pid), cancel_key_(cancel_key), started_(pool::Clock::now()) {}
@@ -248,7 +234,7 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
   const TrackedValues& have = server_->tracked();
   for (size_t i = 0; i < wanted_.size(); i++) {
     if (wanted_[i] == have[i]) continue;
-    sql.append("SET ").append(kTrackedParams[i]).append(" TO ").append(pg::quote_literal(wanted_[i])).append(";");
+    sql.append("SET ").append(kTrackedParams[i]).append(" TO ").append(cache::quote_literal(wanted_[i])).append(";");
   }
   if (!(settings_ == server_->settings())) settings_.diff(server_->settings(), sql);
   if (sql.empty()) return (this->*next)();
@@ -280,14 +266,10 @@ void ClientSession::finish_login() {
   if (pool_entry_->mode == conf::PoolMode::Transaction) {
     detach_server(false);
   }
-  read_start();
-  if (in_size() > 0) process_input();
-}
-
-void ClientSession::continue_after_apply() {
-  read_start();
   process_input();
 }
+
+void ClientSession::continue_after_apply() { process_input(); }
 
 void ClientSession::wait_failed(const pool::Failure& f) {
   std::string out;
@@ -296,10 +278,39 @@ void ClientSession::wait_failed(const pool::Failure& f) {
   close_after_flush();
 }
 
-// Ready state: forward when linked; otherwise borrow a server for what arrived.
+// Ready state. A loop, not recursion: answering locally, being granted a server
+// at once, or giving one back come back here through again_ (set by a nested
+// call), and each round consumes input or links a server for the message at the
+// head, which the next round then forwards.
 void ClientSession::process_input() {
-  if (closing()) return;
-  if (admin_) return admin_input();
+  if (in_process_) {
+    again_ = true;
+    return;
+  }
+  in_process_ = true;
+  do {
+    again_ = false;
+    if (closing()) break;
+    if (admin_) admin_input();
+    else process_once();
+  } while (again_);
+  in_process_ = false;
+  update_reading();
+}
+
+// Reads from the client while there is somewhere for its bytes to go, and at most
+// max_inspect_bytes (one whole message) plus one read past what is being handled.
+void ClientSession::update_reading() {
+  if (closing() || admin_) return;
+  bool want = state_ == State::Ready && !cache_paused_ && lookup_id_ == 0 && !classifying_ &&
+              in_size() <= proxy_.config().max_inspect_bytes &&
+              !(waiting && in_size() > kMaxBufferedWhileWaiting) &&
+              !(server_ && (server_->busy_internal() || server_->over_high_water()));
+  if (want != reading()) want ? read_start() : read_stop();
+}
+
+void ClientSession::process_once() {
+  if (classifying_) return;
   for (bool served = false; cache_ && fwd_remaining_ == 0;) {
     CacheStep step = try_result_cache();
     if (step == CacheStep::Waiting) return;
@@ -310,36 +321,35 @@ void ClientSession::process_input() {
     served = true;
     if (over_high_water()) {   // the client is not reading its answers: wait until it does
       cache_paused_ = true;
-      read_stop();
       return;
     }
   }
-  if (!server_) {
-    if (in_size() == 0) return;
-    if (fwd_remaining_ == 0 && in_size() >= pg::kHeaderLen) {
-      uint8_t type = in_data()[0];
-      uint32_t len = pg::get_u32(in_data() + 1);
-      if (type == 'X') return close();
-      if (!valid_frontend_type(type)) return protocol_violation("invalid frontend message type " + std::to_string(type));
-      if (len < 4 || len > pg::kMaxMessageLen) return protocol_violation("invalid message length " + std::to_string(len));
+  if (server_) {
+    if (!server_->busy_internal()) forward();
+    return;
+  }
+  if (in_size() == 0) return;
+  if (fwd_remaining_ == 0) {
+    // A server is borrowed only for a message that can go out now: never for the
+    // first bytes of one that must be read whole (a stalled client holds no server).
+    pg::Frame f;
+    std::string err;
+    switch (pg::frame_frontend(in_data(), in_size(), proxy_.config().max_inspect_bytes, f, err)) {
+      case pg::FrameStatus::Partial: return;
+      case pg::FrameStatus::Invalid: return protocol_violation(err);
+      case pg::FrameStatus::Ready: break;
     }
-    if (plan_cache_ && fwd_remaining_ == 0 && answer_parse_locally()) {
-      if (in_size() > 0) return process_input();
-      if (waiting) pool_entry_->pool->cancel(this);
+    if (f.type == 'X') return close();
+    if (plan_cache_ && answer_parse_locally()) {
+      if (in_size() > 0) again_ = true;
+      else if (waiting) pool_entry_->pool->cancel(this);
       return;
     }
-    if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
-    // Usually granted at once (forwarding runs inside). While queued, keep reading
-    // (a disconnect is seen at once, no epoll changes) up to a bound.
-    pool_entry_->pool->acquire(this, params_key_);
-    if (waiting && in_size() > kMaxBufferedWhileWaiting) read_stop();
-    return;
   }
-  if (server_->busy_internal()) {
-    read_stop();
-    return;
-  }
-  forward();
+  if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
+  // Usually granted at once (granted() asks for another round). While queued, keep
+  // reading (a disconnect is seen at once, no epoll changes) up to a bound.
+  pool_entry_->pool->acquire(this, params_key_);
 }
 
 // Client -> server: forward byte ranges, noting sync points for the release rule.
@@ -348,6 +358,7 @@ void ClientSession::forward() {
   size_t avail = in_size(), pos = 0;
   ServerConn* s = server_;
   bool txn = pool_entry_->mode == conf::PoolMode::Transaction;
+  const size_t limit = proxy_.config().max_inspect_bytes;
   WriteBatch out(s);
   bool terminate = false;
   deferred_ = false;
@@ -363,43 +374,48 @@ void ClientSession::forward() {
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
-    if (avail - pos < pg::kHeaderLen) break;
-    char type = char(p[pos]);
-    uint32_t len = pg::get_u32(p + pos + 1);
-    if (len < 4 || len > pg::kMaxMessageLen || !valid_frontend_type(uint8_t(type))) {
+    pg::Frame f;
+    std::string err;
+    pg::FrameStatus status = pg::frame_frontend(p + pos, avail - pos, limit, f, err);
+    if (status == pg::FrameStatus::Partial) break;   // the rest arrives later
+    if (status == pg::FrameStatus::Invalid) {
       in_consume(pos);
       out.flush();
-      protocol_violation(len < 4 || len > pg::kMaxMessageLen ? "invalid message length " + std::to_string(len)
-                                                            : "invalid frontend message type " + std::to_string(uint8_t(type)));
+      protocol_violation(err);
       return;
     }
-    size_t total = size_t(len) + 1;
-    bool whole = avail - pos >= total;
+    char type = f.type;
+    uint32_t len = f.len;
+    size_t total = f.total;
+    cache::ClassificationPtr c;   // of a Query's or Parse's text
+    if (f.inspect && (type == 'Q' || type == 'P')) {
+      c = classification(statement_text(f, p + pos));
+      if (!c) break;   // being parsed off the loop: forwarding goes on once it is ready
+    }
     if (cache_) note_for_cache(type, p + pos, avail - pos);
-    if (type == 'Q' && whole) {
-      std::string_view sql(reinterpret_cast<const char*>(p + pos + 5), len > 4 ? len - 5 : 0);
-      if (changes_schema(sql)) s->note_schema_change();
-      if (cache_ && !txn) follow_setting(sql);
-      QueryAction action = txn ? inspect_query(p + pos + 5, len - 4) : QueryAction::Forward;
-      if (action == QueryAction::Defer) {
-        deferred_ = true;   // process_deferred() picks it up when the server is quiet
-        break;
-      }
-      if (action == QueryAction::Answered) {
-        out.flush();
-        pos += total;
-        in_consume(pos);
-        p = in_data();
-        avail = in_size();
-        pos = 0;
-        continue;
+    if (type == 'Q') {
+      if (!f.inspect) {
+        // Too long to read: whatever it does to the session is unknown.
+        if (txn) s->note_session_state();
+        s->note_schema_change();
+      } else {
+        std::string_view sql = statement_text(f, p + pos);
+        if (c->kind == cache::Classification::Kind::Ddl) s->note_schema_change();
+        if (cache_ && !txn) follow_setting(c);
+        QueryAction action = txn ? inspect_query(sql, c) : QueryAction::Forward;
+        if (action == QueryAction::Defer) {
+          deferred_ = true;   // process_deferred() picks it up when the server is quiet
+          break;
+        }
+        if (action == QueryAction::Answered) {
+          pos += total;
+          continue;
+        }
       }
     }
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
-      bool wait = false;
-      size_t replaced = route_statement_message(type, p + pos, avail - pos, total, out, wait);
+      size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
       if (closing()) return;
-      if (wait) break;   // the part to rewrite has not all arrived
       if (replaced > 0) {
         s->note_unsynced();
         pos += replaced;
@@ -412,11 +428,13 @@ void ClientSession::forward() {
       case 'Q': case 'S': case 'F': s->note_sync_point(); break;
       case 'P':
         // Without the plan cache, a named statement outlives the transaction on this server.
-        if (txn && !plan_cache_ && avail - pos > 5 && p[pos + 5] != 0) s->note_session_state();
-        if (whole && !plan_cache_) {
-          pg::Reader r(p + pos + 5, len - 4);
-          r.cstr();
-          if (changes_schema(r.cstr())) s->note_schema_change();
+        if (txn && !plan_cache_ && p[pos + 5] != 0) s->note_session_state();
+        if (!plan_cache_) {
+          if (!f.inspect) {
+            s->note_schema_change();
+          } else if (c->kind == cache::Classification::Kind::Ddl) {
+            s->note_schema_change();
+          }
         }
         s->note_unsynced();
         break;
@@ -424,7 +442,7 @@ void ClientSession::forward() {
       default: break;   // CopyData/CopyDone/CopyFail and anything the server will judge itself
     }
     if (terminate) {
-      pos += std::min<size_t>(total, avail - pos);
+      pos += total;
       break;
     }
     fwd_remaining_ = total;
@@ -437,52 +455,103 @@ void ClientSession::forward() {
     close();
     return;
   }
-  if (txn && s->clean() && fwd_remaining_ == 0) {
-    // Everything was answered here (a refused statement): the server is not needed.
+  if (txn && s->clean()) {
+    // Nothing in flight (everything was answered here, or the next message has not
+    // all arrived): the server is not needed until the client sends more.
     detach_server(false);
-    if (in_size() > 0 && !deferred_) process_input();
-    return;
+    if (!deferred_ && !classifying_ && head_ready()) again_ = true;
   }
-  if (s->over_high_water()) read_stop();   // resumed by the server's on_drained
 }
 
-// Transaction mode, a whole simple Query: records session settings it changes,
-// answers what the plan cache owns, refuses what needs a dedicated server. Such
-// statements wait (Defer) until everything sent before them has been answered,
-// so that replies stay in order and the server's state is known.
-ClientSession::QueryAction ClientSession::inspect_query(const uint8_t* body, size_t len) {
-  std::string_view sql(reinterpret_cast<const char*>(body), len > 0 ? len - 1 : 0);
-  Classified c = classify(sql);
-  if (c.kind == StmtKind::Other) return QueryAction::Forward;
-  if (!server_->idle_protocol()) return QueryAction::Defer;
-  switch (c.kind) {
-    case StmtKind::Listen: {
-      std::string out;
-      pg::write_error(out, "ERROR", "0A000",
-                      "LISTEN is not supported in transaction pooling mode: notifications would reach whichever "
-                      "client uses the server next; connect to a database with pool_mode session");
-      pg::write_ready(out, server_->tx_status());
-      send(out);
-      return QueryAction::Answered;
-    }
-    case StmtKind::SessionObject:
-      server_->note_session_state();
-      return QueryAction::Forward;
-    case StmtKind::Deallocate:
-      return answer_deallocate(c) ? QueryAction::Answered : QueryAction::Forward;
-    case StmtKind::DeallocateAll:
-    case StmtKind::DiscardAll:
-      statements_.clear();
-      break;
-    case StmtKind::Set:
-    case StmtKind::Reset:
-      if (tracked_index(c.name) >= 0 || c.name == "timezone") return QueryAction::Forward;   // followed through ParameterStatus
-      break;
-    default:
-      break;
+// The SQL text of a whole, validated Query or Parse.
+std::string_view ClientSession::statement_text(const pg::Frame& f, const uint8_t* msg) {
+  const char* body = reinterpret_cast<const char*>(msg + pg::kHeaderLen);
+  if (f.type == 'Q') return std::string_view(body, f.len - 5);
+  std::string_view name(body);   // NUL-terminated: see frame_frontend
+  return std::string_view(body + name.size() + 1);
+}
+
+// The classification of a Query or Parse text, or null while a long one is parsed
+// on the thread pool (process_input() runs again when it is ready).
+cache::ClassificationPtr ClientSession::classification(std::string_view sql) {
+  if (cache::ClassificationPtr c = proxy_.sql().classify_now(sql)) return c;
+  if (!classifying_) {
+    classifying_ = true;
+    proxy_.sql().classify_async(loop(), std::string(sql), [&proxy = proxy_, pid = cancel_pid_] {
+      if (ClientSession* self = proxy.client(pid)) {
+        self->classifying_ = false;
+        self->process_input();
+      }
+    });
   }
-  server_->expect_setting(std::move(c), sql);
+  return nullptr;
+}
+
+// The message at the head of the input can go out now (see frame_frontend).
+bool ClientSession::head_ready() const {
+  pg::Frame f;
+  std::string err;
+  return fwd_remaining_ == 0 && in_size() > 0 &&
+         pg::frame_frontend(in_data(), in_size(), proxy_.config().max_inspect_bytes, f, err) != pg::FrameStatus::Partial;
+}
+
+// Transaction mode, a whole simple Query (c: its classification): records the
+// settings it changes, answers what the plan cache owns, refuses what needs a
+// dedicated server, and marks the server for a reset after anything it cannot
+// follow. Such statements wait (Defer) until everything sent before them has been
+// answered, so that replies stay in order and the server's state is known.
+ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, const cache::ClassificationPtr& c) {
+  using Kind = cache::SessionEffect::Kind;
+  const std::vector<cache::SessionEffect>& effects = c->effects;
+  // With standard_conforming_strings off the server reads backslashes in strings
+  // where libpg-query does not: it may see other statements than we do.
+  bool ambiguous = sql.find('\\') != std::string_view::npos && !wanted_scs_on();
+  if (effects.empty() && !ambiguous) return QueryAction::Forward;
+  if (!server_->idle_protocol()) return QueryAction::Defer;
+  if (ambiguous) {
+    server_->note_session_state();
+    return QueryAction::Forward;
+  }
+  bool follow = false;
+  for (const cache::SessionEffect& e : effects) {
+    switch (e.kind) {
+      case Kind::Listen: {
+        std::string out;
+        pg::write_error(out, "ERROR", "0A000",
+                        "LISTEN is not supported in transaction pooling mode: notifications would reach whichever "
+                        "client uses the server next; connect to a database with pool_mode session");
+        pg::write_ready(out, server_->tx_status());
+        send(out);
+        return QueryAction::Answered;
+      }
+      case Kind::Deallocate:
+        if (effects.size() == 1 && c->statements == 1 && answer_deallocate(e.name)) return QueryAction::Answered;
+        break;
+      case Kind::DeallocateAll:
+      case Kind::DiscardAll:
+        statements_.clear();
+        follow = true;
+        break;
+      case Kind::Set:
+      case Kind::Reset:
+      case Kind::ResetAll:
+      case Kind::Unparsed:   // settled at its ReadyForQuery: if the server ran it, it is not understood
+        follow = true;
+        break;
+      case Kind::SessionObject:
+      case Kind::Unknown:
+        server_->note_session_state();
+        break;
+    }
+  }
+  // With BEGIN/COMMIT among the statements, which of them commit is not known here.
+  if (follow && c->transaction_control) server_->note_session_state();
+  else if (follow) server_->expect_settings(c);
   return QueryAction::Forward;
+}
+
+bool ClientSession::wanted_scs_on() const {
+  return wanted_[size_t(tracked_index("standard_conforming_strings"))] != "off";
 }
 
 // Admin console (proxy/admin.h): admin_users may do everything, stats_users SHOW.
@@ -539,16 +608,12 @@ void ClientSession::admin_reply_paused() {
   admin_input();
 }
 
-void ClientSession::resume_reading() {
-  if (state_ == State::Ready && server_ && !server_->busy_internal() && !closing()) read_start();
-}
+void ClientSession::resume_reading() { update_reading(); }
 
 void ClientSession::server_released() {
   server_ = nullptr;
-  fwd_remaining_ = 0;
   if (proxy_.shutting_down()) return fatal("57P01", "terminating connection: pgsidecar is shutting down");
-  if (in_size() > 0) process_input();
-  else read_start();
+  process_input();
 }
 
 void ClientSession::server_lost() {
@@ -567,7 +632,6 @@ void ClientSession::on_drained() {
   if (server_) server_->read_start();
   if (cache_paused_) {
     cache_paused_ = false;
-    read_start();
     process_input();
   }
 }

@@ -12,6 +12,7 @@
 #include "pool/statements.h"
 #include "proxy/auth.h"
 #include "proxy/conn.h"
+#include "proxy/decoder.h"
 #include "proxy/protocol.h"
 #include "proxy/session_state.h"
 #include "proxy/tracked_params.h"
@@ -54,6 +55,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   // A statement waits in the input until the server has answered everything before it.
   bool deferred() const { return deferred_; }
   void process_deferred() { process_input(); }
+  // Part of a message has gone to the server and the rest has not: it cannot be released.
+  bool mid_message() const { return fwd_remaining_ > 0; }
 
   // Result cache: the response to the query whose capture was armed (see
   // ServerConn::arm_capture); the transaction ended (ReadyForQuery 'I').
@@ -89,20 +92,28 @@ class ClientSession final : public Conn, public pool::Waiter {
   void auth_ok();
   void finish_login();
   void process_input();
+  void process_once();
+  void update_reading();
+  bool head_ready() const;
   void forward();
   void apply_tracked_then(void (ClientSession::*next)());
   void continue_after_apply();
   void detach_server(bool client_gone);
   void protocol_violation(std::string_view message);
-  QueryAction inspect_query(const uint8_t* body, size_t len);
+  QueryAction inspect_query(std::string_view sql, const cache::ClassificationPtr& c);
+  bool wanted_scs_on() const;
   // Plan cache (client_session_statements.cpp).
-  size_t route_statement_message(char type, const uint8_t* msg, size_t avail, size_t total, WriteBatch& out, bool& wait);
-  size_t route_unnamed_parse(std::string_view query, const uint8_t* msg, size_t total, size_t tail_at, WriteBatch& out);
+  size_t route_statement_message(const pg::Frame& f, const uint8_t* msg, size_t avail, const cache::ClassificationPtr& c,
+                                 WriteBatch& out);
+  static std::string_view statement_text(const pg::Frame& f, const uint8_t* msg);
+  cache::ClassificationPtr classification(std::string_view sql);
+  size_t route_unnamed_parse(std::string_view query, const cache::ClassificationPtr& c, const uint8_t* msg, size_t total,
+                             size_t tail_at, WriteBatch& out);
   bool prepared_here(const pool::StatementPtr& st, WriteBatch& out);
   void ensure_prepared(const pool::StatementPtr& st, WriteBatch& out);
   void prepare_on_server(const pool::StatementPtr& st, PendingReply reply, WriteBatch& out);
   void close_on_server(const pool::StatementPtr& st, WriteBatch& out);
-  bool answer_deallocate(const Classified& c);
+  bool answer_deallocate(const std::string& name);
   bool answer_parse_locally();
   void admin_login();
   void admin_input();
@@ -122,7 +133,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void shared_lookup_done(const cache::StoredResult* r);
   void note_for_cache(char type, const uint8_t* msg, size_t avail);
   void note_statement(std::string_view sql, const cache::ClassificationPtr& c);
-  void follow_setting(std::string_view sql);
+  void follow_setting(const cache::ClassificationPtr& c);
   void unknown_session_change();
 
   Proxy& proxy_;
@@ -142,6 +153,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
   StatementMap statements_;                // the client's named statements (plan cache)
   bool deferred_ = false;                  // see deferred()
+  bool in_process_ = false, again_ = false;   // process_input() is running / go round once more
+  bool classifying_ = false;               // the text at the head is being parsed off the loop
   bool admin_ = false, admin_rights_ = false;   // admin console session; may run control commands
   // Result cache.
   cache::ResultCache* cache_ = nullptr;    // null when cache.mode is off

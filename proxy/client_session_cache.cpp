@@ -159,7 +159,6 @@ void ClientSession::shared_lookup_done(const cache::StoredResult* r) {
     pending_store_.reset();
     replay(*r, u);
   }
-  read_start();
   process_input();
 }
 
@@ -266,15 +265,18 @@ void ClientSession::note_statement(std::string_view sql, const cache::Classifica
 // once they succeed; one sent in a transaction or while answers are due is not,
 // so lookups stop.
 // DEALLOCATE drops the statement here too, so a Bind of it reaches the server's error.
-void ClientSession::follow_setting(std::string_view sql) {
-  Classified c = classify(sql);
-  if (c.kind == StmtKind::Deallocate) named_.erase(c.name);
-  if (c.kind == StmtKind::DeallocateAll || c.kind == StmtKind::DiscardAll) named_.clear();
-  if (c.kind != StmtKind::Set && c.kind != StmtKind::Reset && c.kind != StmtKind::ResetAll &&
-      c.kind != StmtKind::DiscardAll)
-    return;
+void ClientSession::follow_setting(const cache::ClassificationPtr& c) {
+  using Kind = cache::SessionEffect::Kind;
+  bool settings = false;
+  for (const cache::SessionEffect& e : c->effects) {
+    if (e.kind == Kind::Deallocate) named_.erase(e.name);
+    if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll) named_.clear();
+    settings |= e.kind == Kind::Set || e.kind == Kind::Reset || e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll;
+    if (e.kind == Kind::Unknown) cache_bypass_ = true;
+  }
+  if (!settings) return;
   // Inside a transaction it may yet roll back; with answers due, its place is unknown.
-  if (server_->idle_protocol() && server_->tx_status() == 'I') server_->expect_setting(std::move(c), sql);
+  if (server_->idle_protocol() && server_->tx_status() == 'I' && !c->transaction_control) server_->expect_settings(c);
   else cache_bypass_ = true;
 }
 

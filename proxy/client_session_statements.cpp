@@ -59,29 +59,45 @@ const uint8_t kEmptyBindTail[6] = {};
 
 PendingReply reply(Kind kind, char type, uint64_t epoch) { return PendingReply{kind, type, epoch}; }
 
+// Effects a Parse'd statement would have when run. One libpg-query cannot parse
+// is left to the server, which (in all but grammar newer than the parser's) rejects it.
+bool has_session_effects(const cache::Classification& c) {
+  return std::any_of(c.effects.begin(), c.effects.end(),
+                     [](const cache::SessionEffect& e) { return e.kind != cache::SessionEffect::Kind::Unparsed; });
+}
+
 }  // namespace
 
-size_t ClientSession::route_statement_message(char type, const uint8_t* msg, size_t avail, size_t total,
-                                              WriteBatch& out, bool& wait) {
+// The frame says what has arrived (pg::frame_frontend): Parse, Describe and Close
+// whole and validated, or a Parse too long to read; a Bind at least up to its names.
+size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t* msg, size_t avail,
+                                              const cache::ClassificationPtr& c, WriteBatch& out) {
   ServerConn* s = server_;
   uint64_t epoch = s->syncs_sent();
+  const size_t total = f.total;
   size_t have = std::min(avail, total);
-  if (type != 'B' && have < total) {
-    wait = true;   // Parse, Describe and Close are rewritten whole
-    return 0;
-  }
   pg::Reader r(msg + pg::kHeaderLen, have - pg::kHeaderLen);
-  switch (type) {
+  switch (f.type) {
     case 'P': {
+      if (!f.inspect) {
+        // Too long to read: it goes out as sent, and a named one stays on this server
+        // only (it is not shared, and the server is reset before anyone else uses it).
+        if (msg[pg::kHeaderLen] != 0) s->note_session_state();
+        s->note_schema_change();
+        s->expect_reply(reply(Kind::Pass, '1', epoch));
+        return 0;
+      }
       std::string_view name = r.cstr();
-      if (!r.ok()) return 0;   // malformed: the server says so
       size_t tail_at = pg::kHeaderLen + name.size() + 1;
       std::string_view tail(reinterpret_cast<const char*>(msg + tail_at), total - tail_at);
       std::string_view query = tail.substr(0, tail.find('\0'));
-      bool ddl = changes_schema(query);
+      bool ddl = c->kind == cache::Classification::Kind::Ddl;
+      // A Parse of SQL with session effects (SET, temp objects ...) runs when bound,
+      // maybe more than once: not followed, so the server is reset after this client.
+      if (has_session_effects(*c)) s->note_session_state();
       if (name.empty()) {   // the unnamed statement keeps its own semantics
         if (ddl) s->note_schema_change();
-        return route_unnamed_parse(query, msg, total, tail_at, out);
+        return route_unnamed_parse(query, c, msg, total, tail_at, out);
       }
       if (statements_.find(name) != statements_.end()) {
         // PostgreSQL answers 42P05 and skips to Sync; a Bind that fails makes the server skip.
@@ -110,11 +126,7 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
       return total;
     }
     case 'B': {
-      std::string_view portal = r.cstr(), name = r.cstr();
-      if (!r.ok()) {
-        wait = have < total;   // the names have not all arrived
-        return 0;
-      }
+      std::string_view portal = r.cstr(), name = r.cstr();   // present: see frame_frontend
       auto it = name.empty() ? statements_.end() : statements_.find(name);
       if (it == statements_.end()) return 0;   // unnamed, or unknown: PostgreSQL's own 26000 comes back
       pool::StatementPtr st = it->second;
@@ -144,7 +156,7 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
     case 'D': {
       uint8_t kind = r.u8();
       std::string_view name = r.cstr();
-      if (!r.ok() || kind != 'S' || name.empty()) return 0;
+      if (kind != 'S' || name.empty()) return 0;
       auto it = statements_.find(name);
       if (it == statements_.end()) return 0;
       pool::StatementPtr st = it->second;
@@ -158,7 +170,7 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
       uint8_t kind = r.u8();
       std::string_view name = r.cstr();
       PendingReply own = reply(Kind::Pass, '3', epoch);
-      if (auto it = r.ok() && kind == 'S' ? statements_.find(name) : statements_.end(); it != statements_.end()) {
+      if (auto it = kind == 'S' ? statements_.find(name) : statements_.end(); it != statements_.end()) {
         own.client_undo = PendingReply::ClientUndo::Restore;
         own.client_name = name;
         own.client_stmt = std::move(it->second);
@@ -174,23 +186,23 @@ size_t ClientSession::route_statement_message(char type, const uint8_t* msg, siz
 
 // An unnamed Parse goes out unchanged, except SQL that reaches the statements the
 // plan cache keeps (psycopg sends DEALLOCATE through the extended protocol).
-size_t ClientSession::route_unnamed_parse(std::string_view query, const uint8_t* msg, size_t total, size_t tail_at,
-                                          WriteBatch& out) {
+size_t ClientSession::route_unnamed_parse(std::string_view query, const cache::ClassificationPtr& classified,
+                                          const uint8_t* msg, size_t total, size_t tail_at, WriteBatch& out) {
+  using EffectKind = cache::SessionEffect::Kind;
   ServerConn* s = server_;
   PendingReply pass = reply(Kind::Pass, '1', s->syncs_sent());
-  size_t start = query.find_first_not_of(" \t\r\n");
-  if (start == std::string_view::npos || (query[start] != 'D' && query[start] != 'd')) {
+  const cache::SessionEffect* e = classified->effects.size() == 1 && classified->statements == 1 ? &classified->effects[0] : nullptr;
+  if (!e || (e->kind != EffectKind::Deallocate && e->kind != EffectKind::DeallocateAll && e->kind != EffectKind::DiscardAll)) {
+    if (has_session_effects(*classified)) s->note_session_state();   // not followed through Parse: reset after this client
     s->expect_reply(std::move(pass));
     return 0;
   }
-  Classified c = classify(query);
-  if (c.kind == StmtKind::DeallocateAll || c.kind == StmtKind::DiscardAll) {
+  if (e->kind == EffectKind::DeallocateAll || e->kind == EffectKind::DiscardAll) {
     // The server will drop every statement: whatever it is known to hold is
     // closed and prepared again before its next use (a Close of nothing is fine).
     statements_.clear();
     s->statements().invalidate_all();
-  } else if (auto it = c.kind == StmtKind::Deallocate ? statements_.find(c.name) : statements_.end();
-             it != statements_.end()) {
+  } else if (auto it = statements_.find(e->name); it != statements_.end()) {
     // DEALLOCATE of one of the client's names: deallocate the shared statement
     // on this server instead (others prepare it again when they need it).
     pool::StatementPtr st = std::move(it->second);
@@ -283,8 +295,8 @@ bool ClientSession::answer_parse_locally() {
 }
 
 // DEALLOCATE of a statement the plan cache keeps for the client: answered here.
-bool ClientSession::answer_deallocate(const Classified& c) {
-  auto it = statements_.find(c.name);
+bool ClientSession::answer_deallocate(const std::string& name) {
+  auto it = statements_.find(name);
   if (it == statements_.end() || server_->tx_status() == 'E') return false;   // the server's own answer
   statements_.erase(it);
   std::string out;

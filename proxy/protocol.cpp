@@ -140,14 +140,4 @@ bool parse_startup(const uint8_t* body, size_t len, StartupPacket& out) {
   return false;   // ran out before the final terminator
 }
 
-std::string quote_literal(std::string_view s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q.push_back('\'');
-    q.push_back(c);
-  }
-  q.push_back('\'');
-  return q;
-}
-
 }  // namespace pg

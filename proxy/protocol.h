@@ -94,9 +94,6 @@ struct StartupPacket {
 // False on a malformed body (missing terminators, bad cancel length).
 bool parse_startup(const uint8_t* body, size_t len, StartupPacket& out);
 
-// SQL literal quoting for generated SET statements: 'it''s'.
-std::string quote_literal(std::string_view s);
-
 // Authentication request codes (backend 'R' messages).
 enum AuthCode : uint32_t {
   kAuthOk = 0, kAuthCleartext = 3, kAuthMd5 = 5, kAuthSasl = 10, kAuthSaslContinue = 11, kAuthSaslFinal = 12,

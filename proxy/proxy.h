@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/statement_cache.h"
 #include "cache/result_cache.h"
 #include "cache/schema_listener.h"
 #include "cache/schema_version.h"
@@ -76,6 +77,8 @@ class Proxy {
   // Plan cache: the statements clients share, and the schema version they were prepared under.
   pool::StatementRegistry& statements() { return statements_; }
   cache::SchemaVersion& schema() { return schema_; }
+  // The SQL classifier's answers for query and Parse texts (one parse per shape).
+  cache::StatementCache& sql() { return sql_; }
   // The result cache, or null when cache.mode is off.
   cache::ResultCache* result_cache() { return result_cache_ && result_cache_->enabled() ? result_cache_.get() : nullptr; }
   ClientSession* client(uint32_t pid) const {
@@ -138,6 +141,7 @@ class Proxy {
   Userlist users_;
   pool::StatementRegistry statements_;
   cache::SchemaVersion schema_;
+  cache::StatementCache sql_;
   cache::SchemaListener schema_listener_{loop_, schema_};
   std::unique_ptr<cache::ResultCache> result_cache_;
   unsigned janitor_ticks_ = 0;

@@ -206,6 +206,11 @@ void ServerConn::note_param(std::string_view name, std::string_view value) {
   }
 }
 
+bool ServerConn::clean() const {
+  return expected_rfq_ == 0 && !unsynced_ && tx_status_ == 'I' && fwd_remaining_ == 0 &&
+         (state_ == State::Linked || state_ == State::Idle) && !(client_ && client_->mid_message());
+}
+
 void ServerConn::link(ClientSession* client) {
   client_ = client;
   state_ = State::Linked;
@@ -213,7 +218,7 @@ void ServerConn::link(ClientSession* client) {
   unsynced_ = false;
   fwd_remaining_ = 0;
   saw_error_ = false;
-  pending_setting_ = {};
+  pending_settings_.reset();
   schema_change_pending_ = false;
   syncs_sent_ = syncs_done_ = 0;
   replies_.clear();
@@ -279,7 +284,7 @@ void ServerConn::process_linked() {
           continue;
         }
         if (retry_stmt_ && retry_epoch_ < syncs_done_) retry_stmt_.reset();
-        if (pending_setting_.kind != StmtKind::Other) settle_pending_setting();
+        if (pending_settings_) settle_pending_settings();
         if (schema_change_pending_ && tx_status_ == 'I') {
           schema_change_pending_ = false;
           proxy_.schema().bump("DDL passed through the proxy");
@@ -459,22 +464,28 @@ void ServerConn::settle_replies() {
   replies_.pop_front(stale);
 }
 
-// The statement behind pending_setting_ finished: record it if it succeeded.
-void ServerConn::settle_pending_setting() {
-  if (!saw_error_ && (pending_setting_.kind == StmtKind::DiscardAll || pending_setting_.kind == StmtKind::DeallocateAll))
-    statements_.clear();   // the server dropped every prepared statement
-  if (!saw_error_) {
-    client_->settings().apply(pending_setting_, pending_stmt_);
+// The query behind pending_settings_ finished: record its effects if it succeeded.
+void ServerConn::settle_pending_settings() {
+  using Kind = cache::SessionEffect::Kind;
+  cache::ClassificationPtr c = std::move(pending_settings_);
+  pending_settings_.reset();
+  if (saw_error_) return;   // one statement failed: the whole query rolled back
+  for (const cache::SessionEffect& e : c->effects) {
+    if (e.kind == Kind::DiscardAll || e.kind == Kind::DeallocateAll) statements_.clear();   // all dropped
+    if (e.kind == Kind::Unparsed) {
+      needs_discard_ = true;   // the server understood it and we did not
+      continue;
+    }
+    if (tracked_index(e.name) >= 0) continue;   // followed through ParameterStatus
+    client_->settings().apply(e);
     if (pool_.settings().mode != conf::PoolMode::Transaction) {
       // Session mode (followed for the result cache's key): the server is the client's.
     } else if (tx_status_ == 'I') {
-      settings_.apply(pending_setting_, pending_stmt_);
+      settings_.apply(e);
     } else {
       needs_discard_ = true;   // inside a block: it may yet roll back
     }
   }
-  pending_setting_ = {};
-  pending_stmt_.clear();
 }
 
 void ServerConn::release_to_pool() {

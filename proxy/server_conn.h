@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/statement_cache.h"
 #include "pool/pool.h"
 #include "pool/statements.h"
 #include "proxy/auth.h"
@@ -107,11 +108,9 @@ class ServerConn final : public Conn, public pool::Member {
   // Nothing in flight: the next ReadyForQuery answers the next query sent.
   bool idle_protocol() const { return expected_rfq_ == 0 && !unsynced_; }
 
-  // True when nothing is in flight and no transaction is open: safe to reuse.
-  bool clean() const {
-    return expected_rfq_ == 0 && !unsynced_ && tx_status_ == 'I' && fwd_remaining_ == 0 &&
-           (state_ == State::Linked || state_ == State::Idle);
-  }
+  // True when nothing is in flight and no transaction is open, and both directions
+  // are at a message boundary: safe to give to another client.
+  bool clean() const;
   // Bookkeeping of what the linked client sent (see ClientSession::forward).
   void note_sync_point() {
     if (expected_rfq_ == 0) {
@@ -124,11 +123,9 @@ class ServerConn final : public Conn, public pool::Member {
   }
   void note_unsynced() { unsynced_ = true; }
 
-  // A SET/RESET/DISCARD the client sent as the next query: recorded when it succeeds.
-  void expect_setting(Classified c, std::string_view stmt) {
-    pending_setting_ = std::move(c);
-    pending_stmt_ = stmt;
-  }
+  // A query with SET/RESET/DISCARD ALL effects the client sent as the next query:
+  // they are recorded when it succeeds (all of them, or none if it failed).
+  void expect_settings(cache::ClassificationPtr c) { pending_settings_ = std::move(c); }
   SettingList& settings() { return settings_; }
   // The client created state that would outlive its transaction here.
   void note_session_state() { needs_discard_ = true; }
@@ -181,7 +178,7 @@ class ServerConn final : public Conn, public pool::Member {
   void on_closed() override;
 
   void on_connected(int status) override;
-  void settle_pending_setting();
+  void settle_pending_settings();
   void settle_replies();
   void observe_durations();
   void rerun_batch();
@@ -218,8 +215,7 @@ class ServerConn final : public Conn, public pool::Member {
 
   // SET statements in force on this server beyond its startup defaults (transaction mode).
   SettingList settings_;
-  Classified pending_setting_;
-  std::string pending_stmt_;
+  cache::ClassificationPtr pending_settings_;   // see expect_settings()
   bool saw_error_ = false;          // an ErrorResponse since the last ReadyForQuery
   bool needs_discard_ = false;      // session state of unknown extent: DISCARD ALL before reuse
   bool schema_change_pending_ = false;

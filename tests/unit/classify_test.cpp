@@ -255,21 +255,21 @@ TEST(ClassifyRobustness, BadInputIsUnparsableNeverACrash) {
   EXPECT_EQ(latin1.writes, Names{"caf?"});
   EXPECT_EQ(classify_statement("SELECT '\xc3' FROM t").reads, Names{"t"});
 
-  // Longer than 8 kB: not parsed; may write anything.
+  // Long flat texts are parsed (callers keep long texts off the event loop).
   std::string values = "INSERT INTO t VALUES (0)";
   for (int i = 1; i < 2'000; ++i) values += ", (" + std::to_string(i) + ")";
   Classification big = classify_statement(values);
   EXPECT_EQ(big.kind, Kind::Write);
-  EXPECT_TRUE(big.writes_unknown);
-  EXPECT_FALSE(big.cacheable);
-  EXPECT_EQ(big.not_cacheable_reason, "too long to classify");
+  EXPECT_EQ(big.writes, Names{"t"});
+  EXPECT_TRUE(big.effects.empty());
 }
 
-// libpg-query recurses once per level of the tree: the deepest tree 8 kB of text
-// can make must parse within a small stack (here 1 MB; the loop thread has 8 MB).
 TEST(ClassifyRobustness, DeepTreeOnASmallStack) {
+  // As deep as texts get parsed (kMaxParseDepth); one level more is not parsed at all.
   static std::string deep = "SELECT 1";
-  while (deep.size() + 2 <= 8 * 1024) deep += "*1";
+  for (size_t i = 0; i + 8 < cache::kMaxParseDepth; i++) deep += "*1";
+  EXPECT_EQ(classify_statement(deep + "*1*1*1*1*1*1*1*1*1*1*1*1*1*1*1*1*1*1*1*1").kind, Kind::Write)
+      << "too deep: counted as not understood";
   static Classification c;
   pthread_attr_t attr;
   ASSERT_EQ(pthread_attr_init(&attr), 0);

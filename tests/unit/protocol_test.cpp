@@ -1,3 +1,4 @@
+#include "cache/classify.h"
 #include "proxy/protocol.h"
 
 #include <gtest/gtest.h>
@@ -84,8 +85,10 @@ TEST(Protocol, ErrorWithoutTerminatorDoesNotOverrun) {
 }
 
 TEST(Protocol, QuoteLiteral) {
-  EXPECT_EQ(pg::quote_literal("it's"), "'it''s'");
-  EXPECT_EQ(pg::quote_literal(""), "''");
+  EXPECT_EQ(cache::quote_literal("it's"), "'it''s'");
+  EXPECT_EQ(cache::quote_literal(""), "''");
+  EXPECT_EQ(cache::quote_literal("a\\'b"), "E'a\\\\''b'");   // reads the same whatever standard_conforming_strings is
+  EXPECT_EQ(cache::quote_ident("My \"Schema\""), "\"My \"\"Schema\"\"\"");
 }
 
 }  // namespace

@@ -1,100 +1,149 @@
+// Session effects from the one SQL classifier (cache/classify.h) and the
+// SettingList that replays them (proxy/session_state.h).
 #include "proxy/session_state.h"
 
 #include <gtest/gtest.h>
 
+#include "cache/statement_cache.h"
+
 namespace {
 
-using proxy::classify;
-using proxy::StmtKind;
+using cache::SessionEffect;
+using Kind = SessionEffect::Kind;
 
-TEST(Classify, SetForms) {
-  EXPECT_EQ(classify("SET search_path TO a, b").kind, StmtKind::Set);
-  EXPECT_EQ(classify("SET search_path TO a, b").name, "search_path");
-  EXPECT_EQ(classify("  set SESSION statement_timeout = 5").name, "statement_timeout");
-  EXPECT_EQ(classify("/* c */ SET app.tenant = '7';").name, "app.tenant");
-  EXPECT_EQ(classify("SET \"work_mem\" = '8MB'").name, "work_mem");
-  EXPECT_EQ(classify("SET TIME ZONE 'UTC'").name, "timezone");
-  EXPECT_EQ(classify("SET ROLE alice").name, "role");
-  EXPECT_EQ(classify("SET SESSION AUTHORIZATION bob").name, "session_authorization");
+std::vector<SessionEffect> effects(std::string_view sql) { return cache::classify_statement(sql).effects; }
+
+// The only effect of sql (fails the test if there is not exactly one).
+SessionEffect one(std::string_view sql) {
+  std::vector<SessionEffect> e = effects(sql);
+  EXPECT_EQ(e.size(), 1u) << sql;
+  return e.empty() ? SessionEffect{} : e[0];
 }
 
-TEST(Classify, NotSessionLevel) {
-  EXPECT_EQ(classify("SET LOCAL work_mem = '1MB'").kind, StmtKind::Other);
-  EXPECT_EQ(classify("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").kind, StmtKind::Other);
-  EXPECT_EQ(classify("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").kind, StmtKind::Other);
-  EXPECT_EQ(classify("SELECT 'SET x = 1'").kind, StmtKind::Other);
-  EXPECT_EQ(classify("SET a = 1; SELECT 1").kind, StmtKind::Other);   // multi-statement: not split
-  EXPECT_EQ(classify("SET a = 'x;y'").kind, StmtKind::Set);          // ';' inside a literal
-  EXPECT_EQ(classify("SET a = 1;  ").kind, StmtKind::Set);
+TEST(SessionEffects, SetFormsAndGeneratedSql) {
+  EXPECT_EQ(one("SET search_path TO a, b").kind, Kind::Set);
+  EXPECT_EQ(one("SET search_path TO a, b").sql, "SET \"search_path\" TO 'a', 'b'");
+  EXPECT_EQ(one("  set SESSION statement_timeout = 5").sql, "SET \"statement_timeout\" TO 5");
+  EXPECT_EQ(one("/* c */ SET app.tenant = '7';").name, "app.tenant");
+  EXPECT_EQ(one("SET \"Work_Mem\" = '8MB'").name, "work_mem");   // setting names ignore case
+  EXPECT_EQ(one("SET TIME ZONE 'UTC'").name, "timezone");
+  EXPECT_EQ(one("SET NAMES 'LATIN1'").name, "client_encoding");
+  EXPECT_EQ(one("SET SCHEMA 'x'").name, "search_path");
+  EXPECT_EQ(one("SET XML OPTION DOCUMENT").name, "xmloption");
+  EXPECT_EQ(one("SET ROLE alice").sql, "SET \"role\" TO 'alice'");
+  EXPECT_EQ(one("SET SESSION AUTHORIZATION bob").name, "session_authorization");
+  EXPECT_EQ(one("SET search_path = \"My Schema\"").sql, "SET \"search_path\" TO 'My Schema'");
+  EXPECT_EQ(one("SET x.y = 'it''s'").sql, "SET \"x.y\" TO 'it''s'");
+  EXPECT_EQ(one("SET x.y = 0").sql, "SET \"x.y\" TO 0");
+  EXPECT_EQ(one("SET x.y = -1.5").sql, "SET \"x.y\" TO -1.5");
+  // A trailing comment is not part of the generated statement.
+  EXPECT_EQ(one("SET search_path = a -- note").sql, "SET \"search_path\" TO 'a'");
+  EXPECT_EQ(one("SET TIME ZONE DEFAULT").kind, Kind::Reset);
+  EXPECT_EQ(one("SET work_mem FROM CURRENT").kind, Kind::Unknown);
+  EXPECT_EQ(one("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").kind, Kind::Unknown);
 }
 
-TEST(Classify, ResetDiscardListen) {
-  EXPECT_EQ(classify("RESET work_mem").kind, StmtKind::Reset);
-  EXPECT_EQ(classify("RESET ALL").kind, StmtKind::ResetAll);
-  // RESET names the setting as SET recorded it, so the pair cancels out.
-  EXPECT_EQ(classify("RESET SESSION AUTHORIZATION").name, classify("SET SESSION AUTHORIZATION bob").name);
-  EXPECT_EQ(classify("RESET TIME ZONE").name, classify("SET TIME ZONE 'UTC'").name);
-  EXPECT_EQ(classify("discard all").kind, StmtKind::DiscardAll);
-  EXPECT_EQ(classify("DISCARD PLANS").kind, StmtKind::Other);
-  EXPECT_EQ(classify("LISTEN chan").kind, StmtKind::Listen);
-  EXPECT_EQ(classify("-- comment\nlisten chan").kind, StmtKind::Listen);
+TEST(SessionEffects, TransactionScopedChangeNothing) {
+  EXPECT_TRUE(effects("SET LOCAL work_mem = '1MB'").empty());
+  EXPECT_TRUE(effects("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").empty());
+  EXPECT_TRUE(effects("SET CONSTRAINTS ALL DEFERRED").empty());
+  EXPECT_TRUE(effects("SELECT 'SET x = 1'").empty());
+  EXPECT_TRUE(effects("DISCARD PLANS").empty());
+  EXPECT_TRUE(effects("DECLARE c CURSOR FOR SELECT 1").empty());
+  EXPECT_TRUE(effects("SELECT pg_advisory_xact_lock(1)").empty());
 }
 
-TEST(Classify, SessionObjects) {
-  EXPECT_EQ(classify("PREPARE q AS SELECT 1").kind, StmtKind::SessionObject);
-  EXPECT_EQ(classify("declare c cursor with hold for select 1").kind, StmtKind::SessionObject);
-  EXPECT_EQ(classify("CREATE TEMP TABLE t (a int)").kind, StmtKind::SessionObject);
-  EXPECT_EQ(classify("create local temporary table t (a int)").kind, StmtKind::SessionObject);
-  EXPECT_EQ(classify("CREATE TABLE t (a int)").kind, StmtKind::Other);
+TEST(SessionEffects, EveryStatementOfAQuery) {
+  std::vector<SessionEffect> e = effects("SELECT 1; SET search_path = a; ;SET work_mem = '8MB'");
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].name, "search_path");
+  EXPECT_EQ(e[1].name, "work_mem");
+  EXPECT_TRUE(cache::classify_statement("BEGIN; SET a.b = 1; COMMIT").transaction_control);
 }
 
-TEST(Classify, Deallocate) {
-  EXPECT_EQ(classify("DEALLOCATE s1").kind, StmtKind::Deallocate);
-  EXPECT_EQ(classify("DEALLOCATE s1").name, "s1");
-  EXPECT_EQ(classify("deallocate prepare \"P_0\"").name, "P_0");   // quoted: case kept
-  EXPECT_EQ(classify("DEALLOCATE P_0").name, "p_0");                // unquoted: folded, as PostgreSQL does
-  EXPECT_EQ(classify("DEALLOCATE ALL").kind, StmtKind::DeallocateAll);
-  EXPECT_EQ(classify("DEALLOCATE PREPARE ALL").kind, StmtKind::DeallocateAll);
-  EXPECT_EQ(classify("DEALLOCATE s1; SELECT 1").kind, StmtKind::Other);
+TEST(SessionEffects, ResetDiscardListenDeallocate) {
+  EXPECT_EQ(one("RESET work_mem").kind, Kind::Reset);
+  EXPECT_EQ(one("RESET ALL").kind, Kind::ResetAll);
+  EXPECT_EQ(one("RESET SESSION AUTHORIZATION").name, one("SET SESSION AUTHORIZATION bob").name);
+  EXPECT_EQ(one("RESET TIME ZONE").name, one("SET TIME ZONE 'UTC'").name);
+  EXPECT_EQ(one("discard all").kind, Kind::DiscardAll);
+  EXPECT_EQ(one("-- comment\nlisten chan").kind, Kind::Listen);
+  EXPECT_EQ(one("deallocate prepare \"P_0\"").name, "P_0");   // quoted: case kept
+  EXPECT_EQ(one("DEALLOCATE P_0").name, "p_0");                // unquoted: folded, as PostgreSQL does
+  EXPECT_EQ(one("DEALLOCATE ALL").kind, Kind::DeallocateAll);
 }
 
-TEST(ChangesSchema, DdlAnywhereInTheString) {
-  using proxy::changes_schema;
-  EXPECT_TRUE(changes_schema("ALTER TABLE t ADD COLUMN c int"));
-  EXPECT_TRUE(changes_schema("  create index on t (a)"));
-  EXPECT_TRUE(changes_schema("BEGIN; DROP TABLE t; COMMIT"));
-  EXPECT_TRUE(changes_schema("/* x; */ SELECT 1; -- ;\n alter table t rename to u"));
-  EXPECT_FALSE(changes_schema("SELECT 'alter; drop'"));
-  EXPECT_FALSE(changes_schema("SELECT $$; DROP TABLE t$$"));
-  EXPECT_FALSE(changes_schema("INSERT INTO create_log VALUES (1)"));
-  EXPECT_FALSE(changes_schema("-- drop table t\nSELECT 1"));
+TEST(SessionEffects, StateThatCannotFollowTheClient) {
+  for (const char* sql : {"PREPARE q AS SELECT 1", "declare c cursor with hold for select 1", "CREATE TEMP TABLE t (a int)",
+                          "create local temporary table t (a int)", "CREATE TABLE pg_temp.t (a int)",
+                          "SELECT * INTO TEMP t FROM x", "SELECT pg_advisory_lock(1)",
+                          "SELECT 1 FROM t WHERE pg_try_advisory_lock(id)"})
+    EXPECT_EQ(one(sql).kind, Kind::SessionObject) << sql;
+  for (const char* sql : {"SELECT set_config('search_path', 'x', false)", "DO $$ BEGIN PERFORM 1; END $$", "CALL p()",
+                          "LOAD 'auto_explain'"})
+    EXPECT_EQ(one(sql).kind, Kind::Unknown) << sql;
+  EXPECT_EQ(one("SELEC 1").kind, Kind::Unparsed);
+  EXPECT_EQ(one(std::string_view("SELECT 1\0; SET a.b = 1", 24)).kind, Kind::Unknown);   // a NUL: not looked at
+  EXPECT_TRUE(effects("CREATE TABLE t (a int)").empty());
+}
+
+TEST(SessionEffects, DeepTreesAreNotParsed) {
+  std::string deep = "SELECT 1";
+  for (int i = 0; i < 100000; i++) deep += "*1";
+  EXPECT_EQ(one(deep).kind, Kind::Unknown);
+  std::string wide = "INSERT INTO t VALUES ($1)";
+  for (int i = 2; i <= 50000; i++) wide += ",($" + std::to_string(i) + ")";
+  EXPECT_TRUE(effects(wide).empty());   // a long flat list is parsed
+}
+
+TEST(Shape, LiteralsMaskedOnlyWhereSafe) {
+  size_t depth = 0;
+  EXPECT_EQ(cache::shape_of("SELECT a FROM t WHERE id = 42 AND s = 'x''y'", depth),
+            cache::shape_of("SELECT a FROM t WHERE id = 7 AND s = 'z'", depth));
+  EXPECT_NE(cache::shape_of("SELECT t1 FROM t", depth), cache::shape_of("SELECT t2 FROM t", depth));
+  EXPECT_EQ(cache::shape_of("SELECT E'a\\'b'", depth), "");     // escape strings: keyed on the text itself
+  EXPECT_EQ(cache::shape_of("SELECT $$x$$", depth), "");
+  EXPECT_NE(cache::shape_of("SELECT '1' /* x */", depth), "");
+  cache::shape_of("SELECT f(g(h(1)))", depth);
+  EXPECT_GE(depth, 4u);
+}
+
+TEST(StatementCache, SetValuesComeFromTheText) {
+  cache::StatementCache sc;
+  EXPECT_EQ(sc.classify_now("SET search_path = 'a'")->effects.at(0).sql, "SET \"search_path\" TO 'a'");
+  EXPECT_EQ(sc.classify_now("SET search_path = 'b'")->effects.at(0).sql, "SET \"search_path\" TO 'b'");
+  EXPECT_EQ(sc.classify_now("SELECT 1")->statements, 1);
+  EXPECT_EQ(sc.classify_now("SELECT 2"), sc.classify_now("SELECT 3"));   // one entry per shape
 }
 
 TEST(SettingList, DiffReplaysAndResets) {
   proxy::SettingList client, server;
-  client.apply(classify("SET search_path TO a"), "SET search_path TO a");
-  server.apply(classify("SET work_mem = '8MB'"), "SET work_mem = '8MB'");
+  client.apply(one("SET search_path TO a"));
+  server.apply(one("SET work_mem = '8MB'"));
   std::string sql;
   client.diff(server, sql);
-  EXPECT_EQ(sql, "RESET work_mem;SET search_path TO a;");
+  EXPECT_EQ(sql, "RESET \"work_mem\";SET \"search_path\" TO 'a';");
   sql.clear();
   server = client;
   client.diff(server, sql);
   EXPECT_EQ(sql, "");
-  client.apply(classify("SET search_path TO b"), "SET search_path TO b");   // replaces, keeps one entry
+  client.apply(one("SET search_path TO b"));   // replaces, keeps one entry
   client.diff(server, sql);
-  EXPECT_EQ(sql, "SET search_path TO b;");
+  EXPECT_EQ(sql, "SET \"search_path\" TO 'b';");
 }
 
-TEST(SettingList, ResetAllKeepsRole) {
+TEST(SettingList, RoleFollowsPostgreSQL) {
   proxy::SettingList l;
-  l.apply(classify("SET ROLE alice"), "SET ROLE alice");
-  l.apply(classify("SET work_mem = 1"), "SET work_mem = 1");
-  l.apply(classify("RESET ALL"), "RESET ALL");
+  l.apply(one("SET ROLE alice"));
+  l.apply(one("SET work_mem = 1"));
+  l.apply(one("RESET ALL"));
   proxy::SettingList only_role;
-  only_role.apply(classify("SET ROLE alice"), "SET ROLE alice");
+  only_role.apply(one("SET ROLE alice"));
   EXPECT_TRUE(l == only_role);
-  l.apply(classify("DISCARD ALL"), "DISCARD ALL");
+  l.apply(one("RESET SESSION AUTHORIZATION"));   // resets the role too
+  EXPECT_TRUE(l.empty());
+  l.apply(one("SET ROLE alice"));
+  l.apply(one("DISCARD ALL"));
   EXPECT_TRUE(l.empty());
 }
 

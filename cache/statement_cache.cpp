@@ -1,0 +1,86 @@
+#include "cache/statement_cache.h"
+
+#include <algorithm>
+
+namespace cache {
+namespace {
+
+bool has_set(const Classification& c) {
+  return std::any_of(c.effects.begin(), c.effects.end(), [](const SessionEffect& e) { return e.kind == SessionEffect::Kind::Set; });
+}
+
+}  // namespace
+
+struct StatementCache::Work {
+  uv_work_t req;
+  StatementCache* self;
+  std::string sql, key;
+  Classification result;
+  std::function<void()> done;
+};
+
+ClassificationPtr StatementCache::classify_now(std::string_view sql) {
+  size_t depth = 0;
+  std::string shape = shape_of(sql, depth);
+  if (depth > kMaxParseDepth) {
+    static const ClassificationPtr kTooDeep =
+        std::make_shared<const Classification>(unclassified("too deeply nested to parse on the event loop"));
+    return kTooDeep;
+  }
+  std::string_view key = shape.empty() ? sql : std::string_view(shape);
+  ClassificationPtr c;
+  if (auto it = map_.find(key); it != map_.end()) {
+    c = it->second;
+  } else if (sql.size() > max_bytes_ / 4) {
+    static const ClassificationPtr kTooLong = std::make_shared<const Classification>(unclassified("too long to classify"));
+    return kTooLong;
+  } else if (sql.size() > kParseOnLoop) {
+    return nullptr;
+  } else {
+    c = std::make_shared<const Classification>(classify_statement(sql, false));
+    remember(std::string(key), c);
+  }
+  if (shape.empty() || !has_set(*c)) return c;
+  if (sql.size() > kParseOnLoop) {
+    static const ClassificationPtr kLongSet =
+        std::make_shared<const Classification>(unclassified("a long text with SET statements"));
+    return kLongSet;
+  }
+  return std::make_shared<const Classification>(classify_statement(sql, false));
+}
+
+void StatementCache::classify_async(uv_loop_t* loop, std::string sql, std::function<void()> done) {
+  auto* w = new Work{{}, this, std::move(sql), {}, {}, std::move(done)};
+  size_t depth = 0;
+  w->key = shape_of(w->sql, depth);
+  if (w->key.empty()) w->key = w->sql;
+  w->req.data = w;
+  int rc = uv_queue_work(
+      loop, &w->req, [](uv_work_t* req) {
+        auto* w = static_cast<Work*>(req->data);
+        w->result = classify_statement(w->sql, false);   // libpg-query keeps its state per thread
+      },
+      [](uv_work_t* req, int) {
+        std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+        w->self->remember(std::move(w->key), std::make_shared<const Classification>(std::move(w->result)));
+        w->done();
+      });
+  if (rc != 0) {   // cannot happen with a valid loop; count the text as not understood
+    std::unique_ptr<Work> owned(w);
+    remember(std::move(owned->key), std::make_shared<const Classification>(unclassified("not parsed")));
+    owned->done();
+  }
+}
+
+void StatementCache::remember(std::string key, ClassificationPtr c) {
+  size_t cost = key.size() + sizeof(Classification) + 64;
+  if (cost > max_bytes_ / 4) return;
+  if (bytes_ + cost > max_bytes_) {
+    map_.clear();
+    bytes_ = 0;
+  }
+  bytes_ += cost;
+  map_.insert_or_assign(std::move(key), std::move(c));
+}
+
+}  // namespace cache
