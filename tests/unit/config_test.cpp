@@ -584,3 +584,15 @@ TEST(Config, DescribeNewKeysReloadable) {
     EXPECT_FALSE(conf::needs_restart(key)) << key;
   }
 }
+
+// yaml-cpp 0.7's LoadAll never returns on these (found by tests/fuzz/config_fuzz.cpp).
+TEST(Config, StrayCommaIsAnErrorNotAHang) {
+  EXPECT_EQ(load_err(","), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err(",,"), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err(",a:\n bases:\n"), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err("# comment\n\n, listen_port: 1\n"), "test.yaml:3: syntax error: unexpected ','");
+  EXPECT_EQ(load_err(",\n---\nlisten_port: 1\n"), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err("listen_port: 1\n---\n,\n"), "test.yaml:3: only one YAML document is allowed");
+  EXPECT_EQ(load_err("listen_port: 1\n...\n---\nlog_level: info\n"), "test.yaml:4: only one YAML document is allowed");
+  EXPECT_EQ(load_ok("---\nlisten_port: 7\n...\n").listen_port, 7);
+}
