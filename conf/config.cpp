@@ -2,8 +2,10 @@
 // every error reported as "file:line: message". No exception leaves this file.
 #include "conf/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cerrno>
@@ -15,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include <grp.h>
 #include <pwd.h>
@@ -37,6 +40,11 @@ struct Val {
 
 [[noreturn]] void fail(int line, std::string msg) { throw Error{line, std::move(msg)}; }
 [[noreturn]] void fail(const Val& v, const std::string& msg) { fail(v.line, std::string(v.key) + " " + msg); }
+
+// 1-based line of m, else of fallback.
+int line_of_mark(const YAML::Mark& m, const YAML::Mark& fallback) {
+  return m.line >= 0 ? m.line + 1 : fallback.line >= 0 ? fallback.line + 1 : 0;
+}
 
 int line_of(const YAML::Node& n, int fallback) {
   YAML::Mark m = n.Mark();
@@ -190,6 +198,54 @@ int octal_mode(const Val& v) {
   return mode;
 }
 
+// A duration of at least 1ms (0 would mean "no time at all", not "off").
+Duration positive_duration(const Val& v) {
+  Duration d = duration(v);
+  if (d.count() <= 0) fail(v, "must be a duration > 0 (e.g. 500ms, 5s)" + got(v.node.Scalar()));
+  return d;
+}
+
+// TCP keepalive times: the kernel takes whole seconds, 1-32767 on Linux.
+Duration keepalive_seconds(const Val& v) {
+  Duration d = duration(v);
+  if (d.count() < 1000 || d.count() > 32767000 || d.count() % 1000 != 0)
+    fail(v, "must be whole seconds from 1s to 32767s (e.g. 60, 30s, 2m)" + got(v.node.Scalar()));
+  return d;
+}
+
+// `server_auth_methods`: a list or a comma-separated string of method names.
+uint8_t server_auth_methods(const Val& v) {
+  static const std::map<std::string_view, uint8_t> names = {
+      {"scram-sha-256", kServerAuthScram}, {"md5", kServerAuthMd5},
+      {"password", kServerAuthCleartext}, {"cleartext", kServerAuthCleartext}};
+  const std::string expect = "scram-sha-256, md5 or password";
+  uint8_t out = 0;
+  auto add = [&](const std::string& raw, int line) {
+    size_t b = raw.find_first_not_of(" \t"), e = raw.find_last_not_of(" \t");
+    if (b == std::string::npos) return;
+    std::string name = raw.substr(b, e - b + 1);
+    auto it = names.find(name);
+    if (it == names.end()) fail(line, std::string(v.key) + " has an unknown method (expected " + expect + ")" + got(name));
+    out |= it->second;
+  };
+  if (v.node.IsSequence()) {
+    for (const auto& item : v.node) {
+      if (!item.IsScalar()) fail(line_of(item, v.line), std::string(v.key) + " must be a list of method names");
+      add(item.Scalar(), line_of(item, v.line));
+    }
+  } else {
+    std::string s = scalar(v, "a list of method names (e.g. [scram-sha-256, md5]) or a comma-separated string");
+    for (size_t pos = 0; pos <= s.size();) {
+      size_t comma = s.find(',', pos);
+      if (comma == std::string::npos) comma = s.size();
+      add(s.substr(pos, comma - pos), v.line);
+      pos = comma + 1;
+    }
+  }
+  if (out == 0) fail(v, "must name at least one method: " + expect);
+  return out;
+}
+
 template <class T>
 using Setter = std::function<void(T&, const Val&)>;
 template <class T>
@@ -234,7 +290,8 @@ std::map<std::string, int> apply_map(T& out, const YAML::Node& map, const Table<
     auto it = table.find(key);
     if (it == table.end()) fail(line, "unknown key '" + key + "'");
     if (!seen.emplace(key, line).second) fail(line, "duplicate key '" + key + "'");
-    it->second(out, Val{kv.second, it->first, line_of(kv.second, line)});
+    // An empty value's mark is the next token's, often on a later line: use the key's.
+    it->second(out, Val{kv.second, it->first, kv.second.IsNull() ? line : line_of(kv.second, line)});
   }
   return seen;
 }
@@ -418,6 +475,13 @@ const Table<Config>& config_keys() {
       {"max_client_conn", field(&Config::max_client_conn, 1)},
       {"max_db_connections", field(&Config::max_db_connections, 0)},
       {"max_prepared_statements", field(&Config::max_prepared_statements, 0)},
+      {"max_client_prepared_statements", field(&Config::max_client_prepared_statements, 0)},
+      {"max_unauthenticated_clients", field(&Config::max_unauthenticated_clients, 1)},
+      {"max_inspect_bytes", [](Config& c, const Val& v) {
+         c.max_inspect_bytes = byte_size(v);
+         if (c.max_inspect_bytes < (64u << 10) || c.max_inspect_bytes > (1u << 30))
+           fail(v, "must be from 64kB to 1GB" + got(v.node.Scalar()));
+       }},
       {"schema_notify_channel", field(&Config::schema_notify_channel)},
       {"schema_notify_conninfo", field(&Config::schema_notify_conninfo)},
       {"server_idle_timeout", field(&Config::server_idle_timeout)},
@@ -428,9 +492,20 @@ const Table<Config>& config_keys() {
       {"server_reset_query_always", field(&Config::server_reset_query_always)},
       {"server_check_query", field(&Config::server_check_query)},
       {"server_check_delay", field(&Config::server_check_delay)},
+      {"server_check_timeout", [](Config& c, const Val& v) { c.server_check_timeout = positive_duration(v); }},
+      {"server_reset_timeout", [](Config& c, const Val& v) { c.server_reset_timeout = positive_duration(v); }},
+      {"cancel_wait_timeout", [](Config& c, const Val& v) { c.cancel_wait_timeout = positive_duration(v); }},
+      {"server_auth_methods", [](Config& c, const Val& v) { c.server_auth_methods = server_auth_methods(v); }},
       {"query_wait_timeout", field(&Config::query_wait_timeout)},
+      {"query_timeout", field(&Config::query_timeout)},
+      {"idle_transaction_timeout", field(&Config::idle_transaction_timeout)},
+      {"client_idle_timeout", field(&Config::client_idle_timeout)},
       {"client_login_timeout", field(&Config::client_login_timeout)},
       {"shutdown_timeout", field(&Config::shutdown_timeout)},
+      {"tcp_keepalive", field(&Config::tcp_keepalive)},
+      {"tcp_keepidle", [](Config& c, const Val& v) { c.tcp_keepidle = keepalive_seconds(v); }},
+      {"tcp_keepintvl", [](Config& c, const Val& v) { c.tcp_keepintvl = keepalive_seconds(v); }},
+      {"tcp_keepcnt", field(&Config::tcp_keepcnt, 1, 127)},
       {"log_level", field(&Config::log_level)},
       {"metrics", section(&Config::metrics, metrics_keys, "{listen: \"127.0.0.1:9127\"}")},
       {"lockd", section(&Config::lockd, lockd_keys, "{socket_path: /run/pgsidecar/lockd.sock}")},
@@ -480,6 +555,53 @@ Config parse_config(const YAML::Node& root, const std::string& name) {
   return cfg;
 }
 
+// Where each YAML document starts and where its first node is; only marks are kept.
+struct DocumentMarks : YAML::EventHandler {
+  struct Doc {
+    YAML::Mark start, first;
+    bool has_node = false;
+  };
+  std::vector<Doc> docs;
+  void node(const YAML::Mark& m) {
+    if (!docs.empty() && !docs.back().has_node) docs.back().first = m, docs.back().has_node = true;
+  }
+  void OnDocumentStart(const YAML::Mark& m) override { docs.push_back({m, m}); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t, const std::string&) override { node(m); }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnMapEnd() override {}
+};
+
+// The single document of `text` (Null when there is none). Not YAML::LoadAll: in
+// yaml-cpp 0.7 a stray ',' at document level makes it return empty documents
+// forever without consuming input (found by tests/fuzz/config_fuzz.cpp). So the
+// documents are counted here, stopping at the second, and a second one starting
+// where the first did means the parser is stuck on that character.
+YAML::Node load_one_document(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentMarks marks;
+  while (marks.docs.size() < 2 && parser.HandleNextDocument(marks)) {}
+  if (marks.docs.size() >= 2) {
+    const DocumentMarks::Doc& second = marks.docs[1];
+    if (second.start.pos == marks.docs[0].start.pos) {
+      size_t pos = static_cast<size_t>(std::max(second.start.pos, 0));
+      std::string what = pos < text.size() ? "'" + text.substr(pos, 1) + "'" : "end of input";
+      throw Error{second.start.line + 1, "syntax error: unexpected " + what};
+    }
+    throw Error{line_of_mark(second.first, second.start), "only one YAML document is allowed"};
+  }
+  return YAML::Load(text);
+}
+
 std::string format(const std::string& name, int line, const std::string& msg) {
   return line > 0 ? name + ":" + std::to_string(line) + ": " + msg : name + ": " + msg;
 }
@@ -489,9 +611,7 @@ std::string format(const std::string& name, int line, const std::string& msg) {
 LoadResult load_string(std::string_view yaml, const std::string& name_for_errors) {
   LoadResult r;
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml));
-    if (docs.size() > 1) throw Error{line_of(docs[1], 0), "only one YAML document is allowed"};
-    r.config = parse_config(docs.empty() ? YAML::Node() : docs[0], name_for_errors);
+    r.config = parse_config(load_one_document(std::string(yaml)), name_for_errors);
   } catch (const Error& e) {
     r.error = format(name_for_errors, e.line, e.msg);
   } catch (const YAML::Exception& e) {
@@ -541,6 +661,15 @@ std::string_view to_string(Compression c) {
   return names[static_cast<int>(c)];
 }
 
+std::string server_auth_method_names(uint8_t methods) {
+  std::string out;
+  for (auto [bit, name] : {std::pair{kServerAuthScram, "scram-sha-256"}, {kServerAuthMd5, "md5"},
+                           {kServerAuthCleartext, "password"}}) {
+    if (methods & bit) out += (out.empty() ? "" : ",") + std::string(name);
+  }
+  return out;
+}
+
 const std::string& Migrations::history_table() const {
   static const std::string defaults[] = {"pgsidecar_migrations", "schema_migrations", "flyway_schema_history"};
   return table.empty() ? defaults[static_cast<int>(format)] : table;
@@ -585,6 +714,9 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"max_client_conn", std::to_string(c.max_client_conn)},
       {"max_db_connections", std::to_string(c.max_db_connections)},
       {"max_prepared_statements", std::to_string(c.max_prepared_statements)},
+      {"max_client_prepared_statements", std::to_string(c.max_client_prepared_statements)},
+      {"max_unauthenticated_clients", std::to_string(c.max_unauthenticated_clients)},
+      {"max_inspect_bytes", std::to_string(c.max_inspect_bytes)},
       {"schema_notify_channel", c.schema_notify_channel},
       {"schema_notify_conninfo", c.schema_notify_conninfo.empty() ? "" : "(set)"},   // may hold a password
       {"server_idle_timeout", ms(c.server_idle_timeout)},
@@ -595,9 +727,20 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"server_reset_query_always", c.server_reset_query_always ? "true" : "false"},
       {"server_check_query", c.server_check_query},
       {"server_check_delay", ms(c.server_check_delay)},
+      {"server_check_timeout", ms(c.server_check_timeout)},
+      {"server_reset_timeout", ms(c.server_reset_timeout)},
+      {"cancel_wait_timeout", ms(c.cancel_wait_timeout)},
+      {"server_auth_methods", server_auth_method_names(c.server_auth_methods)},
       {"query_wait_timeout", ms(c.query_wait_timeout)},
+      {"query_timeout", ms(c.query_timeout)},
+      {"idle_transaction_timeout", ms(c.idle_transaction_timeout)},
+      {"client_idle_timeout", ms(c.client_idle_timeout)},
       {"client_login_timeout", ms(c.client_login_timeout)},
       {"shutdown_timeout", ms(c.shutdown_timeout)},
+      {"tcp_keepalive", c.tcp_keepalive ? "true" : "false"},
+      {"tcp_keepidle", ms(c.tcp_keepidle)},
+      {"tcp_keepintvl", ms(c.tcp_keepintvl)},
+      {"tcp_keepcnt", std::to_string(c.tcp_keepcnt)},
       {"log_level", std::string(to_string(c.log_level))},
       {"metrics.listen", c.metrics.listen},
       {"lockd.socket_path", c.lockd.socket_path},

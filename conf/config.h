@@ -2,6 +2,8 @@
 // with file:line errors. Names follow PgBouncer's where the meaning is the same.
 #pragma once
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +17,10 @@ using Duration = std::chrono::milliseconds;
 enum class PoolMode { Session, Transaction };
 enum class AuthType { Trust, ScramSha256 };
 enum class LogLevel { Debug, Info, Warn, Error };
+
+// Bits of Config::server_auth_methods: the methods a PostgreSQL server may ask
+// pgsidecar to log in with. YAML names: scram-sha-256, md5, password (alias cleartext).
+constexpr uint8_t kServerAuthScram = 1, kServerAuthMd5 = 2, kServerAuthCleartext = 4;
 
 // One entry of `databases:`. The key "*" matches any database name not listed.
 struct Database {
@@ -113,6 +119,9 @@ struct Config {
   int max_client_conn = 100;
   int max_db_connections = 0;       // 0 = unlimited
   int max_prepared_statements = 200;  // per server connection, transaction mode; 0 = plan cache off
+  int max_client_prepared_statements = 1000;  // named prepared statements one client may hold (plan cache); 0 = unlimited
+  int max_unauthenticated_clients = 256;  // connections not yet logged in, at once; more are refused with 53300
+  size_t max_inspect_bytes = 1 << 20;     // largest Query/Parse held whole to read it (SQL classifier); >= 64kB
   std::string schema_notify_channel;  // NOTIFY on it moves the schema version on; "" = not listening
   std::string schema_notify_conninfo; // libpq conninfo of the connection that LISTENs
 
@@ -124,9 +133,23 @@ struct Config {
   bool server_reset_query_always = false;
   std::string server_check_query = "SELECT 1";
   Duration server_check_delay{30000};
+  Duration server_check_timeout{5000};   // server_check_query must answer within this, else the server is closed; > 0
+  Duration server_reset_timeout{5000};   // server_reset_query must finish within this, else the server is closed; > 0
+  Duration cancel_wait_timeout{10000};   // a server whose cancel is in flight stays out of the pool at most this
+                                         // long, then is closed; > 0
+  uint8_t server_auth_methods = kServerAuthScram | kServerAuthMd5;  // kServerAuth* bits; never 0
   Duration query_wait_timeout{120000};
+  Duration query_timeout{0};             // 0 = off; a longer query is cancelled and the client disconnected
+  Duration idle_transaction_timeout{0};  // 0 = off; a client idle inside a transaction this long is disconnected
+  Duration client_idle_timeout{0};       // 0 = off; a logged-in client idle (no transaction) this long is closed
   Duration client_login_timeout{60000};
   Duration shutdown_timeout{30000};
+
+  // TCP keepalive on client and server TCP sockets (not unix sockets); whole seconds.
+  bool tcp_keepalive = true;
+  Duration tcp_keepidle{60000};     // TCP_KEEPIDLE: idle time before the first probe, 1s-32767s
+  Duration tcp_keepintvl{10000};    // TCP_KEEPINTVL: between probes, 1s-32767s
+  int tcp_keepcnt = 6;              // TCP_KEEPCNT: unanswered probes before the connection is dropped, 1-127
 
   LogLevel log_level = LogLevel::Info;
   Metrics metrics;
@@ -156,6 +179,8 @@ std::string_view to_string(LogLevel l);
 std::string_view to_string(MigrationFormat f);
 std::string_view to_string(CacheMode m);
 std::string_view to_string(Compression c);
+// kServerAuth* bits as their YAML names, comma-separated ("scram-sha-256,md5").
+std::string server_auth_method_names(uint8_t methods);
 
 // Every top-level setting as (key, value as text) in a fixed order, for the admin
 // console's SHOW CONFIG (databases are listed by SHOW DATABASES).

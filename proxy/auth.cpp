@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <vector>
 
 // Password normalization: RFC 7677 asks for SASLprep. We treat passwords as raw
@@ -245,6 +246,43 @@ ScramSecret make_scram_secret(std::string_view password, int iterations, std::st
   return out;
 }
 
+// ---- Dummy secrets for unknown users ------------------------------------------
+
+DummyKey make_dummy_key() {
+  DummyKey k{};
+  if (RAND_bytes(k.data(), static_cast<int>(k.size())) != 1) {
+    std::random_device rd;   // the OpenSSL RNG failing is near impossible; still never a fixed key
+    for (uint8_t& b : k) b = static_cast<uint8_t>(rd());
+  }
+  return k;
+}
+
+ScramSecret dummy_scram_secret(const DummyKey& key, std::string_view user) {
+  // HMAC(key, label || 0 || user): independent values per label, deterministic per user.
+  auto derive = [&](std::string_view label) {
+    std::string data(label);
+    data.push_back('\0');
+    data.append(user);
+    return hmac(key, data);
+  };
+  auto salt = derive("salt"), stored = derive("stored key"), server = derive("server key");
+  ScramSecret out;
+  if (!salt || !stored || !server) {
+    out.iterations = 0;   // refused by ScramServer, like a broken make_scram_secret
+    return out;
+  }
+  out.iterations = kDefaultScramIterations;
+  out.salt.assign(reinterpret_cast<const char*>(salt->data()), 16);
+  out.stored_key = *stored;
+  out.server_key = *server;
+  return out;
+}
+
+ScramSecret dummy_scram_secret(std::string_view user) {
+  static const DummyKey key = make_dummy_key();
+  return dummy_scram_secret(key, user);
+}
+
 // ---- SCRAM server --------------------------------------------------------------
 
 ScramServer::ScramServer(ScramSecret secret) : secret_(std::move(secret)) {}
@@ -318,25 +356,36 @@ std::string ScramClient::client_first() {
   nonce_ = random_b64(kNonceBytes);   // empty on RNG failure: server_first() then fails
   client_first_bare_ = "n=,r=" + nonce_;
   auth_message_.clear();
+  verified_ = spent_ = false;
   return "n,," + client_first_bare_;
 }
 
 bool ScramClient::server_first(std::string_view msg, std::string& client_final, std::string& err) {
-  if (nonce_.empty() || !auth_message_.empty()) return fail(err, "SCRAM: unexpected server-first-message");
+  if (spent_ || nonce_.empty() || !auth_message_.empty()) {
+    spent_ = true;
+    return fail(err, "SCRAM: unexpected server-first-message");
+  }
+  auto bad = [&](std::string why) {   // a failed step ends the exchange
+    spent_ = true;
+    return fail(err, std::move(why));
+  };
   auto attrs = split(msg, ',');
-  if (attr(attrs[0], 'm')) return fail(err, "SCRAM: server requires unsupported extensions");
-  if (attrs.size() < 3) return fail(err, "SCRAM: malformed server-first-message");
+  if (attr(attrs[0], 'm')) return bad("SCRAM: server requires unsupported extensions");
+  if (attrs.size() < 3) return bad("SCRAM: malformed server-first-message");
   auto r = attr(attrs[0], 'r'), s = attr(attrs[1], 's'), i = attr(attrs[2], 'i');
-  if (!r || !s || !i) return fail(err, "SCRAM: malformed server-first-message");
+  if (!r || !s || !i) return bad("SCRAM: malformed server-first-message");
   if (!valid_nonce(*r) || r->size() <= nonce_.size() || r->substr(0, nonce_.size()) != nonce_)
-    return fail(err, "SCRAM: server nonce does not extend the client nonce");
+    return bad("SCRAM: server nonce does not extend the client nonce");
   auto salt = b64_decode(*s);
-  if (!salt || salt->empty()) return fail(err, "SCRAM: invalid salt");
+  if (!salt || salt->empty()) return bad("SCRAM: invalid salt");
   auto iterations = parse_iterations(*i);
-  if (!iterations) return fail(err, "SCRAM: invalid iteration count");
+  if (!iterations) return bad("SCRAM: invalid iteration count");
+  if (*iterations > kMaxScramIterations)
+    return bad("SCRAM: server asks for iteration count " + std::to_string(*iterations) + ", more than pgsidecar allows (" +
+               std::to_string(kMaxScramIterations) + ")");
 
   auto salted = cached_salted_password(password_, *salt, *iterations);
-  if (!salted) return fail(err, "SCRAM: internal crypto error");
+  if (!salted) return bad("SCRAM: internal crypto error");
   salted_password_ = *salted;
   OPENSSL_cleanse(salted->data(), salted->size());
   std::string without_proof = "c=biws,r=" + std::string(*r);
@@ -344,7 +393,7 @@ bool ScramClient::server_first(std::string_view msg, std::string& client_final, 
   auto client_key = hmac(salted_password_, "Client Key");
   auto stored = client_key ? sha256(view(*client_key)) : std::nullopt;
   auto client_sig = stored ? hmac(*stored, auth_message) : std::nullopt;
-  if (!client_sig) return fail(err, "SCRAM: internal crypto error");
+  if (!client_sig) return bad("SCRAM: internal crypto error");
   Key proof = xor_keys(*client_key, *client_sig);
   OPENSSL_cleanse(client_key->data(), client_key->size());
   auth_message_ = std::move(auth_message);
@@ -353,10 +402,14 @@ bool ScramClient::server_first(std::string_view msg, std::string& client_final, 
 }
 
 bool ScramClient::server_final(std::string_view msg, std::string& err) {
-  if (auth_message_.empty()) return fail(err, "SCRAM: unexpected server-final-message");
+  if (spent_ || auth_message_.empty()) {
+    spent_ = true;
+    return fail(err, "SCRAM: unexpected server-final-message");
+  }
+  spent_ = true;   // exchange is over either way
   std::string auth_message = std::move(auth_message_);
   auth_message_.clear();
-  nonce_.clear();   // exchange is over either way
+  nonce_.clear();
   Key salted = salted_password_;
   OPENSSL_cleanse(salted_password_.data(), salted_password_.size());
   if (auto e = attr(msg, 'e')) return fail(err, "SCRAM: server error: " + std::string(*e));
@@ -369,6 +422,7 @@ bool ScramClient::server_final(std::string_view msg, std::string& err) {
   auto expected = server_key ? hmac(*server_key, auth_message) : std::nullopt;
   if (!expected) return fail(err, "SCRAM: internal crypto error");
   if (!equal_ct(view(*expected), view(*sig))) return fail(err, "SCRAM: invalid server signature");
+  verified_ = true;
   return true;
 }
 

@@ -17,8 +17,16 @@ namespace auth {
 // nullopt and sets err to "path:line: message".
 std::optional<std::map<std::string, std::string>> load_userlist(const std::string& path, std::string& err);
 
+// Iterations of secrets pgsidecar derives from plain passwords (PostgreSQL's default too).
+constexpr int kDefaultScramIterations = 4096;
+// The most PBKDF2 iterations ScramClient accepts from a server. PBKDF2 runs on the
+// event loop (about 0.25 ms per 1000 iterations, once per role and salt thanks to
+// a cache), so a server asking for more, say a spoofed one, would stall every
+// client; it is refused instead. PostgreSQL's default (scram_iterations) is 4096.
+constexpr int kMaxScramIterations = 100000;
+
 struct ScramSecret {
-  int iterations = 4096;
+  int iterations = kDefaultScramIterations;
   std::string salt;                       // raw bytes
   std::array<uint8_t, 32> stored_key{};
   std::array<uint8_t, 32> server_key{};
@@ -27,7 +35,21 @@ struct ScramSecret {
 // Parses "SCRAM-SHA-256$iter:salt$stored:server"; nullopt if it is not one.
 std::optional<ScramSecret> parse_scram_secret(std::string_view s);
 // Derives a secret from a plain password (random 16-byte salt when salt is empty).
-ScramSecret make_scram_secret(std::string_view password, int iterations = 4096, std::string salt = {});
+ScramSecret make_scram_secret(std::string_view password, int iterations = kDefaultScramIterations,
+                              std::string salt = {});
+
+// Key for dummy_scram_secret: 32 random bytes, made once per process.
+using DummyKey = std::array<uint8_t, 32>;
+DummyKey make_dummy_key();
+// The secret presented to a client whose user is unknown (or cannot use SCRAM), so
+// that the exchange looks like a real one and fails only at the proof. Derived from
+// `key` and the user name by HMAC-SHA-256 (no PBKDF2, cheap): the same name always
+// gets the same salt, different names different salts, like real users, so salts do
+// not tell which users exist. Salt 16 bytes, iterations kDefaultScramIterations;
+// the keys are random-looking values no password matches.
+ScramSecret dummy_scram_secret(const DummyKey& key, std::string_view user);
+// The same with a process-wide key, made on first use.
+ScramSecret dummy_scram_secret(std::string_view user);
 
 // Server side of SCRAM-SHA-256 (no channel binding). One object per login attempt.
 class ScramServer {
@@ -50,12 +72,20 @@ class ScramClient {
  public:
   explicit ScramClient(std::string password);
   std::string client_first();   // "n,,n=,r=<nonce>"
+  // server-first-message -> client-final-message. False + err on a malformed message,
+  // a nonce that does not extend ours, a bad salt, or more than kMaxScramIterations.
   bool server_first(std::string_view msg, std::string& client_final, std::string& err);
   bool server_final(std::string_view msg, std::string& err);   // verifies the server signature
+  // True only once server_final() has verified the server's signature: the server
+  // proved it knows the password. An AuthenticationOk before that must be refused
+  // (a server skipping SASLFinal would otherwise be trusted without proof).
+  bool verified() const { return verified_; }
 
  private:
   std::string password_, nonce_, client_first_bare_, auth_message_;
   std::array<uint8_t, 32> salted_password_{};
+  bool verified_ = false;
+  bool spent_ = false;   // a step failed or the exchange ended: every later step fails
 };
 
 // PostgreSQL md5 password response: "md5" + md5hex(md5hex(password + user) + salt).

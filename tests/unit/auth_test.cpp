@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -247,6 +248,17 @@ TEST(Scram, ClientRejectsMalformedServerFirst) {
   for (const Case& c : std::initializer_list<Case>{
            {"srv,s=c2FsdA==,i=0", "iteration count"},
            {"srv,s=c2FsdA==,i=10000001", "iteration count"},
+           {"srv,s=c2FsdA==,i=100001", "more than pgsidecar allows (100000)"},
+           {"srv,s=c2FsdA==,i=2147483648", "iteration count"},
+           {"srv,s=c2FsdA==,i=-4096", "iteration count"},
+           {"srv,s=c2FsdA==,i=4096x", "iteration count"},
+           {"srv,s=c2FsdA=,i=4096", "invalid salt"},
+           {"srv,s=c2FsdA===,i=4096", "invalid salt"},
+           {"srv,s=c2Fs=dA=,i=4096", "invalid salt"},
+           {"srv,s= c2FsdA==,i=4096", "invalid salt"},
+           {"srv\x01,s=c2FsdA==,i=4096", "nonce"},       // control character in the nonce
+           {"srv,s=c2FsdA==", "malformed"},
+           {"srv,x=c2FsdA==,i=4096", "malformed"},
            {"srv,s=c2FsdA==,i=abc", "iteration count"},
            {"srv,s=c2FsdA==,i=", "iteration count"},
            {"srv,s=c2Fsd,i=4096", "invalid salt"},
@@ -262,16 +274,178 @@ TEST(Scram, ClientRejectsMalformedServerFirst) {
     EXPECT_FALSE(client.server_first("r=" + nonce + c.suffix, out, err)) << c.suffix;
     EXPECT_NE(err.find(c.err), std::string::npos) << c.suffix << " -> " << err;
   }
+  std::string out, err;
+  for (std::string bad : {"r=X<N>srv,s=c2FsdA==,i=4096", "m=ext,r=<N>srv,s=c2FsdA==,i=4096", "s=c2FsdA==,i=4096",
+                          "r=<N>", "r=<N>srv", "", ",", ",,", "r", "r=", "r=<N>srv,s", "r=<N>srv,s=,i"}) {
+    auth::ScramClient client("pw");
+    std::string nonce = attr_value(client.client_first(), "r=");
+    if (size_t n = bad.find("<N>"); n != std::string::npos) bad.replace(n, 3, nonce);
+    EXPECT_FALSE(client.server_first(bad, out, err)) << bad;
+    EXPECT_FALSE(err.empty()) << bad;
+    // A failed step ends the exchange: even a valid message is refused now.
+    EXPECT_FALSE(client.server_first("r=" + nonce + "srv,s=c2FsdA==,i=4096", out, err)) << bad;
+    EXPECT_FALSE(client.server_final("v=AAAA", err));
+    EXPECT_FALSE(client.verified());
+  }
+  // A valid message is accepted and answered with c=biws and the combined nonce.
   auth::ScramClient client("pw");
   std::string nonce = attr_value(client.client_first(), "r=");
-  std::string out, err;
-  EXPECT_FALSE(client.server_first("r=X" + nonce + "srv,s=c2FsdA==,i=4096", out, err));
-  EXPECT_NE(err.find("nonce"), std::string::npos) << err;
-  EXPECT_FALSE(client.server_first("m=ext,r=" + nonce + "srv,s=c2FsdA==,i=4096", out, err));
-  EXPECT_FALSE(client.server_first("s=c2FsdA==,i=4096", out, err));
-  // A valid message is accepted and answered with c=biws and the combined nonce.
   ASSERT_TRUE(client.server_first("r=" + nonce + "srv,s=c2FsdA==,i=4096", out, err)) << err;
   EXPECT_EQ(out.rfind("c=biws,r=" + nonce + "srv,p=", 0), 0u) << out;
+  // ... once: a second server-first is a protocol error.
+  EXPECT_FALSE(client.server_first("r=" + nonce + "srv,s=c2FsdA==,i=4096", out, err));
+}
+
+TEST(Scram, ClientAcceptsIterationsUpToTheCap) {
+  static_assert(auth::kMaxScramIterations == 100000);
+  // A server secret at exactly the cap still logs in.
+  EXPECT_TRUE(round_trip(auth::make_scram_secret("pw", auth::kMaxScramIterations), "pw"));
+  // One more is refused before any PBKDF2 work, with the numbers in the message.
+  auth::ScramServer server(auth::make_scram_secret("pw", auth::kMaxScramIterations + 1, "saltsalt"));
+  auth::ScramClient client("pw");
+  std::string server_first, out, err;
+  ASSERT_TRUE(server.client_first(client.client_first(), server_first, err)) << err;
+  EXPECT_FALSE(client.server_first(server_first, out, err));
+  EXPECT_EQ(err, "SCRAM: server asks for iteration count 100001, more than pgsidecar allows (100000)");
+}
+
+TEST(Scram, ClientVerifiedOnlyAfterServerSignature) {
+  std::string out, err;
+  {
+    auth::ScramClient client("pw");
+    EXPECT_FALSE(client.verified());
+    Pending p = pending();
+    EXPECT_FALSE(p.client.verified());   // after server-first: not yet
+    ASSERT_TRUE(p.server.client_final(p.client_final, out, err)) << err;
+    EXPECT_FALSE(p.client.verified());
+    ASSERT_TRUE(p.client.server_final(out, err)) << err;
+    EXPECT_TRUE(p.client.verified());
+    // Replaying server-final is refused and does not change verified().
+    EXPECT_FALSE(p.client.server_final(out, err));
+    EXPECT_TRUE(p.client.verified());
+    // A new exchange starts unverified.
+    p.client.client_first();
+    EXPECT_FALSE(p.client.verified());
+  }
+  {
+    Pending p = pending();
+    ASSERT_TRUE(p.server.client_final(p.client_final, out, err)) << err;
+    std::string sig = attr_value(out, "v=");
+    sig[0] = sig[0] == 'A' ? 'B' : 'A';
+    EXPECT_FALSE(p.client.server_final("v=" + sig, err));
+    EXPECT_FALSE(p.client.verified());
+  }
+  {
+    Pending p = pending();
+    EXPECT_FALSE(p.client.server_final("e=other-error", err));
+    EXPECT_FALSE(p.client.verified());
+  }
+}
+
+// ---- Dummy secrets for unknown users ---------------------------------------------------
+
+TEST(Scram, DummySecretPerUser) {
+  const auth::DummyKey key = auth::make_dummy_key();
+  auth::ScramSecret a1 = auth::dummy_scram_secret(key, "alice"), a2 = auth::dummy_scram_secret(key, "alice");
+  auth::ScramSecret b = auth::dummy_scram_secret(key, "bob");
+  EXPECT_EQ(a1.salt, a2.salt);
+  EXPECT_EQ(a1.stored_key, a2.stored_key);
+  EXPECT_EQ(a1.server_key, a2.server_key);
+  EXPECT_NE(a1.salt, b.salt);
+  EXPECT_NE(a1.stored_key, b.stored_key);
+  EXPECT_EQ(a1.salt.size(), 16u);                                   // as make_scram_secret's
+  EXPECT_EQ(a1.iterations, auth::kDefaultScramIterations);
+  EXPECT_EQ(a1.iterations, auth::make_scram_secret("x").iterations);
+  EXPECT_NE(a1.stored_key, a1.server_key);
+  // Names that differ only at the end or by a prefix still differ.
+  EXPECT_NE(auth::dummy_scram_secret(key, "").salt, auth::dummy_scram_secret(key, "a").salt);
+  EXPECT_NE(auth::dummy_scram_secret(key, "ab").salt, auth::dummy_scram_secret(key, "abc").salt);
+  // Another key (another process) gives other salts.
+  EXPECT_NE(auth::make_dummy_key(), key);
+  EXPECT_NE(auth::dummy_scram_secret(auth::make_dummy_key(), "alice").salt, a1.salt);
+  // The process-wide key is fixed for the process.
+  EXPECT_EQ(auth::dummy_scram_secret("alice").salt, auth::dummy_scram_secret("alice").salt);
+  EXPECT_NE(auth::dummy_scram_secret("alice").salt, auth::dummy_scram_secret("bob").salt);
+}
+
+TEST(Scram, DummySecretExchangeFailsAtTheProof) {
+  const auth::DummyKey key = auth::make_dummy_key();
+  for (const char* password : {"", "alice", "pw", "secret"}) {
+    auth::ScramSecret dummy = auth::dummy_scram_secret(key, "alice");
+    // The exchange looks like a real one up to the proof ...
+    auth::ScramServer server(dummy);
+    auth::ScramClient client(password);
+    std::string server_first, client_final, server_final, err;
+    ASSERT_TRUE(server.client_first(client.client_first(), server_first, err)) << err;
+    EXPECT_NE(server_first.find(",i=4096"), std::string::npos) << server_first;
+    ASSERT_TRUE(client.server_first(server_first, client_final, err)) << err;
+    // ... and fails there, with the same message as a wrong password.
+    EXPECT_FALSE(server.client_final(client_final, server_final, err));
+    EXPECT_EQ(err, "SCRAM: password authentication failed");
+  }
+  // The same for the process-wide key.
+  std::string err;
+  EXPECT_FALSE(round_trip(auth::dummy_scram_secret("nobody"), "nobody", &err));
+  EXPECT_EQ(err, "SCRAM: password authentication failed");
+}
+
+// ---- Malformed input: every parser, truncated and garbled messages ----------------------
+
+TEST(Scram, MalformedMessagesNeverCrash) {
+  // Every prefix of valid messages, plus edge cases, through each parser. With
+  // sanitizers this catches out-of-bounds reads; here it checks clean refusals.
+  auth::ScramClient honest("pw");
+  const std::string client_first = honest.client_first();
+  auth::ScramServer honest_server(auth::make_scram_secret("pw", 4096));
+  std::string server_first, client_final, server_final, err;
+  ASSERT_TRUE(honest_server.client_first(client_first, server_first, err)) << err;
+  ASSERT_TRUE(honest.server_first(server_first, client_final, err)) << err;
+  ASSERT_TRUE(honest_server.client_final(client_final, server_final, err)) << err;
+
+  std::vector<std::string> inputs = {"", ",", ",,", ",,,", "=", "n", "n,", "n,,", "n,,n", "n,,n=", "n,,n=,",
+                                     "n,,n=,r", "n,,n=,r=", "n,,,r=a", "y,,n=,r=a,", "c=", "c=biws",
+                                     "c=biws,", "c=biws,r=", ",p=", "p=", ",p=,p=", "r=", "r=a,s=,i=",
+                                     "e=", "e", "v=", "v", "v=,", std::string("n,,n=\0,r=a", 10),
+                                     std::string(1, '\0'), std::string(100000, ','), std::string(5000, 'A')};
+  for (const std::string* valid : std::vector<const std::string*>{&client_first, &server_first, &client_final, &server_final}) {
+    for (size_t n = 0; n < valid->size(); ++n) inputs.push_back(valid->substr(0, n));
+    inputs.push_back(*valid + ",");
+    inputs.push_back(*valid + std::string(1, '\0'));
+  }
+  for (const std::string& in : inputs) {
+    std::string out, e;
+    auth::ScramServer server(auth::make_scram_secret("pw", 1, "salt"));
+    server.client_first(in, out, e);
+    server.client_final(in, out, e);
+    auth::ScramServer fresh(auth::make_scram_secret("pw", 1, "salt"));
+    EXPECT_FALSE(fresh.client_final(in, out, e));   // before client-first: always refused
+
+    auth::ScramClient client("pw");
+    client.client_first();
+    EXPECT_FALSE(client.server_first(in, out, e)) << in;   // our nonce is random: never matches
+    auth::ScramClient after_first("pw");
+    after_first.client_first();
+    EXPECT_FALSE(after_first.server_final(in, e));
+    EXPECT_FALSE(after_first.verified());
+    EXPECT_FALSE(auth::parse_scram_secret(in).has_value());
+  }
+  // Prefixes of a valid client-final after a real client-first: refused by the server.
+  for (size_t n = 0; n < client_final.size(); ++n) {
+    auth::ScramServer server(auth::make_scram_secret("pw", 1, "salt"));
+    auth::ScramClient client("pw");
+    std::string sf, cf, out, e;
+    ASSERT_TRUE(server.client_first(client.client_first(), sf, e)) << e;
+    ASSERT_TRUE(client.server_first(sf, cf, e)) << e;
+    EXPECT_FALSE(server.client_final(cf.substr(0, n), out, e)) << n;
+  }
+  // Prefixes of a valid server-final: refused, never verified.
+  for (size_t n = 0; n < server_final.size(); ++n) {
+    Pending p = pending();
+    std::string out, e;
+    ASSERT_TRUE(p.server.client_final(p.client_final, out, e)) << e;
+    EXPECT_FALSE(p.client.server_final(out.substr(0, n), e)) << n;
+    EXPECT_FALSE(p.client.verified());
+  }
 }
 
 TEST(Scram, ClientVerifiesServerSignature) {

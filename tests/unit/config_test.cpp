@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <unistd.h>
 
@@ -403,6 +404,21 @@ TEST(Config, ExampleFileMatchesDefaults) {
   EXPECT_EQ(c.client_login_timeout, d.client_login_timeout);
   EXPECT_EQ(c.shutdown_timeout, d.shutdown_timeout);
   EXPECT_EQ(c.log_level, d.log_level);
+  EXPECT_EQ(c.idle_transaction_timeout, d.idle_transaction_timeout);
+  EXPECT_EQ(c.query_timeout, d.query_timeout);
+  EXPECT_EQ(c.client_idle_timeout, d.client_idle_timeout);
+  EXPECT_EQ(c.cancel_wait_timeout, d.cancel_wait_timeout);
+  EXPECT_EQ(c.server_check_timeout, d.server_check_timeout);
+  EXPECT_EQ(c.server_reset_timeout, d.server_reset_timeout);
+  EXPECT_EQ(c.tcp_keepalive, d.tcp_keepalive);
+  EXPECT_EQ(c.tcp_keepidle, d.tcp_keepidle);
+  EXPECT_EQ(c.tcp_keepintvl, d.tcp_keepintvl);
+  EXPECT_EQ(c.tcp_keepcnt, d.tcp_keepcnt);
+  EXPECT_EQ(c.server_auth_methods, d.server_auth_methods);
+  EXPECT_EQ(c.max_inspect_bytes, d.max_inspect_bytes);
+  EXPECT_EQ(c.max_client_prepared_statements, d.max_client_prepared_statements);
+  EXPECT_EQ(c.max_unauthenticated_clients, d.max_unauthenticated_clients);
+  EXPECT_EQ(c.max_prepared_statements, d.max_prepared_statements);
   ASSERT_EQ(c.databases.size(), 1u);
   EXPECT_EQ(c.databases[0].name, "*");
   EXPECT_EQ(c.databases[0].host, "127.0.0.1");
@@ -442,4 +458,141 @@ TEST(Config, LockdAndMigrations) {
   EXPECT_EQ(load_err("migrations: {dir: /tmp/m}\n"), "test.yaml:1: migrations.dir requires migrations.database");
   EXPECT_EQ(load_err("migrations: {dir: /tmp/m, database: nope}\n"),
             "test.yaml:1: migrations.database 'nope' is not in databases:");
+}
+
+TEST(Config, SessionTimeouts) {
+  const conf::Config d;
+  EXPECT_EQ(d.idle_transaction_timeout, 0ms);
+  EXPECT_EQ(d.query_timeout, 0ms);
+  EXPECT_EQ(d.client_idle_timeout, 0ms);
+  EXPECT_EQ(d.cancel_wait_timeout, 10s);
+  EXPECT_EQ(d.server_check_timeout, 5s);
+  EXPECT_EQ(d.server_reset_timeout, 5s);
+
+  conf::Config c = load_ok(
+      "idle_transaction_timeout: 30\nquery_timeout: 1.5s\nclient_idle_timeout: 10m\n"
+      "cancel_wait_timeout: 500ms\nserver_check_timeout: 2s\nserver_reset_timeout: 1m\n");
+  EXPECT_EQ(c.idle_transaction_timeout, 30s);
+  EXPECT_EQ(c.query_timeout, 1500ms);
+  EXPECT_EQ(c.client_idle_timeout, 10min);
+  EXPECT_EQ(c.cancel_wait_timeout, 500ms);
+  EXPECT_EQ(c.server_check_timeout, 2s);
+  EXPECT_EQ(c.server_reset_timeout, 1min);
+
+  for (const char* key : {"idle_transaction_timeout", "query_timeout", "client_idle_timeout", "cancel_wait_timeout",
+                          "server_check_timeout", "server_reset_timeout"}) {
+    std::string e = load_err(std::string("log_level: info\n") + key + ": 5d\n");
+    EXPECT_EQ(e.rfind(std::string("test.yaml:2: ") + key + " must be a duration", 0), 0u) << e;
+  }
+  // 0 = off for the client-side timeouts; the server-side ones must be > 0.
+  EXPECT_EQ(load_ok("query_timeout: 0\n").query_timeout, 0ms);
+  for (const char* key : {"cancel_wait_timeout", "server_check_timeout", "server_reset_timeout"}) {
+    EXPECT_EQ(load_err(std::string("\n") + key + ": 0\n"),
+              std::string("test.yaml:2: ") + key + " must be a duration > 0 (e.g. 500ms, 5s), got '0'");
+  }
+}
+
+TEST(Config, TcpKeepalive) {
+  const conf::Config d;
+  EXPECT_TRUE(d.tcp_keepalive);
+  EXPECT_EQ(d.tcp_keepidle, 60s);
+  EXPECT_EQ(d.tcp_keepintvl, 10s);
+  EXPECT_EQ(d.tcp_keepcnt, 6);
+  conf::Config c = load_ok("tcp_keepalive: false\ntcp_keepidle: 2m\ntcp_keepintvl: 5\ntcp_keepcnt: 3\n");
+  EXPECT_FALSE(c.tcp_keepalive);
+  EXPECT_EQ(c.tcp_keepidle, 120s);
+  EXPECT_EQ(c.tcp_keepintvl, 5s);
+  EXPECT_EQ(c.tcp_keepcnt, 3);
+  EXPECT_EQ(load_ok("tcp_keepidle: 32767\n").tcp_keepidle, 32767s);
+
+  EXPECT_EQ(load_err("\ntcp_keepalive: on\n"), "test.yaml:2: tcp_keepalive must be true or false, got 'on'");
+  for (const char* bad : {"0", "500ms", "1.5s", "32768", "10h"}) {
+    EXPECT_EQ(load_err(std::string("\ntcp_keepidle: ") + bad + "\n"),
+              std::string("test.yaml:2: tcp_keepidle must be whole seconds from 1s to 32767s (e.g. 60, 30s, 2m), got '") +
+                  bad + "'");
+  }
+  EXPECT_EQ(load_err("tcp_keepintvl: x\n").rfind("test.yaml:1: tcp_keepintvl must be a duration", 0), 0u);
+  EXPECT_EQ(load_err("\ntcp_keepcnt: 0\n"), "test.yaml:2: tcp_keepcnt must be an integer 1-127, got '0'");
+  EXPECT_EQ(load_err("tcp_keepcnt: 128\n"), "test.yaml:1: tcp_keepcnt must be an integer 1-127, got '128'");
+}
+
+TEST(Config, ServerAuthMethods) {
+  EXPECT_EQ(conf::Config{}.server_auth_methods, conf::kServerAuthScram | conf::kServerAuthMd5);
+  EXPECT_EQ(load_ok("server_auth_methods: [scram-sha-256]\n").server_auth_methods, conf::kServerAuthScram);
+  EXPECT_EQ(load_ok("server_auth_methods:\n  - md5\n  - password\n").server_auth_methods,
+            conf::kServerAuthMd5 | conf::kServerAuthCleartext);
+  EXPECT_EQ(load_ok("server_auth_methods: \"scram-sha-256, md5,cleartext\"\n").server_auth_methods,
+            conf::kServerAuthScram | conf::kServerAuthMd5 | conf::kServerAuthCleartext);
+  EXPECT_EQ(load_ok("server_auth_methods: md5\n").server_auth_methods, conf::kServerAuthMd5);
+
+  EXPECT_EQ(load_err("server_auth_methods:\n  - md5\n  - scram\n"),
+            "test.yaml:3: server_auth_methods has an unknown method (expected scram-sha-256, md5 or password), "
+            "got 'scram'");
+  EXPECT_EQ(load_err("\nserver_auth_methods: \"md5, trust\"\n"),
+            "test.yaml:2: server_auth_methods has an unknown method (expected scram-sha-256, md5 or password), "
+            "got 'trust'");
+  for (const char* empty : {"[]", "\"\"", "\" , \"", ""}) {
+    EXPECT_EQ(load_err(std::string("\nserver_auth_methods: ") + empty + "\n"),
+              "test.yaml:2: server_auth_methods must name at least one method: scram-sha-256, md5 or password")
+        << empty;
+  }
+  EXPECT_EQ(load_err("server_auth_methods: {md5: 1}\n").rfind("test.yaml:1: server_auth_methods must be a list", 0),
+            0u);
+  EXPECT_EQ(load_err("server_auth_methods: [[md5]]\n"), "test.yaml:1: server_auth_methods must be a list of method names");
+
+  EXPECT_EQ(conf::server_auth_method_names(conf::kServerAuthScram | conf::kServerAuthMd5), "scram-sha-256,md5");
+  EXPECT_EQ(conf::server_auth_method_names(conf::kServerAuthCleartext), "password");
+}
+
+TEST(Config, ClientLimits) {
+  const conf::Config d;
+  EXPECT_EQ(d.max_inspect_bytes, 1u << 20);
+  EXPECT_EQ(d.max_client_prepared_statements, 1000);
+  EXPECT_EQ(d.max_unauthenticated_clients, 256);
+  conf::Config c = load_ok("max_inspect_bytes: 4MB\nmax_client_prepared_statements: 0\nmax_unauthenticated_clients: 10\n");
+  EXPECT_EQ(c.max_inspect_bytes, 4u << 20);
+  EXPECT_EQ(c.max_client_prepared_statements, 0);
+  EXPECT_EQ(c.max_unauthenticated_clients, 10);
+  EXPECT_EQ(load_ok("max_inspect_bytes: 65536\n").max_inspect_bytes, 65536u);
+  EXPECT_EQ(load_ok("max_inspect_bytes: 64kB\n").max_inspect_bytes, 65536u);
+
+  EXPECT_EQ(load_err("\nmax_inspect_bytes: 65535\n"), "test.yaml:2: max_inspect_bytes must be from 64kB to 1GB, got '65535'");
+  EXPECT_EQ(load_err("max_inspect_bytes: 2GB\n"), "test.yaml:1: max_inspect_bytes must be from 64kB to 1GB, got '2GB'");
+  EXPECT_EQ(load_err("max_inspect_bytes: 1XB\n").rfind("test.yaml:1: max_inspect_bytes must be a size in bytes", 0), 0u);
+  EXPECT_EQ(load_err("\nmax_client_prepared_statements: -1\n"),
+            "test.yaml:2: max_client_prepared_statements must be an integer >= 0, got '-1'");
+  EXPECT_EQ(load_err("\nmax_unauthenticated_clients: 0\n"),
+            "test.yaml:2: max_unauthenticated_clients must be an integer >= 1, got '0'");
+}
+
+TEST(Config, DescribeNewKeysReloadable) {
+  conf::Config c;
+  c.server_auth_methods = conf::kServerAuthScram;
+  c.query_timeout = 2s;
+  std::map<std::string, std::string> shown;
+  for (auto& [k, v] : conf::describe(c)) shown[k] = v;
+  EXPECT_EQ(shown.at("server_auth_methods"), "scram-sha-256");
+  EXPECT_EQ(shown.at("query_timeout"), "2000ms");
+  EXPECT_EQ(shown.at("tcp_keepalive"), "true");
+  EXPECT_EQ(shown.at("tcp_keepcnt"), "6");
+  EXPECT_EQ(shown.at("max_inspect_bytes"), "1048576");
+  for (const char* key : {"idle_transaction_timeout", "query_timeout", "client_idle_timeout", "cancel_wait_timeout",
+                          "server_check_timeout", "server_reset_timeout", "tcp_keepalive", "tcp_keepidle",
+                          "tcp_keepintvl", "tcp_keepcnt", "server_auth_methods", "max_inspect_bytes",
+                          "max_client_prepared_statements", "max_unauthenticated_clients"}) {
+    EXPECT_TRUE(shown.count(key)) << key;
+    EXPECT_FALSE(conf::needs_restart(key)) << key;
+  }
+}
+
+// yaml-cpp 0.7's LoadAll never returns on these (found by tests/fuzz/config_fuzz.cpp).
+TEST(Config, StrayCommaIsAnErrorNotAHang) {
+  EXPECT_EQ(load_err(","), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err(",,"), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err(",a:\n bases:\n"), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err("# comment\n\n, listen_port: 1\n"), "test.yaml:3: syntax error: unexpected ','");
+  EXPECT_EQ(load_err(",\n---\nlisten_port: 1\n"), "test.yaml:1: syntax error: unexpected ','");
+  EXPECT_EQ(load_err("listen_port: 1\n---\n,\n"), "test.yaml:3: only one YAML document is allowed");
+  EXPECT_EQ(load_err("listen_port: 1\n...\n---\nlog_level: info\n"), "test.yaml:4: only one YAML document is allowed");
+  EXPECT_EQ(load_ok("---\nlisten_port: 7\n...\n").listen_port, 7);
 }
