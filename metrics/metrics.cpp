@@ -81,6 +81,13 @@ prometheus::Histogram& Metrics::pool_wait(const std::string& database, const std
   return pool_wait_->Add({{"database", database}, {"user", user}}, buckets);
 }
 
+void Metrics::forget_pool(prometheus::Histogram& wait, prometheus::Histogram& query,
+                          prometheus::Histogram& transaction) {
+  pool_wait_->Remove(&wait);
+  query_duration_->Remove(&query);
+  transaction_duration_->Remove(&transaction);
+}
+
 prometheus::Histogram& Metrics::lockd_status_seconds(const std::string& source) {
   static const prometheus::Histogram::BucketBoundaries buckets = {0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
                                                                   0.0025,   0.005,   0.01,   0.025,   0.05,   0.1,

@@ -70,6 +70,8 @@ class Metrics {
   // Query (Sync or simple Query to ReadyForQuery) and transaction durations.
   prometheus::Histogram& query_duration(const std::string& database, const std::string& user);
   prometheus::Histogram& transaction_duration(const std::string& database, const std::string& user);
+  // A pool is gone: its histogram series go too.
+  void forget_pool(prometheus::Histogram& wait, prometheus::Histogram& query, prometheus::Histogram& transaction);
   // lockd: status answer latency by source ("cache" or "database"), and time
   // from a lock request to its grant.
   prometheus::Histogram& lockd_status_seconds(const std::string& source);

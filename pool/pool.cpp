@@ -89,6 +89,8 @@ void Pool::grant(Waiter* w, Member* m) {
       now - m->idle_since > settings_.check_delay) {
     m->state = Member::State::Checking;
     m->reserved_for = w;
+    w->waiting = true;   // until check_done: a second acquire() must not grant it another server
+    if (w->wait_start == Time{}) w->wait_start = now;   // it may go back to the queue
     m->run_check(settings_.check_query);
     return;
   }
@@ -326,6 +328,8 @@ void Pool::tick(Time now) {
       w->wait_failed(f);
     }
   }
+  // The members' own deadlines (a health check or reset query that does not answer).
+  for (Member* m : std::vector<Member*>(members_)) m->tick(now);
   // Logins that take too long.
   std::vector<Member*> stuck;
   for (Member* m : members_)

@@ -45,6 +45,8 @@ class Member {
   virtual void run_check(const std::string& sql) = 0;
   // Closes the connection; its close path must call Pool::forget.
   virtual void close_member(std::string_view reason) = 0;
+  // Janitor work of the member itself (deadlines of its own queries); may close it.
+  virtual void tick(Time) {}
 
   std::string params_key;   // startup parameters it was opened with (see Pool::acquire)
   State state = State::Launching;

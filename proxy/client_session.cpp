@@ -31,6 +31,7 @@ void ClientSession::protocol_violation(std::string_view message) {
 }
 
 void ClientSession::on_read() {
+  last_active_ = pool::Clock::now();
   while (!closing() && in_size() > 0) {
     switch (state_) {
       case State::Startup:
@@ -77,9 +78,14 @@ bool ClientSession::handle_startup_packet() {
   }
   switch (sp.code) {
     case pg::kSslRequest:
-    case pg::kGssEncRequest:
+    case pg::kGssEncRequest: {
+      // One of each per connection, as PostgreSQL allows; another is an unknown protocol to it.
+      uint8_t bit = sp.code == pg::kSslRequest ? 1 : 2;
+      if (encryption_asked_ & bit) break;
+      encryption_asked_ |= bit;
       send("N");   // no TLS/GSS yet: the client goes on in plain text or gives up
       return true;
+    }
     case pg::kCancelRequest:
       // Closed once the server has processed the cancel (or now, if there is nothing to cancel).
       if (!proxy_.cancel(cancel_pid_, sp.cancel_pid, sp.cancel_key)) close();
@@ -154,8 +160,9 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
 
   if (proxy_.config().auth_type == conf::AuthType::Trust) return auth_ok();
   const auth::ScramSecret* secret = proxy_.scram_secret(user_);
-  // An unknown user runs the same exchange against a dummy secret and fails at the end.
-  scram_ = std::make_unique<auth::ScramServer>(secret ? *secret : proxy_.dummy_secret());
+  // An unknown user runs the same exchange against a dummy secret of its own (a
+  // salt per name, as a real user has) and fails at the end.
+  scram_ = std::make_unique<auth::ScramServer>(secret ? *secret : auth::dummy_scram_secret(user_));
   state_ = State::Auth;
   std::string out;
   pg::write_auth(out, pg::kAuthSasl, std::string_view("SCRAM-SHA-256\0\0", 15));
@@ -240,8 +247,14 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
   if (sql.empty()) return (this->*next)();
   server_->run_internal(sql, [this, next](const pg::ErrorInfo* err) {
     if (err) {
-      // The client asked for a value the server rejects: report it as PostgreSQL would at startup.
-      detach_server(false);
+      // The client asked for a value the server rejects: report it as PostgreSQL would
+      // at startup. The server is closed rather than reused: a failed replay never
+      // leaves a pool in a state that fails the next client too.
+      ServerConn* s = server_;
+      server_ = nullptr;
+      s->unlink();
+      s->pool().forget(s);
+      s->close_member("replaying session settings failed");
       std::string out;
       pg::write_error(out, pg::ErrorInfo{"FATAL", err->code, err->message, err->detail});
       send(out);
@@ -251,7 +264,7 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
     wanted_ = server_->tracked();
     server_->settings() = settings_;
     (this->*next)();
-  });
+  }, proxy_.config().server_reset_timeout);
 }
 
 void ClientSession::finish_login() {
@@ -261,6 +274,7 @@ void ClientSession::finish_login() {
   pg::write_ready(out, 'I');
   send(out);
   state_ = State::Ready;
+  proxy_.client_logged_in();
   if (cache_) cache_->attach(database_, user_);
   LOG_DEBUG("client %u logged in: %s@%s", cancel_pid_, user_.c_str(), database_.c_str());
   if (pool_entry_->mode == conf::PoolMode::Transaction) {
@@ -573,6 +587,7 @@ void ClientSession::admin_login() {
   pg::write_ready(out, 'I');
   send(out);
   state_ = State::Ready;
+  proxy_.client_logged_in();
   read_start();
 }
 
@@ -609,6 +624,25 @@ void ClientSession::admin_reply_paused() {
 }
 
 void ClientSession::resume_reading() { update_reading(); }
+
+// Janitor (every 100 ms): the PgBouncer timeouts, 0 = off. Activity is the last
+// read from the client or ReadyForQuery to it.
+void ClientSession::check_timeouts(pool::Time now) {
+  if (state_ != State::Ready || admin_ || closing()) return;
+  const conf::Config& cfg = proxy_.config();
+  auto past = [now](pool::Time since, conf::Duration limit) { return limit.count() > 0 && now - since >= limit; };
+  if (server_ && server_->query_started() != pool::Time{}) {   // a query is running
+    if (!past(server_->query_started(), cfg.query_timeout)) return;
+    proxy_.cancel_backend(*server_);
+    return fatal("57014", "canceling statement due to query_timeout");
+  }
+  if (server_ && !server_->clean()) {   // idle in a transaction, mid-batch or mid-message
+    if (past(last_active_, cfg.idle_transaction_timeout))
+      fatal("25P03", "terminating connection due to idle_transaction_timeout");
+    return;
+  }
+  if (past(last_active_, cfg.client_idle_timeout)) fatal("57P05", "terminating connection due to client_idle_timeout");
+}
 
 void ClientSession::server_released() {
   server_ = nullptr;
@@ -669,7 +703,7 @@ void ClientSession::detach_server(bool client_gone) {
     } else {
       s->release_to_pool();
     }
-  });
+  }, cfg.server_reset_timeout);
 }
 
 void ClientSession::on_closed() {

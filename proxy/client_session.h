@@ -65,6 +65,8 @@ class ClientSession final : public Conn, public pool::Waiter {
 
   // Called by Proxy.
   void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
+  void check_timeouts(pool::Time now);                           // query/idle_transaction/client_idle_timeout
+  void note_ready() { last_active_ = pool::Clock::now(); }       // a ReadyForQuery went to the client
 
   // pool::Waiter
   void granted(pool::Member* m) override;
@@ -139,6 +141,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   Proxy& proxy_;
   uint32_t cancel_pid_, cancel_key_;
   pool::Time started_;
+  pool::Time last_active_{};               // last read from the client or ReadyForQuery to it (timeouts)
+  uint8_t encryption_asked_ = 0;           // SSLRequest (1) / GSSENCRequest (2) answered already
   State state_ = State::Startup;
   PoolEntry* pool_entry_ = nullptr;
   ServerConn* server_ = nullptr;

@@ -1,5 +1,9 @@
 #include "proxy/conn.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -38,6 +42,15 @@ int Conn::init_tcp() {
   h_.handle.data = this;
   initialized_ = rc == 0;
   return rc;
+}
+
+void Conn::set_keepalive(bool on, int idle_s, int interval_s, int count) {
+  if (!initialized_ || h_.handle.type != UV_TCP) return;
+  uv_tcp_keepalive(&h_.tcp, on ? 1 : 0, unsigned(idle_s));
+  uv_os_fd_t fd;
+  if (!on || uv_fileno(&h_.handle, &fd) != 0) return;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof interval_s);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
 int Conn::init_pipe() {

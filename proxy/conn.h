@@ -28,6 +28,8 @@ class Conn {
   // or a unix socket directory (starts with '/'). Ends in on_connected(status).
   void connect(const std::string& host, int port);
   uv_stream_t* stream() { return &h_.stream; }
+  // TCP keepalive (tcp_keepalive, tcp_keepidle/keepintvl/keepcnt); a no-op on unix sockets.
+  void set_keepalive(bool on, int idle_s, int interval_s, int count);
   uv_loop_t* loop() const { return loop_; }
 
   void read_start();

@@ -1,5 +1,7 @@
 #include "proxy/proxy.h"
 
+#include <unordered_set>
+
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,9 +18,10 @@ namespace {
 // closed too, so PQcancel returns when the cancel has landed, as on a direct connection.
 class CancelConn final : public Conn {
  public:
-  CancelConn(Proxy& proxy, uint32_t requester, uint32_t pid, uint32_t key)
-      : Conn(proxy.loop()), proxy_(proxy), requester_(requester) {
-    pg::write_cancel(packet_, pid, key);
+  CancelConn(Proxy& proxy, uint32_t requester, const ServerConn& server)
+      : Conn(proxy.loop()), proxy_(proxy), requester_(requester), server_id_(server.id()) {
+    pg::write_cancel(packet_, server.backend_pid(), server.backend_key());
+    proxy_.cancel_started(server_id_);
   }
 
  private:
@@ -30,10 +33,12 @@ class CancelConn final : public Conn {
   void on_read_end(int) override { close(); }
   void on_closed() override {
     if (requester_ != 0) proxy_.close_client(requester_);   // 0: no client asked (client pids are never 0)
+    proxy_.cancel_finished(server_id_);   // PostgreSQL has processed it (or the attempt failed)
   }
 
   Proxy& proxy_;
   uint32_t requester_;
+  uint64_t server_id_;
   std::string packet_;
 };
 
@@ -73,14 +78,6 @@ const auth::ScramSecret* Proxy::scram_secret(const std::string& user) const {
   // An md5 hash cannot verify a SCRAM exchange: such users cannot log in with scram-sha-256.
   if (u->second.rfind("md5", 0) == 0 && u->second.size() == 35) return nullptr;
   return &secrets_.emplace(user, auth::make_scram_secret(u->second)).first->second;
-}
-
-const auth::ScramSecret& Proxy::dummy_secret() const {
-  if (!dummy_secret_) {
-    dummy_secret_ = std::make_unique<auth::ScramSecret>(
-        auth::make_scram_secret(std::to_string(random_u32()) + std::to_string(random_u32())));
-  }
-  return *dummy_secret_;
 }
 
 bool Proxy::start(std::string& err) {
@@ -153,12 +150,27 @@ void Proxy::accept(uv_stream_t* listener, bool tcp) {
     c->close();
     return;
   }
-  if (tcp) uv_tcp_nodelay(reinterpret_cast<uv_tcp_t*>(c->stream()), 1);
+  if (tcp) {
+    uv_tcp_nodelay(reinterpret_cast<uv_tcp_t*>(c->stream()), 1);
+    keepalive(*c);
+  }
   clients_[pid] = c;
+  // Not yet logged in: bounded in number (and in time, client_login_timeout).
+  if (++unauthenticated_ > cfg_.max_unauthenticated_clients) {
+    c->fatal("53300", "sorry, too many clients logging in at once (max_unauthenticated_clients " +
+                          std::to_string(cfg_.max_unauthenticated_clients) + ")");
+    return;
+  }
   c->start();
 }
 
+void Proxy::keepalive(Conn& c) const {
+  c.set_keepalive(cfg_.tcp_keepalive, int(cfg_.tcp_keepidle.count() / 1000), int(cfg_.tcp_keepintvl.count() / 1000),
+                  cfg_.tcp_keepcnt);
+}
+
 void Proxy::client_gone(ClientSession* c) {
+  if (!c->logged_in()) unauthenticated_--;
   clients_.erase(c->cancel_pid());
   maybe_finish_shutdown();
 }
@@ -171,17 +183,37 @@ bool Proxy::cancel(uint32_t requester, uint32_t pid, uint32_t key) {
   }
   ServerConn* s = c->server();
   if (!s) return false;   // nothing running for that client
-  auto* cc = new CancelConn(*this, requester, s->backend_pid(), s->backend_key());
+  auto* cc = new CancelConn(*this, requester, *s);
   cc->connect(s->target().host, s->target().port);
   LOG_INFO("forwarding cancel request of client %u to server pid %u", pid, s->backend_pid());
   return true;
 }
 
 void Proxy::cancel_backend(const ServerConn& s) {
-  auto* cc = new CancelConn(*this, 0, s.backend_pid(), s.backend_key());
+  auto* cc = new CancelConn(*this, 0, s);
   cc->connect(s.target().host, s.target().port);
   LOG_INFO("client gone mid-query: cancelling it on server pid %u", s.backend_pid());
 }
+
+void Proxy::cancel_started(uint64_t server_id) { cancels_[server_id].in_flight++; }
+
+void Proxy::cancel_finished(uint64_t server_id) {
+  auto it = cancels_.find(server_id);
+  if (it == cancels_.end() || --it->second.in_flight > 0) return;
+  ServerConn* parked = it->second.parked;
+  cancels_.erase(it);
+  if (parked) parked->release_to_pool();
+}
+
+bool Proxy::park_while_cancelling(ServerConn* s) {
+  auto it = cancels_.find(s->id());
+  if (it == cancels_.end()) return false;
+  it->second.parked = s;
+  it->second.parked_at = pool::Clock::now();
+  return true;
+}
+
+void Proxy::server_closed(const ServerConn& s) { cancels_.erase(s.id()); }
 
 void Proxy::close_client(uint32_t pid) {
   if (ClientSession* c = client(pid)) c->close();
@@ -403,10 +435,47 @@ void Proxy::janitor() {
         late.push_back(c);
     for (ClientSession* c : late) c->fatal("08P01", "client_login_timeout: login not completed in time");
   }
+  janitor_timeouts(now);
+  if (janitor_ticks_ % 10 == 0) prune_pools();   // every second
   if (shutting_down_ && now >= shutdown_deadline_) {
     std::vector<ClientSession*> all;
     for (auto& [pid, c] : clients_) all.push_back(c);
     for (ClientSession* c : all) c->fatal("57P01", "terminating connection: pgsidecar shutdown_timeout reached");
+  }
+}
+
+void Proxy::janitor_timeouts(pool::Time now) {
+  std::vector<ClientSession*> clients;
+  clients.reserve(clients_.size());
+  for (auto& [pid, c] : clients_) clients.push_back(c);
+  for (ClientSession* c : clients) c->check_timeouts(now);
+  std::vector<ServerConn*> stuck;
+  for (auto& [id, cancels] : cancels_)
+    if (cancels.parked && now - cancels.parked_at >= cfg_.cancel_wait_timeout) stuck.push_back(cancels.parked);
+  for (ServerConn* s : stuck) {
+    cancels_.erase(s->id());
+    s->pool().forget(s);
+    s->close_member("cancel_wait_timeout passed");
+  }
+}
+
+// A pool whose server logins never succeeded (an unknown user or database with
+// auth_type trust) goes once no client uses it, with its metric series: a flood
+// of made-up user names leaves nothing behind.
+void Proxy::prune_pools() {
+  std::unordered_set<const PoolEntry*> used;
+  for (auto& [pid, c] : clients_)
+    if (c->pool_entry()) used.insert(c->pool_entry());
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    PoolEntry* e = it->second.get();
+    pool::Stats st = e->pool->stats();
+    bool never_served = st.launched_total == st.login_failures_total;
+    if (!never_served || used.count(e) || e->connections > 0 || st.idle + st.active + st.launching + st.checking + st.waiting > 0) {
+      ++it;
+      continue;
+    }
+    metrics_.forget_pool(*e->wait_seconds, *e->query_seconds, *e->transaction_seconds);
+    it = pools_.erase(it);
   }
 }
 

@@ -26,6 +26,7 @@ namespace proxy {
 
 class ClientSession;
 class ServerConn;
+class Conn;
 struct ServerTarget;
 
 using Userlist = std::map<std::string, std::string>;
@@ -42,6 +43,7 @@ struct PoolEntry {
   uint64_t bytes_from_clients = 0, bytes_from_servers = 0;
   std::map<std::string, uint64_t> errors_by_class;
   std::map<std::string, uint64_t> disconnects;   // server connections closed, by reason label
+  int connections = 0;   // ServerConn objects alive (closing ones too): they refer to this entry
 };
 
 class Proxy {
@@ -62,7 +64,6 @@ class Proxy {
   const conf::Config& config() const { return cfg_; }
   const Userlist& users() const { return users_; }
   const auth::ScramSecret* scram_secret(const std::string& user) const;
-  const auth::ScramSecret& dummy_secret() const;
   bool shutting_down() const { return shutting_down_; }
   int client_count() const { return int(clients_.size()); }
   // Finds or creates the pool for a client; nullptr if the database is unknown.
@@ -79,6 +80,14 @@ class Proxy {
   cache::SchemaVersion& schema() { return schema_; }
   // The SQL classifier's answers for query and Parse texts (one parse per shape).
   cache::StatementCache& sql() { return sql_; }
+  void keepalive(Conn& c) const;                 // tcp_keepalive settings on a TCP connection
+  // Cancels in flight per server: a server is kept out of the pool (parked) until
+  // PostgreSQL has processed every cancel sent for it, or cancel_wait_timeout.
+  void cancel_started(uint64_t server_id);
+  void cancel_finished(uint64_t server_id);
+  bool park_while_cancelling(ServerConn* s);   // true: parked, released by cancel_finished
+  void server_closed(const ServerConn& s);
+  void client_logged_in() { unauthenticated_--; }   // see max_unauthenticated_clients
   // The result cache, or null when cache.mode is off.
   cache::ResultCache* result_cache() { return result_cache_ && result_cache_->enabled() ? result_cache_.get() : nullptr; }
   ClientSession* client(uint32_t pid) const {
@@ -142,6 +151,15 @@ class Proxy {
   pool::StatementRegistry statements_;
   cache::SchemaVersion schema_;
   cache::StatementCache sql_;
+  int unauthenticated_ = 0;   // clients accepted and not yet logged in
+  struct Cancels {
+    int in_flight = 0;
+    ServerConn* parked = nullptr;
+    pool::Time parked_at{};
+  };
+  std::unordered_map<uint64_t, Cancels> cancels_;   // by ServerConn::id()
+  void janitor_timeouts(pool::Time now);
+  void prune_pools();
   cache::SchemaListener schema_listener_{loop_, schema_};
   std::unique_ptr<cache::ResultCache> result_cache_;
   unsigned janitor_ticks_ = 0;
@@ -157,7 +175,6 @@ class Proxy {
   metrics::Metrics metrics_{PGSIDECAR_VERSION};
   metrics::HttpEndpoint metrics_endpoint_{loop_, [this] { return render_metrics(); }};
   mutable std::map<std::string, auth::ScramSecret> secrets_;     // client auth secrets by user, derived lazily
-  mutable std::unique_ptr<auth::ScramSecret> dummy_secret_;      // for unknown users: fail only at the end
   std::unique_ptr<uv_tcp_t> tcp_listener_;
   std::unique_ptr<uv_pipe_t> unix_listener_;
   std::string unix_path_;

@@ -9,12 +9,15 @@
 namespace proxy {
 namespace {
 
+uint64_t next_server_id = 0;
+
 // The bounded label pgsidecar_server_disconnects_total uses for a close reason.
 const char* disconnect_label(std::string_view reason) {
   static const std::pair<std::string_view, const char*> kPrefixes[] = {
       {"server closed the connection", "server_closed"},
       {"client disconnected", "client_gone"},
       {"server_reset_query failed", "reset_failed"},
+      {"replaying session settings failed", "reset_failed"},
       {"DISCARD ALL failed", "reset_failed"},
       {"shutdown", "shutdown"},
       {"RECONNECT", "reconnect"},
@@ -24,6 +27,9 @@ const char* disconnect_label(std::string_view reason) {
       {"pool full", "pool_resize"},
       {"login failed", "login_failed"},
       {"server_check_query failed", "check_failed"},
+      {"server_check_timeout", "check_timeout"},
+      {"server_reset_timeout", "reset_timeout"},
+      {"cancel_wait_timeout", "cancel_timeout"},
       {"server sent ", "server_error"},
   };
   for (const auto& [prefix, label] : kPrefixes)
@@ -35,7 +41,9 @@ const char* disconnect_label(std::string_view reason) {
 ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, PoolEntry& entry,
                        std::vector<std::pair<std::string, std::string>> params)
     : Conn(proxy.loop()), proxy_(proxy), pool_(pool), entry_(entry), target_(*entry.target),
-      startup_params_(std::move(params)) {}
+      startup_params_(std::move(params)), id_(++next_server_id) {
+  entry_.connections++;
+}
 
 void ServerConn::start() {
   state_ = State::Connecting;
@@ -51,6 +59,7 @@ void ServerConn::on_connected(int status) {
     return;
   }
   state_ = State::Login;
+  proxy_.keepalive(*this);
   read_start();
   std::vector<std::pair<std::string, std::string>> params = {{"user", target_.user}, {"database", target_.dbname}};
   params.insert(params.end(), startup_params_.begin(), startup_params_.end());
@@ -136,13 +145,30 @@ bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
                 {}});
     return false;
   };
+  // Only the methods server_auth_methods lists; AuthenticationOk counts only once
+  // a SCRAM exchange that was started has verified the server's signature.
+  auto allowed = [&](uint8_t method, const char* name) {
+    if (proxy_.config().server_auth_methods & method) return true;
+    fail_login({"FATAL", "28000",
+                std::string("server requested ") + name + " authentication, which server_auth_methods does not allow (" +
+                    conf::server_auth_method_names(proxy_.config().server_auth_methods) + ")",
+                {}});
+    return false;
+  };
   switch (code) {
-    case pg::kAuthOk: return true;
+    case pg::kAuthOk:
+      if (scram_ && !scram_->verified()) {
+        fail_login({"FATAL", "08P01", "server sent AuthenticationOk before its SCRAM signature was verified", {}});
+        return false;
+      }
+      scram_.reset();
+      return true;
     case pg::kAuthCleartext:
-      if (!need_password()) return false;
+      if (!allowed(conf::kServerAuthCleartext, "password (cleartext)") || !need_password()) return false;
       pg::Writer(out, 'p').cstr(target_.password).finish();
       break;
     case pg::kAuthMd5: {
+      if (!allowed(conf::kServerAuthMd5, "md5")) return false;
       std::string_view salt = r.bytes(4);
       if (!r.ok() || !need_password()) return r.ok() ? false : (fail_login({"FATAL", "08P01", "bad md5 request", {}}), false);
       pg::Writer(out, 'p').cstr(auth::md5_response(target_.user, target_.password,
@@ -150,6 +176,7 @@ bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
       break;
     }
     case pg::kAuthSasl: {
+      if (!allowed(conf::kServerAuthScram, "SCRAM-SHA-256")) return false;
       bool has_scram = false;
       for (std::string_view mech = r.cstr(); r.ok() && !mech.empty(); mech = r.cstr())
         has_scram |= mech == "SCRAM-SHA-256";
@@ -178,8 +205,7 @@ bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
         fail_login({"FATAL", "08P01", "server's SCRAM signature did not verify: " + err, {}});
         return false;
       }
-      scram_.reset();
-      return true;
+      return true;   // scram_ stays until AuthenticationOk, which checks it verified
     }
     default:
       fail_login({"FATAL", "08P01", "unsupported authentication method " + std::to_string(code) + " requested by server", {}});
@@ -291,6 +317,7 @@ void ServerConn::process_linked() {
         }
         if (capture_state_ != Capture::Off) capture_finish();
         if (tx_status_ == 'I' && idle_protocol()) client_->transaction_ended();
+        client_->note_ready();
         saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
       } else {
@@ -491,6 +518,9 @@ void ServerConn::settle_pending_settings() {
 void ServerConn::release_to_pool() {
   client_ = nullptr;
   state_ = State::Idle;
+  // A cancel sent for the last client's query may not have reached PostgreSQL yet:
+  // nobody else gets this server until it has (or cancel_wait_timeout passes).
+  if (proxy_.park_while_cancelling(this)) return;
   if (!needs_discard_) {
     pool_.release(this);
     return;
@@ -504,11 +534,12 @@ void ServerConn::release_to_pool() {
     if (err) return close_member("DISCARD ALL failed");
     state_ = State::Idle;
     pool_.release(this);
-  });
+  }, proxy_.config().server_reset_timeout);
 }
 
-void ServerConn::run_internal(const std::string& sql, InternalDone done) {
+void ServerConn::run_internal(const std::string& sql, InternalDone done, conf::Duration timeout) {
   state_ = State::Internal;
+  internal_deadline_ = pool::Clock::now() + timeout;
   internal_done_ = std::move(done);
   internal_error_.reset();
   std::string out;
@@ -542,6 +573,7 @@ void ServerConn::process_internal() {
       case 'Z': {
         tx_status_ = len >= 5 ? char(body[0]) : 'I';
         state_ = client_ ? State::Linked : State::Idle;
+        internal_deadline_ = {};
         InternalDone done = std::move(internal_done_);
         internal_done_ = nullptr;
         std::unique_ptr<pg::ErrorInfo> err = std::move(internal_error_);
@@ -587,7 +619,19 @@ void ServerConn::run_check(const std::string& sql) {
   run_internal(sql, [this](const pg::ErrorInfo* err) {
     state_ = State::Idle;
     pool_.check_done(this, err == nullptr);
-  });
+  }, proxy_.config().server_check_timeout);
+}
+
+// A health check or reset query that has not answered in time: the server (a
+// stopped backend, a broken network) is closed; whoever waited gets another.
+void ServerConn::tick(pool::Time now) {
+  if (state_ != State::Internal || internal_deadline_ == pool::Time{} || now < internal_deadline_) return;
+  bool check = pool::Member::state == pool::Member::State::Checking;
+  LOG_WARN("server connection %s@%s:%d/%s (pid %u): %s passed without an answer", target_.user.c_str(),
+           target_.host.c_str(), target_.port, target_.dbname.c_str(), backend_pid_,
+           check ? "server_check_timeout" : "server_reset_timeout");
+  close_member(check ? "server_check_timeout passed" : "server_reset_timeout passed");
+  close();   // not after a flush: the server may not be reading
 }
 
 void ServerConn::close_member(std::string_view reason) {
@@ -618,8 +662,10 @@ void ServerConn::on_drained() {
 
 void ServerConn::on_closed() {
   internal_done_ = nullptr;
+  proxy_.server_closed(*this);
   entry_.disconnects[disconnect_label(close_reason_)]++;
   pool_.forget(this);
+  entry_.connections--;
   if (ClientSession* c = client_) {
     client_ = nullptr;
     c->server_lost();

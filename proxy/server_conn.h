@@ -101,10 +101,13 @@ class ServerConn final : public Conn, public pool::Member {
   ClientSession* client() const { return client_; }
   pool::Pool& pool() { return pool_; }
 
-  // Sends sql as a simple query whose responses are consumed here, not forwarded.
-  void run_internal(const std::string& sql, InternalDone done);
+  // Sends sql as a simple query whose responses are consumed here, not forwarded;
+  // the server is closed if it has not answered within timeout.
+  void run_internal(const std::string& sql, InternalDone done, conf::Duration timeout);
+  uint64_t id() const { return id_; }
   bool busy_internal() const { return state_ == State::Internal; }
   char tx_status() const { return tx_status_; }
+  pool::Time query_started() const { return query_started_; }
   // Nothing in flight: the next ReadyForQuery answers the next query sent.
   bool idle_protocol() const { return expected_rfq_ == 0 && !unsynced_; }
 
@@ -168,6 +171,7 @@ class ServerConn final : public Conn, public pool::Member {
   // pool::Member
   void run_check(const std::string& sql) override;
   void close_member(std::string_view reason) override;
+  void tick(pool::Time now) override;
 
  private:
   enum class State { Resolving, Connecting, Login, Idle, Linked, Internal };
@@ -244,6 +248,8 @@ class ServerConn final : public Conn, public pool::Member {
   std::string capture_;
   size_t capture_limit_ = 0;
 
+  const uint64_t id_;                      // unique for the process (cancel bookkeeping in Proxy)
+  pool::Time internal_deadline_{};
   InternalDone internal_done_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;
   std::string close_reason_;
