@@ -400,13 +400,14 @@ struct Lockd::Impl {
   }
 
   void handle(Client* c, std::string_view line) {
-    using Handler = void (Impl::*)(Client*, const Request&);
-    static constexpr Handler kHandlers[kOps] = {   // indexed by Op
-        &Impl::migration_op,                       // status
-        &Impl::migration_op,                       // migrate
-        &Impl::lock,
-        &Impl::unlock,
-        &Impl::list_locks,
+    using Handler = void (*)(Impl&, Client*, const Request&);
+    static constexpr Handler kHandlers[kOps] = {
+        // indexed by Op
+        [](Impl& d, Client* c, const Request& r) { d.migration_op(c, r); },   // status
+        [](Impl& d, Client* c, const Request& r) { d.migration_op(c, r); },   // migrate
+        [](Impl& d, Client* c, const Request& r) { d.lock(c, r); },
+        [](Impl& d, Client* c, const Request& r) { d.unlock(c, r); },
+        [](Impl& d, Client* c, const Request& r) { d.list_locks(c, r); },
     };
     std::variant<Request, RequestError> parsed = parse_request(line);
     if (auto* e = std::get_if<RequestError>(&parsed)) {
@@ -415,7 +416,7 @@ struct Lockd::Impl {
     }
     auto& req = std::get<Request>(parsed);
     c->request_id = std::move(req.id);
-    (this->*kHandlers[size_t(req.op)])(c, req);
+    kHandlers[size_t(req.op)](*this, c, req);
   }
 
   void migration_op(Client* c, const Request& req) {
