@@ -1,6 +1,12 @@
-// The socket server: accepts peers (checking SO_PEERCRED), frames JSON lines,
-// answers each connection's requests in order, and turns migration answers and
-// lock events into response lines.
+// The socket server: accepts peers (checking SO_PEERCRED and the connection
+// cap), frames JSON lines (request.h), answers each connection's requests in
+// order, and turns migration answers and lock events into response lines.
+//
+// Every peer costs bounded memory and every loop turn bounded work, whatever
+// bytes arrive: reads stop while LineReader is full (kMaxQueued requests or
+// kMaxBuffered bytes) or while answers pile up unread (kMaxUnsent); serve()
+// answers at most kMaxPerTurn requests of a connection per loop turn, in a loop,
+// and an answer never starts the next request from inside itself.
 #include "lockd/lockd.h"
 
 #include <sys/socket.h>
@@ -11,14 +17,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
+#include <variant>
 
 #include "conf/log.h"
 #include "lockd/locks.h"
 #include "lockd/migrations.h"
+#include "lockd/request.h"
 
 namespace lockd {
 namespace {
@@ -26,9 +34,21 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kMaxLine = 8192;         // bytes, newline included
-constexpr size_t kMaxQueuedLines = 16;    // per client, beyond the one being answered: stop reading
-constexpr size_t kMaxWriteQueue = 1 << 20;
+// Connections; one more gets too_many_connections. Above the 500 processes
+// bench/lockd.sh starts at once, and half the default 1024-descriptor limit, so
+// lockd cannot take the descriptors the proxy needs.
+constexpr size_t kMaxClients = 512;
+constexpr size_t kMaxPerTurn = 16;         // requests of one connection answered per loop turn
+constexpr size_t kMaxUnsent = 64 << 10;    // bytes of answers the peer has not read: answer no more
+constexpr uint64_t kIdleTimeoutMs = 60'000;   // without a request, holding and waiting for nothing
+
+// PGSIDECAR_LOCKD_IDLE_TIMEOUT_MS shortens the idle timeout for tests, which
+// cannot wait a minute; unset (or not a number) in production.
+uint64_t idle_timeout_ms() {
+  const char* e = std::getenv("PGSIDECAR_LOCKD_IDLE_TIMEOUT_MS");
+  uint64_t ms = e ? std::strtoull(e, nullptr, 10) : 0;
+  return ms > 0 ? ms : kIdleTimeoutMs;
+}
 
 json error_body(const std::string& code, const std::string& message) {
   return {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
@@ -57,14 +77,17 @@ bool peer_allowed(const conf::Lockd& cfg, uid_t uid, gid_t gid) {
 
 struct Lockd::Impl {
   struct Client {
-    Client(Impl* impl, Owner owner) : d(impl), id(owner) {}
+    Client(Impl* impl, Owner owner, uint64_t now) : d(impl), id(owner), active_ms(now) {}
     Impl* d;
     Owner id;
     uv_pipe_t pipe;
-    std::string in;
-    std::deque<std::string> lines;
-    bool busy = false, closing = false, reading = true;
-    json request_id;                   // of the request being answered (null: none given)
+    LineReader reader;
+    bool busy = false;        // a request is waiting for its final answer
+    bool serving = false;     // inside serve(): an answer lets its loop go on
+    bool scheduled = false;   // in `ready`
+    bool reading = false, closing = false;
+    uint64_t active_ms;       // loop time of the last request or final answer (idle clock)
+    json request_id;          // of the request being answered (null: none given)
   };
 
   uv_loop_t* loop;
@@ -74,6 +97,11 @@ struct Lockd::Impl {
   uv_pipe_t* listener = nullptr;
   std::unordered_map<Owner, Client*> clients;
   Owner next_id = 1;
+  std::vector<Owner> ready;          // connections with requests to answer on the next loop turn
+  uv_idle_t* resume = nullptr;       // runs them; active only while `ready` is not empty
+  uv_timer_t* sweeper = nullptr;     // closes idle connections
+  uint64_t idle_ms = idle_timeout_ms();
+  bool at_capacity = false;          // logged once per time the connection cap is reached
   std::map<std::pair<std::string, std::string>, uint64_t> requests;   // (op, result) -> count
   uint64_t rejected_peers = 0;
   prometheus::Histogram* status_cached = nullptr;
@@ -115,6 +143,7 @@ struct Lockd::Impl {
       return false;
     }
     chmod(path.c_str(), mode_t(cfg.socket_mode));
+    start_housekeeping();
     LOG_INFO("lockd: listening on %s", path.c_str());
     if (migrations) migrations->warm();
     return true;
@@ -142,6 +171,25 @@ struct Lockd::Impl {
     return true;
   }
 
+  void start_housekeeping() {
+    resume = new uv_idle_t;
+    uv_idle_init(loop, resume);
+    resume->data = this;
+    sweeper = new uv_timer_t;
+    uv_timer_init(loop, sweeper);
+    sweeper->data = this;
+    uint64_t every = std::max<uint64_t>(idle_ms / 4, 10);   // closes within 1.25 x the timeout
+    uv_timer_start(sweeper, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->sweep(); }, every, every);
+    uv_unref(reinterpret_cast<uv_handle_t*>(sweeper));   // housekeeping keeps no loop alive
+  }
+
+  template <class Handle>
+  static void close_handle(Handle*& h) {
+    if (!h) return;
+    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* x) { delete reinterpret_cast<Handle*>(x); });
+    h = nullptr;
+  }
+
   void close_listener(bool unlink_path) {
     if (!listener) return;
     uv_close(reinterpret_cast<uv_handle_t*>(listener), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
@@ -156,10 +204,13 @@ struct Lockd::Impl {
     for (auto& [id, c] : clients) all.push_back(c);
     for (Client* c : all) close_client(c);
     if (migrations) migrations->stop();
+    ready.clear();
+    close_handle(resume);
+    close_handle(sweeper);
   }
 
   void accept() {
-    auto* c = new Client(this, next_id++);
+    auto* c = new Client(this, next_id++, uv_now(loop));
     uv_pipe_init(loop, &c->pipe, 0);
     c->pipe.data = c;
     if (uv_accept(reinterpret_cast<uv_stream_t*>(listener), reinterpret_cast<uv_stream_t*>(&c->pipe)) != 0) {
@@ -167,32 +218,59 @@ struct Lockd::Impl {
       return;
     }
     clients[c->id] = c;
+    if (std::optional<json> no = refusal(c)) {
+      send(c, std::move(*no));   // a fresh socket takes one line at once; close_client then drops nothing
+      return close_client(c);
+    }
+    update_reading(c);
+  }
+
+  // Why a new connection (already in `clients`) is turned away, if it is.
+  std::optional<json> refusal(Client* c) {
+    if (clients.size() > kMaxClients) {
+      count("invalid", "too_many_connections");
+      if (!std::exchange(at_capacity, true)) LOG_WARN("lockd: %zu connections, refusing more", kMaxClients);
+      return error_body("too_many_connections",
+                        "lockd serves at most " + std::to_string(kMaxClients) + " connections at a time");
+    }
+    at_capacity = false;
     uv_os_fd_t fd;
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) != 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !peer_allowed(cfg, cred.uid, cred.gid)) {
-      rejected_peers++;
-      LOG_WARN("lockd: refused a peer with uid %u gid %u (lockd.allowed_uids / allowed_gids)", cred.uid, cred.gid);
-      send(c, error_body("not_permitted", "uid " + std::to_string(cred.uid) + " gid " + std::to_string(cred.gid) +
-                                              " may not use this socket (lockd.allowed_uids, lockd.allowed_gids)"));
-      return close_client(c);
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && peer_allowed(cfg, cred.uid, cred.gid)) {
+      return std::nullopt;
     }
-    start_reading(c);
+    rejected_peers++;
+    LOG_WARN("lockd: refused a peer with uid %u gid %u (lockd.allowed_uids / allowed_gids)", cred.uid, cred.gid);
+    return error_body("not_permitted", "uid " + std::to_string(cred.uid) + " gid " + std::to_string(cred.gid) +
+                                           " may not use this socket (lockd.allowed_uids, lockd.allowed_gids)");
   }
 
-  static void start_reading(Client* c) {
-    c->reading = true;
+  // Reads while the reader has room: stopped while kMaxQueued requests wait or
+  // the buffer is full, resumed when serve() has taken some.
+  void update_reading(Client* c) {
+    if (c->closing) return;   // uv_close stops reading
+    bool want = c->reader.room() > 0;
+    if (want == c->reading) return;
+    c->reading = want;
+    auto* s = reinterpret_cast<uv_stream_t*>(&c->pipe);
+    if (!want) {
+      uv_read_stop(s);
+      return;
+    }
     uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&c->pipe),
-        [](uv_handle_t*, size_t, uv_buf_t* buf) {
-          static char slab[65536];   // one loop thread; the bytes are copied out before the next read
-          *buf = uv_buf_init(slab, sizeof slab);
+        s,
+        [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+          static char slab[LineReader::kMaxBuffered];   // one loop thread; the reader copies before the next read
+          *buf = uv_buf_init(slab, unsigned(std::min(sizeof slab, static_cast<Client*>(h->data)->reader.room())));
         },
         [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
           auto* c = static_cast<Client*>(s->data);
+          if (n == UV_ENOBUFS) return c->d->update_reading(c);   // no room: not an error, just stop
           if (n < 0) return c->d->close_client(c);
-          c->d->on_bytes(c, std::string_view(buf->base, size_t(n)));
+          c->reader.feed(std::string_view(buf->base, size_t(n)));   // n <= room(): all of it is taken
+          c->d->serve(c);
         });
   }
 
@@ -204,27 +282,21 @@ struct Lockd::Impl {
     uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe), [](uv_handle_t* h) { delete static_cast<Client*>(h->data); });
   }
 
-  void on_bytes(Client* c, std::string_view bytes) {
-    c->in.append(bytes);
-    size_t start = 0, nl;
-    while ((nl = c->in.find('\n', start)) != std::string::npos) {
-      if (nl + 1 - start > kMaxLine) return too_long(c);
-      c->lines.emplace_back(c->in, start, nl - start);
-      start = nl + 1;
+  // Closes connections that hold and wait for nothing and had no request
+  // started or answered for idle_ms (also those whose requests stay queued
+  // because they do not read their answers).
+  void sweep() {
+    uint64_t now = uv_now(loop);
+    std::vector<Client*> idle;
+    for (auto& [id, c] : clients) {
+      bool holds_nothing = !c->busy && (!locks || locks->owned(id) == 0);
+      if (holds_nothing && now - c->active_ms >= idle_ms) idle.push_back(c);
     }
-    c->in.erase(0, start);
-    if (c->in.size() >= kMaxLine) return too_long(c);
-    if (c->lines.size() > kMaxQueuedLines && c->reading) {
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->pipe));
-      c->reading = false;
+    for (Client* c : idle) {
+      count("invalid", "idle_timeout");
+      send(c, error_body("idle_timeout", "no request for " + std::to_string(idle_ms / 1000) + " s"));
+      close_client(c);
     }
-    next_request(c);
-  }
-
-  void too_long(Client* c) {
-    count("invalid", "line_too_long");
-    send(c, error_body("line_too_long", "a request line may be at most " + std::to_string(kMaxLine) + " bytes"));
-    close_client(c);
   }
 
   // ------------------------------------------------------------ responses
@@ -238,13 +310,23 @@ struct Lockd::Impl {
     };
     auto* w = new Write{{}, body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"};
     uv_buf_t buf = uv_buf_init(w->text.data(), unsigned(w->text.size()));
-    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->pipe), &buf, 1,
-                      [](uv_write_t* r, int) { delete reinterpret_cast<Write*>(r); });
+    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->pipe), &buf, 1, [](uv_write_t* r, int) {
+      // Called before the close callback, so the client is still there.
+      auto* c = static_cast<Client*>(r->handle->data);
+      delete reinterpret_cast<Write*>(r);
+      if (!c->closing && c->reader.ready() && !unsent_full(c)) c->d->schedule(c);   // the peer read: go on
+    });
     if (rc != 0) {
       delete w;
       return close_client(c);
     }
-    if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&c->pipe)) > kMaxWriteQueue) close_client(c);
+  }
+
+  // The peer does not read its answers: answer no more requests (reading stops
+  // too, once kMaxQueued wait) until it does. Unsolicited lines still go out:
+  // there are at most a few per lock it holds or waits for.
+  static bool unsent_full(Client* c) {
+    return uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&c->pipe)) > kMaxUnsent;
   }
 
   // The final answer to the current request; the next one may start.
@@ -253,45 +335,92 @@ struct Lockd::Impl {
     send(c, std::move(body));
     c->busy = false;
     c->request_id = nullptr;
-    next_request(c);
+    c->active_ms = uv_now(loop);
+    // An answer given inside serve() lets its loop go on; one that came later
+    // (a query, a lock event) continues on the next loop turn, never from here.
+    if (!c->serving) schedule(c);
   }
 
   void count(const std::string& op, const std::string& result) { requests[{op, result}]++; }
 
   // ------------------------------------------------------------ requests
 
-  void next_request(Client* c) {
-    while (!c->busy && !c->closing && !c->lines.empty()) {
-      std::string line = std::move(c->lines.front());
-      c->lines.pop_front();
+  // Answers the next requests of a connection on the next loop turn.
+  void schedule(Client* c) {
+    if (c->scheduled || c->closing) return;
+    c->scheduled = true;
+    ready.push_back(c->id);
+    if (ready.size() == 1) uv_idle_start(resume, [](uv_idle_t* h) { static_cast<Impl*>(h->data)->run_ready(); });
+  }
+
+  void run_ready() {
+    std::vector<Owner> now;
+    now.swap(ready);   // serve() may schedule again: for the turn after this one
+    for (Owner id : now) {
+      auto it = clients.find(id);
+      if (it == clients.end()) continue;   // closed meanwhile
+      it->second->scheduled = false;
+      serve(it->second);
+    }
+    if (ready.empty()) uv_idle_stop(resume);
+  }
+
+  // Answers the connection's queued requests in order: a loop, at most
+  // kMaxPerTurn per call, so no input makes it recurse or hog the loop. It stops
+  // at a request that waits (a query, a lock), and while the peer leaves its
+  // answers unread; what is left is picked up on a later turn.
+  void serve(Client* c) {
+    c->serving = true;
+    for (size_t n = 0; n < kMaxPerTurn && !c->busy && !c->closing && !unsent_full(c); n++) {
+      LineReader::Next next = c->reader.next();
+      if (next.status == LineReader::Status::More) break;
+      if (next.status == LineReader::Status::TooLong) {
+        too_long(c);
+        break;
+      }
       c->busy = true;
+      c->active_ms = uv_now(loop);
       try {
-        handle(c, line);
+        handle(c, next.line);
       } catch (const std::exception& e) {   // a bug, not bad input: answer and carry on
         LOG_ERROR("lockd: request failed: %s", e.what());
         finish(c, error_body("internal", e.what()), "invalid");
       }
     }
-    if (!c->reading && !c->closing && c->lines.size() <= kMaxQueuedLines / 2) start_reading(c);
+    c->serving = false;
+    if (!c->busy && c->reader.ready() && !unsent_full(c)) schedule(c);   // the per-turn bound was hit
+    update_reading(c);
   }
 
-  void handle(Client* c, const std::string& line) {
-    json req = json::parse(line, nullptr, false);
-    if (req.is_discarded() || !req.is_object()) {
-      return finish(c, error_body("bad_request", "each line must be one JSON object, such as {\"op\":\"status\"}"), "invalid");
+  void too_long(Client* c) {
+    count("invalid", "line_too_long");
+    send(c, error_body("line_too_long",
+                       "a request line may be at most " + std::to_string(LineReader::kMaxLine) + " bytes"));
+    close_client(c);
+  }
+
+  void handle(Client* c, std::string_view line) {
+    using Handler = void (*)(Impl&, Client*, const Request&);
+    static constexpr Handler kHandlers[kOps] = {
+        // indexed by Op
+        [](Impl& d, Client* c, const Request& r) { d.migration_op(c, r); },   // status
+        [](Impl& d, Client* c, const Request& r) { d.migration_op(c, r); },   // migrate
+        [](Impl& d, Client* c, const Request& r) { d.lock(c, r); },
+        [](Impl& d, Client* c, const Request& r) { d.unlock(c, r); },
+        [](Impl& d, Client* c, const Request& r) { d.list_locks(c, r); },
+    };
+    std::variant<Request, RequestError> parsed = parse_request(line);
+    if (auto* e = std::get_if<RequestError>(&parsed)) {
+      c->request_id = std::move(e->id);
+      return finish(c, error_body(e->code, e->message), e->op);
     }
-    if (req.contains("id")) c->request_id = req["id"];
-    const json* op = req.contains("op") ? &req["op"] : nullptr;
-    std::string name = op && op->is_string() ? op->get<std::string>() : "";
-    if (name == "status" || name == "migrate") return migration_op(c, name);
-    if (name == "lock") return lock(c, req);
-    if (name == "unlock") return unlock(c, req);
-    if (name == "locks") return list_locks(c, req);
-    std::string shown = op ? op->dump(-1, ' ', false, json::error_handler_t::replace) : "(missing)";
-    finish(c, error_body("unknown_op", "unknown op " + shown + "; ops: status, migrate, lock, unlock, locks"), "invalid");
+    auto& req = std::get<Request>(parsed);
+    c->request_id = std::move(req.id);
+    kHandlers[size_t(req.op)](*this, c, req);
   }
 
-  void migration_op(Client* c, const std::string& op) {
+  void migration_op(Client* c, const Request& req) {
+    std::string op = op_name(req.op);
     if (!migrations) {
       return finish(c, error_body("not_configured", "no migrations: set migrations.dir and migrations.database"),
                     op.c_str());
@@ -312,39 +441,25 @@ struct Lockd::Impl {
     else migrations->migrate(reply);
   }
 
-  // A lock name from the request, or an error answer (and nullopt).
-  std::optional<std::string> lock_name(Client* c, const json& req, const char* op) {
-    if (!locks) {
-      finish(c, error_body("not_configured", "no database for locks: set lockd.database (or migrations.database)"), op);
-      return std::nullopt;
-    }
-    if (!req.contains("name") || !req["name"].is_string()) {
-      finish(c, error_body("bad_request", std::string(op) + " needs \"name\": a string"), op);
-      return std::nullopt;
-    }
-    std::string name = req["name"].get<std::string>();
-    if (name.empty() || name.size() > LockTable::kMaxName) {
-      finish(c, error_body("bad_name", "a lock name is 1 to " + std::to_string(LockTable::kMaxName) + " bytes"), op);
-      return std::nullopt;
-    }
-    return name;
+  // False (and the not_configured answer) without a lock table.
+  bool locks_configured(Client* c, const Request& req) {
+    if (locks) return true;
+    finish(c, error_body("not_configured", "no database for locks: set lockd.database (or migrations.database)"),
+           op_name(req.op));
+    return false;
   }
 
-  void lock(Client* c, const json& req) {
-    auto name = lock_name(c, req, "lock");
-    if (!name) return;
-    int64_t timeout = cfg.lock_timeout.count();
-    if (req.contains("timeout_ms")) {
-      const json& t = req["timeout_ms"];
-      if (!t.is_number_integer() || t.get<int64_t>() < 0) {
-        return finish(c, error_body("bad_request", "timeout_ms must be an integer >= 0"), "lock");
-      }
-      timeout = t.get<int64_t>();
-    }
-    std::string err = locks->acquire(c->id, *name, timeout);
-    if (!err.empty()) {
-      finish(c, error_body(err, "this connection already holds or waits for lock \"" + *name + "\""), "lock");
-    }
+  void lock(Client* c, const Request& req) {
+    if (!locks_configured(c, req)) return;
+    std::string err = locks->acquire(c->id, req.name, req.timeout_ms.value_or(cfg.lock_timeout.count()));
+    if (err.empty()) return;   // the answer comes as lock events
+    std::string why = err == "too_many_locks"
+                          ? "this connection holds or waits for " + std::to_string(LockTable::kMaxPerOwner) +
+                                " locks already, the most one connection may"
+                          : "this connection already holds or waits for lock \"" + req.name + "\"";
+    json body = error_body(err, why);
+    body["name"] = req.name;
+    finish(c, std::move(body), "lock");
   }
 
   void on_lock_event(Owner owner, const LockEvent& e) {
@@ -384,23 +499,19 @@ struct Lockd::Impl {
     }
   }
 
-  void unlock(Client* c, const json& req) {
-    auto name = lock_name(c, req, "unlock");
-    if (!name) return;
-    std::optional<int64_t> held = locks->release(c->id, *name);
-    if (!held) return finish(c, error_body("not_held", "this connection does not hold lock \"" + *name + "\""), "unlock");
-    finish(c, {{"ok", true}, {"name", *name}, {"state", "released"}, {"held_ms", *held}}, "unlock");
+  void unlock(Client* c, const Request& req) {
+    if (!locks_configured(c, req)) return;
+    std::optional<int64_t> held = locks->release(c->id, req.name);
+    if (!held) {
+      return finish(c, error_body("not_held", "this connection does not hold lock \"" + req.name + "\""), "unlock");
+    }
+    finish(c, {{"ok", true}, {"name", req.name}, {"state", "released"}, {"held_ms", *held}}, "unlock");
   }
 
-  void list_locks(Client* c, const json& req) {
-    if (!locks) return finish(c, error_body("not_configured", "no database for locks: set lockd.database"), "locks");
-    std::string only;
-    if (req.contains("name")) {
-      if (!req["name"].is_string()) return finish(c, error_body("bad_request", "\"name\" must be a string"), "locks");
-      only = req["name"].get<std::string>();
-    }
+  void list_locks(Client* c, const Request& req) {
+    if (!locks_configured(c, req)) return;
     json list = json::array();
-    for (const LockInfo& l : locks->list(only)) {
+    for (const LockInfo& l : locks->list(req.name)) {
       list.push_back({{"name", l.name}, {"held", l.held}, {"held_ms", l.held_ms}, {"waiters", l.waiters},
                       {"estimated_wait_ms", l.estimate_ms ? json(*l.estimate_ms) : json(nullptr)}});
     }

@@ -65,19 +65,26 @@ void LockTable::stop() {
     if (l.retry) close_timer(l.retry);
   }
   locks_.clear();
+  owned_.clear();
   pg_.stop();
 }
 
 std::string LockTable::acquire(Owner owner, const std::string& name, int64_t timeout_ms) {
+  // Refusals create no entry.
+  if (auto found = locks_.find(name); found != locks_.end()) {
+    const Lock& l = found->second;
+    if (l.holder == owner) return "already_held";
+    for (const Waiter& w : l.waiters)
+      if (w.owner == owner) return "already_held";
+  }
+  if (owned(owner) >= kMaxPerOwner) return "too_many_locks";
   auto [it, created] = locks_.try_emplace(name);
   Lock& l = it->second;
   if (created) {
     l.name = name;
     l.key = std::to_string(lock_key(name));
   }
-  if (l.holder == owner) return "already_held";
-  for (const Waiter& w : l.waiters)
-    if (w.owner == owner) return "already_held";
+  owned_[owner]++;
   l.waiters.push_back({owner, Clock::now(), timeout_ms == 0});
   Waiter& w = l.waiters.back();
   if (timeout_ms > 0) arm_timeout(l, w, timeout_ms);
@@ -206,6 +213,7 @@ std::optional<int64_t> LockTable::release(Owner owner, const std::string& name) 
   int64_t held = ms_since(l.held_since);
   l.avg_hold_ms = l.avg_hold_ms ? *l.avg_hold_ms * (1 - kHoldWeight) + double(held) * kHoldWeight : double(held);
   l.holder = 0;
+  disown(owner);
   if (!l.waiters.empty()) grant(l);   // local hand-over: the advisory lock stays ours
   else release_pg(l);
   return held;
@@ -226,6 +234,7 @@ void LockTable::release_pg(Lock& l) {
 void LockTable::drop_waiter(Lock& l, size_t i, std::optional<LockEvent> tell) {
   Waiter w = l.waiters[i];
   l.waiters.erase(l.waiters.begin() + long(i));
+  disown(w.owner);
   if (w.timer) close_timer(w.timer);
   if (tell) {
     tell->waited_ms = ms_since(w.since);
@@ -253,6 +262,17 @@ void LockTable::forget(Owner owner) {
     if (l.holder == owner) release(owner, name);
     erase_if_unused(name);
   }
+  owned_.erase(owner);
+}
+
+size_t LockTable::owned(Owner owner) const {
+  auto it = owned_.find(owner);
+  return it == owned_.end() ? 0 : it->second;
+}
+
+void LockTable::disown(Owner owner) {
+  auto it = owned_.find(owner);
+  if (it != owned_.end() && --it->second == 0) owned_.erase(it);
 }
 
 void LockTable::erase_if_unused(const std::string& name) {
@@ -277,6 +297,7 @@ void LockTable::on_connection_lost() {
       stats_.lost++;
       Owner holder = l.holder;
       l.holder = 0;
+      disown(holder);
       LockEvent e{LockEvent::Kind::Lost, name};
       e.message = "the connection to PostgreSQL was lost, and the advisory lock with it; this lock is no longer held";
       deliver_(holder, e);

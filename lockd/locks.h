@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cache/pq_session.h"
@@ -54,19 +55,23 @@ int64_t lock_key(const std::string& name);
 class LockTable {
  public:
   using Deliver = std::function<void(Owner, const LockEvent&)>;
-  static constexpr size_t kMaxName = 200;
+  // Names one owner may hold or wait for at a time: bounds what one peer costs.
+  static constexpr size_t kMaxPerOwner = 64;
 
   LockTable(uv_loop_t* loop, std::string conninfo, Deliver deliver, prometheus::Histogram* wait_seconds);
   ~LockTable();
 
   // Queues owner for name. Events follow through deliver: maybe Queued, then
-  // exactly one of Held, Timeout, Unavailable. Returns an error code instead
-  // ("already_held") when the owner holds or waits for name already.
+  // exactly one of Held, Timeout, Unavailable. Returns an error code instead:
+  // "already_held" when the owner holds or waits for name already,
+  // "too_many_locks" when it holds or waits for kMaxPerOwner names.
   std::string acquire(Owner owner, const std::string& name, int64_t timeout_ms);
   // Releases a held lock; nullopt if owner does not hold it, else the hold time in ms.
   std::optional<int64_t> release(Owner owner, const std::string& name);
   // The owner is gone: its locks are released and its waits dropped, silently.
   void forget(Owner owner);
+  // How many names the owner holds or waits for.
+  size_t owned(Owner owner) const;
   std::vector<LockInfo> list(const std::string& only_name = "") const;
   const LockStats& stats() const { return stats_; }
   int holders() const;
@@ -106,12 +111,14 @@ class LockTable {
   void on_connection_lost();
   std::vector<std::string> names() const;
   void arm_timeout(Lock& l, Waiter& w, int64_t timeout_ms);
+  void disown(Owner owner);
 
   uv_loop_t* loop_;
   pq::Session pg_;
   Deliver deliver_;
   prometheus::Histogram* wait_seconds_;
   std::map<std::string, Lock> locks_;
+  std::unordered_map<Owner, size_t> owned_;   // names held or waited for, per owner (none: absent)
   LockStats stats_;
 };
 

@@ -1078,6 +1078,239 @@ TEST(LockdProtocol, NotConfigured) {
   EXPECT_EQ(code(s2), "not_configured") << s2.dump();
 }
 
+// ================================================================ limits
+
+// The limits of docs/lockd-protocol.md ("Limits"), mirrored here.
+constexpr int kLocksPerConnection = 64;
+constexpr int kMaxConnections = 512;
+constexpr size_t kMaxLineBytes = 8192;
+
+// 64 KiB of empty lines used to wedge lockd: each one was answered through a
+// recursive call, 65536 deep. Blank lines are now skipped without an answer.
+TEST(LockdLimits, EmptyLinesFloodThenStatusIsAnswered) {
+  std::string db = fresh_db("lt_empty_lines");
+  MigDir m;
+  m.write("1_a.up.sql", "CREATE TABLE a (id int);\n");
+  Daemon d(lockd_config(db, m.path));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  ASSERT_TRUE(c.send_raw(std::string(65536, '\n'))) << "lockd stopped reading";
+  json s = c.call({{"op", "status"}, {"id", 1}});
+  EXPECT_EQ(str(s, "status"), "pending") << "blank lines get no answer; the status does: " << s.dump();
+  EXPECT_EQ(str(s, "id"), "1") << s.dump();
+
+  // Other blank lines (CR LF, spaces, tabs) are skipped too, in pieces across reads.
+  std::string blanks;
+  for (int i = 0; i < 4096; ++i) blanks += i % 3 == 0 ? "\r\n" : i % 3 == 1 ? " \t \n" : "\n";
+  ASSERT_TRUE(c.send_raw(blanks));
+  s = c.call({{"op", "status"}, {"id", 2}});
+  EXPECT_EQ(str(s, "id"), "2") << s.dump();
+  EXPECT_EQ(str(s, "cached"), "true") << s.dump();
+
+  EXPECT_TRUE(d.running()) << tail_lines(d.log(), 30);
+  LockdClient c2 = client(d);
+  json l = c2.call({{"op", "locks"}});
+  EXPECT_EQ(str(l, "ok"), "true") << "a new connection is served: " << l.dump();
+  ConnPtr pc = must_connect(d.conninfo());
+  ASSERT_TRUE(pc);
+  EXPECT_EQ(exec(pc, "SELECT 41 + 1").scalar(), "42") << "the proxy on the same loop still serves queries";
+}
+
+// Many bad lines sent at once, by a peer that reads its answers only afterwards:
+// every line is answered, in order, and the connection stays open (lockd serves
+// a bounded number per loop turn and stops while its answers are not read).
+TEST(LockdLimits, FloodOfBadLinesIsAnsweredInOrder) {
+  Daemon d(lockd_config("app", ""));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  constexpr int kLines = 20000;
+  std::string flood;
+  for (int i = 0; i < kLines; ++i) flood += "x\n";
+  ASSERT_TRUE(c.send_raw(flood));
+  ASSERT_TRUE(c.send({{"op", "locks"}, {"id", "after"}}));
+  int bad = 0;
+  json last;
+  for (;;) {
+    last = c.read(10000);
+    if (code(last) != "bad_request") break;
+    ++bad;
+  }
+  EXPECT_EQ(bad, kLines);
+  EXPECT_EQ(str(last, "id"), "after") << last.dump();
+  EXPECT_EQ(str(last, "ok"), "true") << last.dump();
+  ConnPtr pc = must_connect(d.conninfo());
+  ASSERT_TRUE(pc);
+  EXPECT_EQ(exec(pc, "SELECT 1").scalar(), "1");
+}
+
+TEST(LockdLimits, LocksPerConnectionAreCapped) {
+  Daemon d(lockd_config("app", ""));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  for (int i = 0; i < kLocksPerConnection; ++i) {
+    json a = c.call(lock_req("cap-" + std::to_string(i)));
+    ASSERT_EQ(str(a, "state"), "held") << i << ": " << a.dump();
+  }
+  json over = c.call(lock_req("cap-over", 0));
+  EXPECT_EQ(str(over, "ok"), "false") << over.dump();
+  EXPECT_EQ(code(over), "too_many_locks") << over.dump();
+  EXPECT_EQ(str(over, "name"), "cap-over") << over.dump();
+  json e = c.call(locks_req("cap-over"));
+  EXPECT_EQ(str(lock_entry(e, "cap-over"), "held"), "false") << "nothing was queued: " << e.dump();
+  EXPECT_EQ(str(lock_entry(e, "cap-over"), "waiters"), "0") << e.dump();
+
+  // The cap is per connection: another one may lock, also a name the first waits for.
+  LockdClient other = client(d);
+  EXPECT_EQ(str(other.call(lock_req("cap-over")), "state"), "held");
+
+  // A release makes room; a wait counts like a hold while it lasts, and not after.
+  EXPECT_EQ(str(c.call(unlock_req("cap-0")), "state"), "released");
+  json t = c.lock(lock_req("cap-over", 100));
+  EXPECT_EQ(code(t), "lock_timeout") << t.dump();
+  json g = c.call(lock_req("cap-0", 0));
+  EXPECT_EQ(str(g, "state"), "held") << "the timed-out wait no longer counts: " << g.dump();
+  json again = c.call(lock_req("cap-new", 0));
+  EXPECT_EQ(code(again), "too_many_locks") << again.dump();
+
+  // Closing the connection releases all of them.
+  c.close();
+  bool freed = eventually([&] { return str(lock_entry(other.call(locks_req("cap-5")), "cap-5"), "held") == "false"; }, 5000);
+  EXPECT_TRUE(freed) << "a closed connection's locks are released";
+}
+
+TEST(LockdLimits, ConnectionsAreCapped) {
+  Daemon d(lockd_config("app", ""));
+  START_LOCKD(d);
+  // wait_socket's probes may still be closing: retry each until it is served.
+  std::vector<LockdClient> conns;
+  for (int i = 0; i < kMaxConnections; ++i) {
+    LockdClient c;
+    json last;
+    bool served = eventually([&] {
+      if (!c.connect(sock(d))) return false;
+      last = c.call({{"op", "locks"}}, 5000);
+      return str(last, "ok") == "true";
+    }, 5000);
+    ASSERT_TRUE(served) << "connection " << i << ": " << last.dump();
+    conns.push_back(std::move(c));
+  }
+  LockdClient extra = client(d);
+  json r = extra.read(5000);
+  EXPECT_EQ(str(r, "ok"), "false") << r.dump();
+  EXPECT_EQ(code(r), "too_many_connections") << r.dump();
+  EXPECT_TRUE(extra.wait_closed(3000)) << "closed after too_many_connections";
+
+  // Those already connected are still served; a freed slot is given to the next one.
+  json a = conns.back().call({{"op", "locks"}});
+  EXPECT_EQ(str(a, "ok"), "true") << a.dump();
+  conns.front().close();
+  json last;
+  bool served = eventually([&] {
+    LockdClient c;
+    if (!c.connect(sock(d))) return false;
+    last = c.call({{"op", "locks"}}, 5000);
+    return str(last, "ok") == "true";
+  }, 5000);
+  EXPECT_TRUE(served) << last.dump();
+  ConnPtr pc = must_connect(d.conninfo());
+  ASSERT_TRUE(pc);
+  EXPECT_EQ(exec(pc, "SELECT 1").scalar(), "1");
+}
+
+// An over-long line ends the connection, but only after the requests before it
+// are answered (in order, as always); a line without end is cut off at the cap.
+TEST(LockdLimits, OverlongLineAfterRequestsAnswersThemFirst) {
+  Daemon d(lockd_config("app", ""));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  std::string bytes = json{{"op", "locks"}, {"id", 1}}.dump() + "\n" + json{{"op", "locks"}, {"id", 2}}.dump() + "\n" +
+                      std::string(kMaxLineBytes + 100, 'x') + "\n";
+  (void)c.send_raw(bytes);
+  json a1 = c.read(5000), a2 = c.read(5000), e = c.read(5000);
+  EXPECT_EQ(str(a1, "id"), "1") << a1.dump();
+  EXPECT_EQ(str(a2, "id"), "2") << a2.dump();
+  EXPECT_EQ(code(e), "line_too_long") << e.dump();
+  EXPECT_TRUE(c.wait_closed(3000)) << "closed after line_too_long";
+
+  // No newline at all, far past the cap: lockd keeps at most the cap of it.
+  LockdClient endless = client(d);
+  (void)endless.send_raw(std::string(1 << 20, '{'));
+  json r = endless.read(5000);
+  EXPECT_EQ(code(r), "line_too_long") << r.dump();
+  EXPECT_TRUE(endless.wait_closed(3000));
+
+  LockdClient c3 = client(d);
+  EXPECT_EQ(str(c3.call({{"op", "locks"}}), "ok"), "true") << "others are still served";
+}
+
+// Requests are flat; an id may nest, but only so deep (the JSON library copies
+// and prints values recursively).
+TEST(LockdLimits, DeeplyNestedRequestIsRefused) {
+  Daemon d(lockd_config("app", ""));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  auto nested = [](int depth) {
+    return R"({"op":"locks","id":)" + std::string(size_t(depth), '[') + std::string(size_t(depth), ']') + "}\n";
+  };
+  json ok = raw_call(c, nested(15));
+  EXPECT_EQ(str(ok, "ok"), "true") << "16 levels with the request object: " << ok.dump();
+  json deep = raw_call(c, nested(4000));
+  EXPECT_EQ(code(deep), "bad_request") << deep.dump();
+  json after = c.call({{"op", "locks"}});
+  EXPECT_EQ(str(after, "ok"), "true") << "the connection stays open: " << after.dump();
+}
+
+// While a request waits, the requests behind it queue (up to a cap, then lockd
+// stops reading the socket); all are answered in order once it is done.
+TEST(LockdLimits, PipelinedRequestsBehindAWaitAreAnsweredInOrder) {
+  Daemon d(lockd_config("app", ""));
+  START_LOCKD(d);
+  LockdClient holder = client(d), c = client(d);
+  ASSERT_EQ(str(holder.call(lock_req("pipe")), "state"), "held");
+  constexpr int kBehind = 200;
+  std::string bytes = lock_req("pipe", 20000).dump() + "\n";
+  for (int i = 0; i < kBehind; ++i) bytes += json{{"op", "locks"}, {"name", "pipe"}, {"id", i}}.dump() + "\n";
+  ASSERT_TRUE(c.send_raw(bytes));
+  json q = c.read(5000);
+  EXPECT_EQ(str(q, "state"), "queued") << q.dump();
+  EXPECT_EQ(str(holder.call(unlock_req("pipe")), "state"), "released");
+  json h = c.read(5000);
+  EXPECT_EQ(str(h, "state"), "held") << h.dump();
+  for (int i = 0; i < kBehind; ++i) {
+    json a = c.read(5000);
+    ASSERT_EQ(str(a, "id"), std::to_string(i)) << a.dump();
+    ASSERT_EQ(str(lock_entry(a, "pipe"), "held"), "true") << a.dump();
+  }
+}
+
+// A connection that holds or waits for nothing and sends nothing is closed after
+// the idle timeout (shortened for the test through PGSIDECAR_LOCKD_IDLE_TIMEOUT_MS);
+// one that holds a lock is kept however long it is quiet.
+TEST(LockdLimits, IdleConnectionIsClosedButNotALockHolder) {
+  Daemon d(lockd_config("app", ""));
+  setenv("PGSIDECAR_LOCKD_IDLE_TIMEOUT_MS", "300", 1);
+  std::string start_err;
+  bool started = d.start(&start_err);
+  unsetenv("PGSIDECAR_LOCKD_IDLE_TIMEOUT_MS");
+  ASSERT_TRUE(started) << start_err;
+  ASSERT_TRUE(wait_socket(sock(d)));
+
+  LockdClient holder = client(d);
+  ASSERT_EQ(str(holder.call(lock_req("idle")), "state"), "held");
+  LockdClient waiter = client(d);
+  ASSERT_TRUE(waiter.send(lock_req("idle", 60000)));
+  ASSERT_EQ(str(waiter.read(5000), "state"), "queued");
+  LockdClient quiet = client(d);
+  ASSERT_EQ(str(quiet.call({{"op", "locks"}}), "ok"), "true");
+  // The holder and the waiter went quiet before this one: they would be closed first.
+  EXPECT_TRUE(quiet.wait_closed(10000)) << "an idle connection is closed";
+  json a = holder.call(locks_req("idle"));
+  EXPECT_EQ(str(lock_entry(a, "idle"), "held"), "true") << "the holder is still connected: " << a.dump();
+  EXPECT_EQ(str(lock_entry(a, "idle"), "waiters"), "1") << "the waiter is still connected: " << a.dump();
+  EXPECT_EQ(str(holder.call(unlock_req("idle")), "state"), "released");
+  EXPECT_EQ(str(waiter.read(5000), "state"), "held");
+}
+
 // ================================================================ ctl
 
 TEST(LockdCtl, CtlCli) {
