@@ -3,20 +3,23 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <regex>
 
 #include "harness.h"
+#include "metrics/http_endpoint.h"
 
 using namespace itest;
 
 namespace {
 
-// One HTTP GET on 127.0.0.1:port; the whole response (head and body), "" if none.
-std::string http_get(int port, const std::string& path) {
+// A TCP connection to 127.0.0.1:port (blocking), -1 if refused.
+int tcp_connect(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -24,16 +27,41 @@ std::string http_get(int port, const std::string& path) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     close(fd);
-    return "";
+    return -1;
   }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
+  return fd;
+}
+
+// Reads into *got until the peer closes (EOF or reset): true, or false after timeout_ms.
+bool wait_eof(int fd, int timeout_ms, std::string* got = nullptr) {
+  auto t0 = Clock::now();
+  char buf[65536];
+  for (;;) {
+    long left = timeout_ms - ms_since(t0);
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, int(left)) <= 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n > 0 && got) got->append(buf, size_t(n));
+  }
+}
+
+// Sends the request on a new connection; the whole response (head and body), "" if none.
+std::string http_exchange(int port, const std::string& request) {
+  int fd = tcp_connect(port);
+  if (fd < 0) return "";
   std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == ssize_t(request.size())) wait_eof(fd, 30000, &out);
   close(fd);
   return out;
 }
+
+// One HTTP GET on 127.0.0.1:port; the whole response (head and body), "" if none.
+std::string http_get(int port, const std::string& path) {
+  return http_exchange(port, "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
 // The value of the sample `name{labels}` (labels exactly as rendered), or -1.
 double sample(const std::string& text, const std::string& series) {
@@ -155,6 +183,9 @@ TEST(Metrics, OnlyMetricsPathIsServed) {
   START_DAEMON(d);
   EXPECT_EQ(http_get(m.port, "/").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(http_get(m.port, "/metrics").rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_TRUE(starts_with(http_exchange(m.port, "HEAD /metrics HTTP/1.1\r\n\r\n"), "HTTP/1.1 405"));
+  EXPECT_TRUE(starts_with(http_exchange(m.port, "GET /metrics HTTP/2.0\r\n\r\n"), "HTTP/1.1 505"));
+  EXPECT_TRUE(starts_with(http_exchange(m.port, "GET /metrics HTTP/1.1\nHost: x\n\n"), "HTTP/1.1 400"));
   // The daemon still serves its clients.
   ConnPtr c = must_connect(d.conninfo());
   ASSERT_TRUE(c);
@@ -222,4 +253,125 @@ TEST(Metrics, DashboardUsesExportedMetrics) {
     EXPECT_NE(text.find("# TYPE " + metric + " "), std::string::npos) << metric << " is not exported";
   }
   EXPECT_GT(checked, 10);
+}
+
+constexpr size_t kCap = metrics::HttpEndpoint::kMaxConnections;
+constexpr int kRequestTimeoutMs = int(metrics::HttpEndpoint::kRequestTimeoutMs);
+
+// The cap: idle connections past it are closed at once (after a best-effort
+// 503); those within it stay, PostgreSQL clients are served meanwhile, and once
+// they are gone scrapes are answered again.
+TEST(Metrics, ConnectionsPastTheCapAreRefusedAndScrapesResume) {
+  MetricsDaemon m("session", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  constexpr size_t kExtra = 4;
+  std::vector<int> fds;
+  for (size_t i = 0; i < kCap + kExtra; ++i) {
+    fds.push_back(tcp_connect(m.port));
+    ASSERT_GE(fds.back(), 0) << i;
+  }
+  // kExtra of them (the last ones, unless the kernel reordered the accept queue) are closed at once.
+  std::vector<bool> closed(fds.size());
+  size_t n_closed = 0;
+  auto t0 = Clock::now();
+  while (n_closed < kExtra && ms_since(t0) < 5000) {
+    for (size_t i = 0; i < fds.size(); ++i) {
+      pollfd p{fds[i], POLLIN, 0};
+      if (closed[i] || poll(&p, 1, 0) == 0) continue;
+      std::string got;
+      closed[i] = wait_eof(fds[i], 1000, &got);
+      n_closed += closed[i];
+      EXPECT_TRUE(got.empty() || starts_with(got, "HTTP/1.1 503")) << got;
+    }
+    poll(nullptr, 0, 10);
+  }
+  EXPECT_EQ(n_closed, kExtra);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(exec(c, "SELECT 3").scalar(), "3");
+  EXPECT_FALSE(starts_with(http_get(m.port, "/metrics"), "HTTP/1.1 200"));   // still full
+  for (size_t i = 0; i < fds.size(); ++i) {
+    pollfd p{fds[i], POLLIN, 0};
+    if (!closed[i]) {
+      EXPECT_EQ(poll(&p, 1, 0), 0) << "connection " << i << " within the cap was closed";
+    }
+  }
+  for (int fd : fds) close(fd);
+  EXPECT_TRUE(eventually([&] { return starts_with(http_get(m.port, "/metrics"), "HTTP/1.1 200"); }, 5000));
+  EXPECT_EQ(exec(c, "SELECT 4").scalar(), "4");
+}
+
+// Half a request, or none: closed by the server after the request timeout,
+// with no answer; scrapes and PostgreSQL clients are served meanwhile.
+TEST(Metrics, PartialRequestsAreClosedByTheServer) {
+  MetricsDaemon m("session", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  int half = tcp_connect(m.port), silent = tcp_connect(m.port);
+  ASSERT_GE(half, 0);
+  ASSERT_GE(silent, 0);
+  std::string partial = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n";
+  ASSERT_EQ(send(half, partial.data(), partial.size(), MSG_NOSIGNAL), ssize_t(partial.size()));
+  EXPECT_TRUE(starts_with(http_get(m.port, "/metrics"), "HTTP/1.1 200"));
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(exec(c, "SELECT 3").scalar(), "3");
+  std::string got_half, got_silent;
+  EXPECT_TRUE(wait_eof(half, kRequestTimeoutMs + 20000, &got_half));
+  EXPECT_TRUE(wait_eof(silent, kRequestTimeoutMs + 20000, &got_silent));
+  EXPECT_EQ(got_half, "");
+  EXPECT_EQ(got_silent, "");
+  close(half);
+  close(silent);
+  EXPECT_EQ(exec(c, "SELECT 4").scalar(), "4");
+}
+
+TEST(Metrics, OverlongHeaderGets431) {
+  MetricsDaemon m("session", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  std::string big = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Big: " +
+                    std::string(2 * metrics::http::kMaxHeadBytes, 'a') + "\r\n\r\n";
+  std::string r = http_exchange(m.port, big);
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 431")) << r.substr(0, 200);
+  // Many fields, each small: the same limit.
+  std::string many = "GET /metrics HTTP/1.1\r\n";
+  for (int i = 0; i < 1000; ++i) many += "X-" + std::to_string(i) + ": v\r\n";
+  r = http_exchange(m.port, many + "\r\n");
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 431")) << r.substr(0, 200);
+  EXPECT_TRUE(starts_with(http_get(m.port, "/metrics"), "HTTP/1.1 200"));
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(exec(c, "SELECT 3").scalar(), "3");
+}
+
+// Clients that pipeline a flood of requests and read nothing until they are
+// done sending: each gets one answer, the rest is read and discarded.
+TEST(Metrics, PipelinedFloodsGetOneAnswerEach) {
+  MetricsDaemon m("session", 2);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  std::string one = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n", flood;
+  while (flood.size() < 256 * 1024) flood += one;
+  std::vector<int> fds;
+  for (int i = 0; i < 8; ++i) {
+    int fd = tcp_connect(m.port);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    // Blocking: the server drains what follows the first request once it has answered.
+    ASSERT_EQ(send(fd, flood.data(), flood.size(), MSG_NOSIGNAL), ssize_t(flood.size()));
+    shutdown(fd, SHUT_WR);
+  }
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(exec(c, "SELECT 3").scalar(), "3");
+  for (int fd : fds) {
+    std::string got;
+    EXPECT_TRUE(wait_eof(fd, 30000, &got));
+    EXPECT_TRUE(starts_with(got, "HTTP/1.1 200")) << got.substr(0, 200);
+    EXPECT_EQ(got.find("HTTP/1.1", 1), std::string::npos) << "more than one answer";
+    close(fd);
+  }
+  EXPECT_TRUE(starts_with(http_get(m.port, "/metrics"), "HTTP/1.1 200"));
 }
