@@ -303,6 +303,28 @@ std::string set_values(const json& args) {
   return out;
 }
 
+// SET SESSION CHARACTERISTICS AS TRANSACTION ...: the defaults it sets, one Set each.
+void session_characteristics(const json& args, std::vector<SessionEffect>& out) {
+  static const std::pair<std::string_view, std::string_view> kDefaults[] = {
+      {"transaction_isolation", "default_transaction_isolation"},
+      {"transaction_read_only", "default_transaction_read_only"},
+      {"transaction_deferrable", "default_transaction_deferrable"},
+  };
+  for (const json& item : args) {
+    const json& def = field(item, "DefElem");
+    const std::string* defname = str(field(def, "defname"));
+    auto it = std::find_if(std::begin(kDefaults), std::end(kDefaults), [&](auto& d) { return defname && d.first == *defname; });
+    std::string value = set_values(json::array({field(def, "arg")}));
+    if (it == std::end(kDefaults) || value.empty()) {
+      out.push_back(effect(Effect::Unknown, {}, "SET SESSION CHARACTERISTICS"));
+      continue;
+    }
+    SessionEffect e = effect(Effect::Set, std::string(it->second));
+    e.sql = "SET " + quote_ident(e.name) + " TO " + value;
+    out.push_back(std::move(e));
+  }
+}
+
 // SET / RESET: followed when it is a session-level change of one setting to constants.
 void set_effect(const json& body, std::vector<SessionEffect>& out) {
   if (field(body, "is_local") == true) return;   // SET LOCAL ends with its transaction
@@ -313,7 +335,7 @@ void set_effect(const json& body, std::vector<SessionEffect>& out) {
   if (*kind == "VAR_RESET_ALL") return out.push_back(effect(Effect::ResetAll));
   if (*kind == "VAR_RESET" || *kind == "VAR_SET_DEFAULT") return out.push_back(effect(Effect::Reset, name));
   if (*kind == "VAR_SET_MULTI") {   // SET TRANSACTION ... ends with it; SET SESSION CHARACTERISTICS does not
-    if (name != "transaction") out.push_back(effect(Effect::Unknown, name, "SET SESSION CHARACTERISTICS"));
+    if (name != "transaction") session_characteristics(field(body, "args"), out);
     return;
   }
   std::string values = *kind == "VAR_SET_VALUE" ? set_values(field(body, "args")) : std::string();

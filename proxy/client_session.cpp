@@ -224,9 +224,10 @@ void ClientSession::granted(pool::Member* m) {
   server_ = static_cast<ServerConn*>(m);
   server_->link(this);
   if (state_ == State::Login) {
-    // First time: the server's values are the baseline, the client's startup values win.
+    // First time: the server's values at its login are the baseline (not what an
+    // earlier client set), the client's startup values win.
     TrackedValues given = wanted_;
-    wanted_ = server_->tracked();
+    wanted_ = server_->login_tracked();
     for (size_t i = 0; i < wanted_.size(); i++)
       if (wanted_given_ & (1u << i)) wanted_[i] = given[i];
     apply_tracked_then(&ClientSession::finish_login);

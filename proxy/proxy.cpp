@@ -500,6 +500,13 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
     if (!db) continue;   // removed: existing clients finish, new ones are refused
     *e->target = target_for(*db, database, e->pool->user(), users_);
     pool::Settings s = settings_for(*db);
+    if (s.mode != e->mode) {
+      // Servers used in the old mode may hold a session's state: idle ones go, linked
+      // ones are reset before anyone else gets them.
+      e->pool->close_idle("pool_mode changed");
+      for (auto& [pid, c] : clients_)
+        if (c->pool_entry() == e.get() && c->server()) c->server()->note_session_state();
+    }
     e->mode = s.mode;
     e->pool->set_settings(s);
   }

@@ -24,6 +24,7 @@ const char* disconnect_label(std::string_view reason) {
       {"server_lifetime reached", "lifetime"},
       {"idle timeout or lifetime", "idle_timeout"},
       {"pool shrunk", "pool_resize"},
+      {"pool_mode changed", "pool_resize"},
       {"pool full", "pool_resize"},
       {"login failed", "login_failed"},
       {"server_check_query failed", "check_failed"},
@@ -120,6 +121,7 @@ bool ServerConn::handle_login_message(char type, const uint8_t* body, size_t len
     case 'Z':
       state_ = State::Idle;
       tx_status_ = 'I';
+      login_tracked_ = tracked_;
       LOG_DEBUG("server connection %s@%s:%d/%s ready (pid %u)", target_.user.c_str(), target_.host.c_str(),
                 target_.port, target_.dbname.c_str(), backend_pid_);
       pool_.login_done(this, nullptr);

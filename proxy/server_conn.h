@@ -163,6 +163,9 @@ class ServerConn final : public Conn, public pool::Member {
   }
 
   const TrackedValues& tracked() const { return tracked_; }
+  // The values it had right after login: a new client's defaults, whatever the
+  // clients before it set.
+  const TrackedValues& login_tracked() const { return login_tracked_; }
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
   uint32_t backend_pid() const { return backend_pid_; }
   uint32_t backend_key() const { return backend_key_; }
@@ -206,7 +209,7 @@ class ServerConn final : public Conn, public pool::Member {
   ClientSession* client_ = nullptr;
 
   std::vector<std::pair<std::string, std::string>> params_;   // every ParameterStatus seen
-  TrackedValues tracked_;
+  TrackedValues tracked_, login_tracked_;
   uint32_t backend_pid_ = 0, backend_key_ = 0;
   std::unique_ptr<auth::ScramClient> scram_;
 

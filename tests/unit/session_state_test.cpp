@@ -40,7 +40,9 @@ TEST(SessionEffects, SetFormsAndGeneratedSql) {
   EXPECT_EQ(one("SET search_path = a -- note").sql, "SET \"search_path\" TO 'a'");
   EXPECT_EQ(one("SET TIME ZONE DEFAULT").kind, Kind::Reset);
   EXPECT_EQ(one("SET work_mem FROM CURRENT").kind, Kind::Unknown);
-  EXPECT_EQ(one("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").kind, Kind::Unknown);
+  EXPECT_EQ(one("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").sql,
+            "SET \"default_transaction_isolation\" TO 'serializable'");
+  EXPECT_EQ(effects("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, DEFERRABLE").size(), 2u);
 }
 
 TEST(SessionEffects, TransactionScopedChangeNothing) {
