@@ -156,7 +156,7 @@ void Pool::launch_for_waiters(Time now) {
     for (; n > 0; n--) {
       if (!may_launch(now, true)) {
         // Full: make room by closing an idle server opened with other parameters.
-        auto other = std::find_if(idle_.begin(), idle_.end(), [&](Member* m) { return m->params_key != key; });
+        auto other = std::find_if(idle_.begin(), idle_.end(), [&, &k = key](Member* m) { return m->params_key != k; });
         if (other == idle_.end() || now < retry_at_) return;
         retire(*other, "pool full, parameters differ from a waiting client's");
         if (!may_launch(now, true)) return;

@@ -32,9 +32,9 @@ void SettingList::apply(const cache::SessionEffect& e) {
 }
 
 void SettingList::diff(const SettingList& from, std::string& sql) const {
-  for (auto& [name, stmt] : from.items_) {
-    bool wanted = std::any_of(items_.begin(), items_.end(), [&](auto& p) { return p.first == name; });
-    if (!wanted) sql.append("RESET ").append(cache::quote_ident(name)).append(";");
+  for (const auto& item : from.items_) {
+    bool wanted = std::any_of(items_.begin(), items_.end(), [&](auto& p) { return p.first == item.first; });
+    if (!wanted) sql.append("RESET ").append(cache::quote_ident(item.first)).append(";");
   }
   for (auto& item : items_) {
     bool same = std::find(from.items_.begin(), from.items_.end(), item) != from.items_.end();
