@@ -179,6 +179,9 @@ struct Walker {
       if (const std::string* schema = str(v); schema && schema->starts_with("pg_temp")) temp_object = true;
       return false;
     }
+    // A qualified name list (funcname, typeName.names, DefineStmt defnames ...) in pg_temp.
+    if (v.is_array() && !v.empty())
+      if (const std::string* first = sval(v.front()); first && first->starts_with("pg_temp")) temp_object = true;
     if (key.empty() || key[0] < 'A' || key[0] > 'Z') return true;   // a field, not a node type
     if (key == "RangeVar") {
       relation(v, false);
@@ -565,7 +568,7 @@ class Scanner {
   void step() {
     const char ch = s_[i_];
     const char next = i_ + 1 < s_.size() ? s_[i_ + 1] : '\0';
-    if (ch == '\'') return string_literal(i_ > 0 && (s_[i_ - 1] == 'E' || s_[i_ - 1] == 'e'));
+    if (ch == '\'') return string_literal(escape_prefix());
     if (ch == '"') return copy_quoted('"');
     if (ch == '-' && next == '-') return copy_until_newline();
     if (ch == '/' && next == '*') return block_comment();
@@ -609,6 +612,11 @@ class Scanner {
         break;
       default: break;
     }
+  }
+  // E'...' takes backslash escapes only when the E is a token of its own: after
+  // an identifier (xe'...') the quote opens an ordinary string, as PostgreSQL's lexer has it.
+  bool escape_prefix() const {
+    return i_ > 0 && (s_[i_ - 1] == 'E' || s_[i_ - 1] == 'e') && (i_ < 2 || !ident_char(uint8_t(s_[i_ - 2])));
   }
   void token() {
     levels_.back()++;

@@ -57,6 +57,13 @@ struct Classification {
   int statements = 0;                      // top-level statements in the text
   std::vector<SessionEffect> effects;      // in statement order
   bool transaction_control = false;        // BEGIN, COMMIT, ROLLBACK, SAVEPOINT ... among the statements
+  // Effects when it runs through Parse/Bind (not followed there). A text libpg-query
+  // cannot parse is left to the server, which (but for newer grammar) rejects it.
+  bool has_session_effects() const {
+    for (const SessionEffect& e : effects)
+      if (e.kind != SessionEffect::Kind::Unparsed) return true;
+    return false;
+  }
   // From a /* pgsidecar:cache */ or /* pgsidecar:cache ttl=30s */ comment:
   bool hinted = false;
   int64_t hint_ttl_ms = -1;                // -1 = no ttl given

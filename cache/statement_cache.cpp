@@ -13,6 +13,7 @@ bool has_set(const Classification& c) {
 
 struct StatementCache::Work {
   uv_work_t req;
+  uv_loop_t* loop;
   StatementCache* self;
   std::string sql, key;
   Classification result;
@@ -31,7 +32,7 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
   ClassificationPtr c;
   if (auto it = map_.find(key); it != map_.end()) {
     c = it->second;
-  } else if (sql.size() > max_bytes_ / 4) {
+  } else if (!keepable(key.size())) {
     static const ClassificationPtr kTooLong = std::make_shared<const Classification>(unclassified("too long to classify"));
     return kTooLong;
   } else if (sql.size() > kParseOnLoop) {
@@ -50,22 +51,39 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
 }
 
 void StatementCache::classify_async(uv_loop_t* loop, std::string sql, std::function<void()> done) {
-  auto* w = new Work{{}, this, std::move(sql), {}, {}, std::move(done)};
+  auto* w = new Work{{}, loop, this, std::move(sql), {}, {}, std::move(done)};
   size_t depth = 0;
   w->key = shape_of(w->sql, depth);
   if (w->key.empty()) w->key = w->sql;
   w->req.data = w;
+  if (parsing_ >= kMaxParsing) {
+    pending_.push_back(w);
+    return;
+  }
+  start(w);
+}
+
+void StatementCache::start(Work* w) {
+  parsing_++;
   int rc = uv_queue_work(
-      loop, &w->req, [](uv_work_t* req) {
+      w->loop, &w->req, [](uv_work_t* req) {
         auto* w = static_cast<Work*>(req->data);
         w->result = classify_statement(w->sql, false);   // libpg-query keeps its state per thread
       },
       [](uv_work_t* req, int) {
         std::unique_ptr<Work> w(static_cast<Work*>(req->data));
-        w->self->remember(std::move(w->key), std::make_shared<const Classification>(std::move(w->result)));
+        StatementCache* self = w->self;
+        self->parsing_--;
+        if (!self->pending_.empty()) {
+          Work* next = self->pending_.front();
+          self->pending_.pop_front();
+          self->start(next);
+        }
+        self->remember(std::move(w->key), std::make_shared<const Classification>(std::move(w->result)));
         w->done();
       });
   if (rc != 0) {   // cannot happen with a valid loop; count the text as not understood
+    parsing_--;
     std::unique_ptr<Work> owned(w);
     remember(std::move(owned->key), std::make_shared<const Classification>(unclassified("not parsed")));
     owned->done();
@@ -73,13 +91,12 @@ void StatementCache::classify_async(uv_loop_t* loop, std::string sql, std::funct
 }
 
 void StatementCache::remember(std::string key, ClassificationPtr c) {
-  size_t cost = key.size() + sizeof(Classification) + 64;
-  if (cost > max_bytes_ / 4) return;
-  if (bytes_ + cost > max_bytes_) {
+  if (!keepable(key.size())) return;
+  if (bytes_ + cost(key.size()) > max_bytes_) {
     map_.clear();
     bytes_ = 0;
   }
-  bytes_ += cost;
+  bytes_ += cost(key.size());
   map_.insert_or_assign(std::move(key), std::move(c));
 }
 

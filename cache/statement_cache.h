@@ -5,6 +5,7 @@
 #pragma once
 #include <uv.h>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,10 +39,19 @@ class StatementCache {
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   struct Work;
+  // Parses at once on the thread pool (libuv has 4 threads, shared with DNS and
+  // lockd's file scans); more wait in pending_, in order.
+  static constexpr size_t kMaxParsing = 2;
+  void start(Work* w);
   void remember(std::string key, ClassificationPtr c);
+  // What one entry costs; texts whose entry would not be kept are not parsed at all.
+  static size_t cost(size_t key_size) { return key_size + sizeof(Classification) + 64; }
+  bool keepable(size_t key_size) const { return cost(key_size) <= max_bytes_ / 4; }
 
   std::unordered_map<std::string, ClassificationPtr, Hash, std::equal_to<>> map_;
   size_t bytes_ = 0, max_bytes_;
+  size_t parsing_ = 0;
+  std::deque<Work*> pending_;
 };
 
 }  // namespace cache

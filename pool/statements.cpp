@@ -4,12 +4,14 @@
 
 namespace pool {
 
-StatementPtr StatementRegistry::intern(std::string_view parse_tail, bool changes_schema) {
+StatementPtr StatementRegistry::intern(std::string_view parse_tail, bool changes_schema, bool session_effects) {
   if (auto it = by_tail_.find(parse_tail); it != by_tail_.end()) return it->second;
   auto st = std::make_shared<Statement>();
   st->name = "pgsidecar_" + std::to_string(next_id_++);
   st->parse_tail = parse_tail;
   st->changes_schema = changes_schema;
+  st->session_effects = session_effects;
+  st->backslash = parse_tail.substr(0, parse_tail.find('\0')).find('\\') != std::string_view::npos;
   by_tail_.emplace(st->parse_tail, st);
   return st;
 }

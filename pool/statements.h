@@ -22,6 +22,10 @@ struct Statement {
   std::string name;        // server-side name
   std::string parse_tail;  // Parse body after the name: query\0, int16 count, OIDs
   bool changes_schema = false;   // DDL: running it moves the schema version on
+  // Running it changes the session beyond the transaction (SET, set_config(), temp
+  // objects ...), or its text has a backslash, which a client with
+  // standard_conforming_strings off reads otherwise: the server is reset after its client.
+  bool session_effects = false, backslash = false;
 
   // Pools in which a server accepted this Parse: a client there may be told
   // ParseComplete without a server (see ClientSession::answer_parse_locally).
@@ -50,7 +54,7 @@ struct StatementStats {
 class StatementRegistry {
  public:
   // The shared statement for these Parse bytes, created on first sight.
-  StatementPtr intern(std::string_view parse_tail, bool changes_schema);
+  StatementPtr intern(std::string_view parse_tail, bool changes_schema, bool session_effects = false);
   // The shared statement for these bytes if there is one.
   StatementPtr find(std::string_view parse_tail) const {
     auto it = by_tail_.find(parse_tail);

@@ -442,8 +442,12 @@ void ClientSession::forward() {
       case 'X': terminate = true; break;
       case 'Q': case 'S': case 'F': s->note_sync_point(); break;
       case 'P':
-        // Without the plan cache, a named statement outlives the transaction on this server.
-        if (txn && !plan_cache_ && p[pos + 5] != 0) s->note_session_state();
+        // Without the plan cache, a named statement outlives the transaction on this
+        // server; so may what an unread or session-changing one does when bound.
+        if (txn && !plan_cache_ &&
+            (!f.inspect || p[pos + pg::kHeaderLen] != 0 || c->has_session_effects() ||
+             (!wanted_scs_on() && statement_text(f, p + pos).find('\\') != std::string_view::npos)))
+          s->note_session_state();
         if (!plan_cache_) {
           if (!f.inspect) {
             s->note_schema_change();
@@ -594,16 +598,21 @@ void ClientSession::admin_login() {
 
 // Simple Query only, as in PgBouncer's console.
 void ClientSession::admin_input() {
-  while (!closing() && in_size() >= pg::kHeaderLen) {
+  constexpr size_t kMaxAdminMessage = 64 * 1024;
+  while (!closing()) {
     const uint8_t* p = in_data();
-    uint32_t len = pg::get_u32(p + 1);
-    if (len < 4 || len > 1024 * 1024) return protocol_violation("invalid message length " + std::to_string(len));
-    if (in_size() < size_t(len) + 1) return;
-    char type = char(p[0]);
-    if (type == 'X') return close();
-    if (type != 'Q') return fatal("08P01", "extended query protocol not supported by admin console");
-    std::string_view sql(reinterpret_cast<const char*>(p + 5), len > 4 ? len - 5 : 0);
-    in_consume(size_t(len) + 1);   // the bytes stay valid until we return to the loop
+    pg::Frame f;
+    std::string err;
+    switch (pg::frame_frontend(p, in_size(), kMaxAdminMessage, f, err)) {
+      case pg::FrameStatus::Partial: return;
+      case pg::FrameStatus::Invalid: return protocol_violation(err);
+      case pg::FrameStatus::Ready: break;
+    }
+    if (f.type == 'X') return close();
+    if (f.type != 'Q') return fatal("08P01", "extended query protocol not supported by admin console");
+    if (!f.inspect) return protocol_violation("admin console command too long");
+    std::string_view sql = statement_text(f, p);
+    in_consume(f.total);   // the bytes stay valid until we return to the loop
     std::string out;
     bool answered = admin_query(proxy_, cancel_pid_, sql, admin_rights_, out);
     if (answered) pg::write_ready(out, 'I');
@@ -665,6 +674,9 @@ void ClientSession::on_read_end(int status) {
 
 void ClientSession::on_drained() {
   if (server_) server_->read_start();
+  // A statement deferred until the server was quiet, which it became while this
+  // client's queue was full (ServerConn::process_linked skips it then).
+  if (deferred_ && server_ && server_->idle_protocol()) process_input();
   if (cache_paused_) {
     cache_paused_ = false;
     process_input();

@@ -59,13 +59,6 @@ const uint8_t kEmptyBindTail[6] = {};
 
 PendingReply reply(Kind kind, char type, uint64_t epoch) { return PendingReply{kind, type, epoch}; }
 
-// Effects a Parse'd statement would have when run. One libpg-query cannot parse
-// is left to the server, which (in all but grammar newer than the parser's) rejects it.
-bool has_session_effects(const cache::Classification& c) {
-  return std::any_of(c.effects.begin(), c.effects.end(),
-                     [](const cache::SessionEffect& e) { return e.kind != cache::SessionEffect::Kind::Unparsed; });
-}
-
 }  // namespace
 
 // The frame says what has arrived (pg::frame_frontend): Parse, Describe and Close
@@ -80,9 +73,9 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
   switch (f.type) {
     case 'P': {
       if (!f.inspect) {
-        // Too long to read: it goes out as sent, and a named one stays on this server
-        // only (it is not shared, and the server is reset before anyone else uses it).
-        if (msg[pg::kHeaderLen] != 0) s->note_session_state();
+        // Too long to read: it goes out as sent, stays on this server only (not
+        // shared), and what it does is not known: the server is reset after this client.
+        s->note_session_state();
         s->note_schema_change();
         s->expect_reply(reply(Kind::Pass, '1', epoch));
         return 0;
@@ -93,22 +86,26 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       std::string_view query = tail.substr(0, tail.find('\0'));
       bool ddl = c->kind == cache::Classification::Kind::Ddl;
       // A Parse of SQL with session effects (SET, temp objects ...) runs when bound,
-      // maybe more than once: not followed, so the server is reset after this client.
-      if (has_session_effects(*c)) s->note_session_state();
+      // maybe more than once: not followed, so the server is reset after the client
+      // that binds it (see the Bind case).
+      const bool effects = c->has_session_effects() || (!wanted_scs_on() && query.find('\\') != std::string_view::npos);
+      if (effects) s->note_session_state();
       if (name.empty()) {   // the unnamed statement keeps its own semantics
         if (ddl) s->note_schema_change();
         return route_unnamed_parse(query, c, msg, total, tail_at, out);
       }
-      if (statements_.find(name) != statements_.end()) {
+      const int max_statements = proxy_.config().max_client_prepared_statements;
+      bool duplicate = statements_.find(name) != statements_.end();
+      if (duplicate || (max_statements > 0 && statements_.size() >= size_t(max_statements))) {
         // PostgreSQL answers 42P05 and skips to Sync; a Bind that fails makes the server skip.
         write_head(out, 'B', 0, {"", kDuplicateMarker}, sizeof kEmptyBindTail);
         out.add(kEmptyBindTail, sizeof kEmptyBindTail);
-        PendingReply dup = reply(Kind::Duplicate, 'E', epoch);
+        PendingReply dup = reply(duplicate ? Kind::Duplicate : Kind::TooMany, 'E', epoch);
         dup.client_name = name;
         s->expect_reply(std::move(dup));
         return total;
       }
-      pool::StatementPtr st = proxy_.statements().intern(tail, ddl);
+      pool::StatementPtr st = proxy_.statements().intern(tail, ddl, c->has_session_effects());
       statements_.emplace(std::string(name), st);
       PendingReply own = reply(Kind::Pass, '1', epoch);
       own.client_undo = PendingReply::ClientUndo::Forget;
@@ -131,6 +128,7 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       if (it == statements_.end()) return 0;   // unnamed, or unknown: PostgreSQL's own 26000 comes back
       pool::StatementPtr st = it->second;
       if (st->changes_schema) s->note_schema_change();
+      if (st->session_effects || (st->backslash && !wanted_scs_on())) s->note_session_state();
       bool fresh_batch = s->idle_protocol() && s->tx_status() == 'I';
       s->note_shared_bind();
       bool hit = prepared_here(st, out);
@@ -193,7 +191,9 @@ size_t ClientSession::route_unnamed_parse(std::string_view query, const cache::C
   PendingReply pass = reply(Kind::Pass, '1', s->syncs_sent());
   const cache::SessionEffect* e = classified->effects.size() == 1 && classified->statements == 1 ? &classified->effects[0] : nullptr;
   if (!e || (e->kind != EffectKind::Deallocate && e->kind != EffectKind::DeallocateAll && e->kind != EffectKind::DiscardAll)) {
-    if (has_session_effects(*classified)) s->note_session_state();   // not followed through Parse: reset after this client
+    // Not followed through Parse: reset after this client.
+    if (classified->has_session_effects() || (!wanted_scs_on() && query.find('\\') != std::string_view::npos))
+      s->note_session_state();
     s->expect_reply(std::move(pass));
     return 0;
   }
@@ -281,7 +281,10 @@ bool ClientSession::answer_parse_locally() {
   if (sync[0] != 'S' || pg::get_u32(sync + 1) != 4) return false;
   pg::Reader r(p + pg::kHeaderLen, parse_len - pg::kHeaderLen);
   std::string_view name = r.cstr();
-  if (!r.ok() || name.empty() || statements_.find(name) != statements_.end()) return false;
+  const int max_statements = proxy_.config().max_client_prepared_statements;
+  if (!r.ok() || name.empty() || statements_.find(name) != statements_.end() ||
+      (max_statements > 0 && statements_.size() >= size_t(max_statements)))
+    return false;   // the server's (or our stand-in's) error, through the normal path
   size_t tail_at = pg::kHeaderLen + name.size() + 1;
   std::string_view tail(reinterpret_cast<const char*>(p + tail_at), parse_len - tail_at);
   pool::StatementPtr st = proxy_.statements().find(tail);

@@ -120,7 +120,7 @@ void Conn::connect_cb(uv_connect_t* req, int status) {
 }
 
 void Conn::read_start() {
-  if (reading_ || closing_) return;
+  if (reading_ || closing_ || close_when_flushed_) return;
   if (uv_read_start(&h_.stream, alloc_cb, read_cb) == 0) reading_ = true;
 }
 

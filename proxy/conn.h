@@ -44,7 +44,8 @@ class Conn {
 
   void close();               // idempotent; on_closed() then delete this, asynchronously
   void close_after_flush();   // close once everything queued has been written
-  bool closing() const { return closing_; }
+  // Closing now, or once what is queued is written (nothing more is read or handled).
+  bool closing() const { return closing_ || close_when_flushed_; }
   // "ip", port of the peer / of our end; "unix", 0 for a unix socket; "", 0 if unknown.
   std::pair<std::string, int> peer_address() const { return address(true); }
   std::pair<std::string, int> local_address() const { return address(false); }

@@ -81,16 +81,16 @@ void ServerConn::fail_login(pg::ErrorInfo e) {
 void ServerConn::on_read() {
   switch (state_) {
     case State::Login: {
-      while (in_size() >= pg::kHeaderLen && state_ == State::Login) {
+      while (state_ == State::Login) {
         const uint8_t* p = in_data();
-        uint32_t len = pg::get_u32(p + 1);
-        if (len < 4 || len > 1024 * 1024) {
-          fail_login({"FATAL", "08P01", "invalid message from server during login", {}});
+        size_t total = 0;
+        std::string err;
+        if (Whole w = whole_message(kMaxLoginMessage, total, err); w != Whole::Yes) {
+          if (w == Whole::Bad) fail_login({"FATAL", "08P01", "invalid message from server during login: " + err, {}});
           return;
         }
-        if (in_size() < len + 1) return;
-        in_consume(len + 1);
-        if (!handle_login_message(char(p[0]), p + 5, len - 4)) return;
+        in_consume(total);
+        if (!handle_login_message(char(p[0]), p + 5, total - 5)) return;
       }
       if (state_ == State::Idle) process_unlinked();
       break;
@@ -270,35 +270,30 @@ void ServerConn::process_linked() {
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
-    if (avail - pos < pg::kHeaderLen) break;
-    char type = char(p[pos]);
-    uint32_t len = pg::get_u32(p + pos + 1);
-    if (len < 4 || len > pg::kMaxMessageLen) {
-      close_member("invalid message length from server");
+    pg::Frame f;
+    std::string err;
+    pg::FrameStatus status = pg::frame_backend(p + pos, avail - pos, f, err);
+    if (status == pg::FrameStatus::Partial) break;   // a message pgsidecar reads, not all here yet
+    if (status == pg::FrameStatus::Invalid) {
+      close_member(err);
       return;
     }
-    size_t total = size_t(len) + 1;
+    const char type = f.type;
+    const uint32_t len = f.len;
+    const size_t total = f.total;
     if (capture_state_ != Capture::Off) capture_header(type, total);
-    if (type == '1' || type == '3' || type == 'E') {
-      ReplyStep step = handle_tracked_reply(type, p + pos, total, avail - pos, out);
+    if (type == '1' || type == '3' || (type == 'E' && f.inspect)) {   // an error too long to read passes
+      ReplyStep step = handle_tracked_reply(type, p + pos, total, out);
       if (step == ReplyStep::Fail) return;
-      if (step == ReplyStep::Wait) break;
       if (step == ReplyStep::Done) {
         pos += total;
         continue;
       }
     }
     if (type == 'E') saw_error_ = true;
-    if (type == 'Z' || type == 'S') {
-      if (avail - pos < total) {
-        if (total > 64 * 1024) {
-          close_member("oversized ParameterStatus from server");
-          return;
-        }
-        break;   // wait for the whole (small) message
-      }
+    if (type == 'Z' || type == 'S') {   // whole and validated (frame_backend)
       if (type == 'Z') {
-        tx_status_ = len >= 5 ? char(p[pos + 5]) : 'I';
+        tx_status_ = char(p[pos + 5]);
         if (expected_rfq_ > 0) expected_rfq_--;
         syncs_done_++;
         pool_.note_answered(tx_status_ == 'I');
@@ -366,10 +361,9 @@ void ServerConn::observe_durations() {
 }
 
 // A ParseComplete, CloseComplete or ErrorResponse: the plan cache may own it.
-ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t* msg, size_t total, size_t avail,
-                                                        WriteBatch& out) {
+// The message is whole and validated (frame_backend).
+ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t* msg, size_t total, WriteBatch& out) {
   if (type == 'E') {
-    if (avail < total) return total > 64 * 1024 ? ReplyStep::Forward : ReplyStep::Wait;
     pg::ErrorInfo e = pg::parse_error(msg + 5, total - 5);
     if (e.code.size() == 5) entry_.errors_by_class[e.code.substr(0, 2)]++;
     if (pool_.settings().mode != conf::PoolMode::Transaction) return ReplyStep::Forward;
@@ -398,12 +392,19 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
       client_->send(err);
       return ReplyStep::Done;
     }
-    if (replies_.empty() || replies_.front().kind != PendingReply::Kind::Duplicate || e.code != "26000" ||
+    PendingReply::Kind front = replies_.empty() ? PendingReply::Kind::Pass : replies_.front().kind;
+    if ((front != PendingReply::Kind::Duplicate && front != PendingReply::Kind::TooMany) || e.code != "26000" ||
         e.message.find(kDuplicateMarker) == std::string::npos)
       return ReplyStep::Forward;
-    // Our stand-in Bind failed as planned: the client's Parse reused a name it has.
+    // Our stand-in Bind failed as planned: the client's Parse reused a name it has,
+    // or would have held more statements than it may.
     std::string err;
-    pg::write_error(err, "ERROR", "42P05", "prepared statement \"" + replies_.front().client_name + "\" already exists");
+    if (front == PendingReply::Kind::Duplicate)
+      pg::write_error(err, "ERROR", "42P05", "prepared statement \"" + replies_.front().client_name + "\" already exists");
+    else
+      pg::write_error(err, "ERROR", "53400",
+                      "too many prepared statements for this client (max_client_prepared_statements " +
+                          std::to_string(proxy_.config().max_client_prepared_statements) + ")");
     replies_.pop_front();
     saw_error_ = true;
     out.flush();
@@ -506,14 +507,15 @@ void ServerConn::settle_pending_settings() {
       continue;
     }
     if (tracked_index(e.name) >= 0) continue;   // followed through ParameterStatus
-    client_->settings().apply(e);
-    if (pool_.settings().mode != conf::PoolMode::Transaction) {
-      // Session mode (followed for the result cache's key): the server is the client's.
-    } else if (tx_status_ == 'I') {
-      settings_.apply(e);
-    } else {
-      needs_discard_ = true;   // inside a block: it may yet roll back
+    if (tx_status_ != 'I') {
+      // Inside a block it may yet roll back: not followed; the server is reset
+      // before anyone else gets it (the client loses the SET if it commits).
+      if (pool_.settings().mode == conf::PoolMode::Transaction) needs_discard_ = true;
+      continue;
     }
+    client_->settings().apply(e);
+    // Session mode (followed for the result cache's key): the server is the client's.
+    if (pool_.settings().mode == conf::PoolMode::Transaction) settings_.apply(e);
   }
 }
 
@@ -551,18 +553,16 @@ void ServerConn::run_internal(const std::string& sql, InternalDone done, conf::D
 }
 
 void ServerConn::process_internal() {
-  while (in_size() >= pg::kHeaderLen && state_ == State::Internal) {
+  while (state_ == State::Internal) {
     const uint8_t* p = in_data();
-    uint32_t len = pg::get_u32(p + 1);
-    if (len < 4 || len > pg::kMaxMessageLen) {
-      close_member("invalid message length from server");
+    size_t total = 0;
+    std::string err;
+    if (Whole w = whole_message(kMaxInternalReply, total, err); w != Whole::Yes) {
+      if (w == Whole::Bad) close_member(err);
       return;
     }
-    if (in_size() < size_t(len) + 1) {
-      if (len > 1024 * 1024) close_member("oversized reply to an internal query");
-      return;
-    }
-    in_consume(len + 1);
+    in_consume(total);
+    const uint32_t len = uint32_t(total - 1);
     const uint8_t* body = p + 5;
     switch (char(p[0])) {
       case 'E': internal_error_ = std::make_unique<pg::ErrorInfo>(pg::parse_error(body, len - 4)); break;
@@ -573,7 +573,7 @@ void ServerConn::process_internal() {
         break;
       }
       case 'Z': {
-        tx_status_ = len >= 5 ? char(body[0]) : 'I';
+        tx_status_ = char(body[0]);
         state_ = client_ ? State::Linked : State::Idle;
         internal_deadline_ = {};
         InternalDone done = std::move(internal_done_);
@@ -590,14 +590,16 @@ void ServerConn::process_internal() {
 
 // Messages while idle in the pool: only asynchronous ones are expected.
 void ServerConn::process_unlinked() {
-  while (in_size() >= pg::kHeaderLen) {
+  while (true) {
     const uint8_t* p = in_data();
-    uint32_t len = pg::get_u32(p + 1);
-    if (len < 4 || in_size() < size_t(len) + 1) {
-      if (len < 4 || len > 64 * 1024) close_member("unexpected data from idle server");
+    size_t total = 0;
+    std::string err;
+    if (Whole w = whole_message(pg::kMaxBackendInspect, total, err); w != Whole::Yes) {
+      if (w == Whole::Bad) close_member(err);
       return;
     }
-    in_consume(len + 1);
+    in_consume(total);
+    const uint32_t len = uint32_t(total - 1);
     switch (char(p[0])) {
       case 'S': {
         pg::Reader r(p + 5, len - 4);
@@ -615,6 +617,21 @@ void ServerConn::process_unlinked() {
       default: close_member(std::string("unexpected message '") + char(p[0]) + "' from idle server"); return;
     }
   }
+}
+
+// Whether the message at the head of the input is all here (total set), still
+// arriving, or bad: malformed, or over max_total (err says which).
+ServerConn::Whole ServerConn::whole_message(size_t max_total, size_t& total, std::string& err) {
+  pg::Frame f;
+  pg::FrameStatus status = pg::frame_backend(in_data(), in_size(), f, err);
+  if (status == pg::FrameStatus::Invalid) return Whole::Bad;
+  if (f.total > max_total) {
+    err = "oversized message '" + std::string(1, f.type) + "' from server";
+    return Whole::Bad;
+  }
+  if (status == pg::FrameStatus::Partial || !f.whole) return Whole::No;
+  total = f.total;
+  return Whole::Yes;
 }
 
 void ServerConn::run_check(const std::string& sql) {

@@ -15,6 +15,7 @@
 #include "pool/statements.h"
 #include "proxy/auth.h"
 #include "proxy/conn.h"
+#include "proxy/decoder.h"
 #include "proxy/protocol.h"
 #include "proxy/session_state.h"
 #include "proxy/tracked_params.h"
@@ -42,6 +43,7 @@ struct PendingReply {
     Swallow,           // ours (prepare before use, eviction, re-prepare): drop the reply
     AsParseComplete,   // a Close standing in for a Parse of a statement already prepared here
     Duplicate,         // a Bind that fails, standing in for a Parse of a name the client has: 42P05
+    TooMany,           // the same, for a Parse past max_client_prepared_statements: 53400
   };
   // For the client's own Parse (Forget the name it registered) or Close (Restore it).
   enum class ClientUndo : uint8_t { None, Forget, Restore };
@@ -190,11 +192,14 @@ class ServerConn final : public Conn, public pool::Member {
   void observe_durations();
   void rerun_batch();
   void undo_reply(PendingReply& r);
-  enum class ReplyStep { Forward, Done, Wait, Fail };
-  ReplyStep handle_tracked_reply(char type, const uint8_t* msg, size_t total, size_t avail, WriteBatch& out);
+  enum class ReplyStep { Forward, Done, Fail };
+  ReplyStep handle_tracked_reply(char type, const uint8_t* msg, size_t total, WriteBatch& out);
   void fail_login(pg::ErrorInfo e);
   bool handle_login_message(char type, const uint8_t* body, size_t len);
   bool handle_auth(const uint8_t* body, size_t len);
+  enum class Whole { Yes, No, Bad };
+  Whole whole_message(size_t max_total, size_t& total, std::string& err);
+  static constexpr size_t kMaxLoginMessage = 64 * 1024, kMaxInternalReply = 1024 * 1024;
   void process_linked();
   void process_internal();
   void process_unlinked();

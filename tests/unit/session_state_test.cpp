@@ -87,12 +87,25 @@ TEST(SessionEffects, StateThatCannotFollowTheClient) {
   EXPECT_EQ(one("SELEC 1").kind, Kind::Unparsed);
   EXPECT_EQ(one(std::string_view("SELECT 1\0; SET a.b = 1", 24)).kind, Kind::Unknown);   // a NUL: not looked at
   EXPECT_TRUE(effects("CREATE TABLE t (a int)").empty());
+  // Temp objects named by a qualified name list: functions, domains, types.
+  for (const char* sql : {"CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                          "CREATE DOMAIN pg_temp.int4 AS pg_catalog.text", "SELECT pg_temp.f()"})
+    EXPECT_EQ(one(sql).kind, Kind::SessionObject) << sql;
 }
 
 TEST(SessionEffects, DeepTreesAreNotParsed) {
   std::string deep = "SELECT 1";
   for (int i = 0; i < 100000; i++) deep += "*1";
   EXPECT_EQ(one(deep).kind, Kind::Unknown);
+  // An identifier ending in e before a quote does not open an escape string:
+  // xe'\' is the identifier xe and the string '\', so the chain after it counts.
+  std::string hidden = "SELECT xe'\\' + 1";
+  for (int i = 0; i < 5000; i++) hidden += "*1";
+  hidden += " + 'a'";
+  size_t depth = 0;
+  cache::shape_of(hidden, depth);
+  EXPECT_GT(depth, cache::kMaxParseDepth);
+  EXPECT_EQ(one(hidden).kind, Kind::Unknown);
   std::string wide = "INSERT INTO t VALUES ($1)";
   for (int i = 2; i <= 50000; i++) wide += ",($" + std::to_string(i) + ")";
   EXPECT_TRUE(effects(wide).empty());   // a long flat list is parsed
