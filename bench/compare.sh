@@ -9,9 +9,12 @@
 #      fails them in transaction mode), TPCB_CLIENTS (16), POOL_SIZE (20), PORT (25432: PostgreSQL; +1 PgBouncer;
 #      +2 pgsidecar; keep it below the ephemeral range 32768+), SCALE (10),
 #      JOBS (2), TARGETS ("direct pgbouncer pgsidecar"; add "pgsidecar-scraped" for
-#      pgsidecar with its /metrics scraped every second during the run),
+#      pgsidecar with its /metrics scraped every second during the run, and
+#      "pgsidecar-base" for a second pgsidecar binary, PGSIDECAR_BASE_BIN, on PORT+4:
+#      a change against its parent in one interleaved run),
 #      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench).
-# Raw per-run figures go to bench/results/compare-<time>.csv.
+# Raw per-run figures go to bench/results/compare-<time>.csv, with the proxy's CPU
+# time per transaction (user+system from /proc over the run / transactions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -27,10 +30,13 @@ scale="${SCALE:-10}"
 jobs="${JOBS:-2}"
 targets="${TARGETS:-direct pgbouncer pgsidecar}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
+base_bin="${PGSIDECAR_BASE_BIN:-}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-bench}"
 pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
-declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)) [pgsidecar-scraped]=$((port + 2)))
+declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)) [pgsidecar-scraped]=$((port + 2))
+  [pgsidecar-base]=$((port + 4)))
+declare -A target_pid=()
 metrics_port=$((port + 3))
 
 ((EUID == 0)) || { echo "compare.sh: run as root (PostgreSQL runs as user postgres)" >&2; exit 1; }
@@ -49,10 +55,10 @@ wait_port() {
   echo "compare.sh: nothing listening on port $1" >&2; return 1
 }
 
-sidecar_pid=""
 cleanup() {
-  if [[ -n "$sidecar_pid" ]]; then kill -INT "$sidecar_pid" 2>/dev/null || true; wait "$sidecar_pid" 2>/dev/null || true; fi
-  if [[ -f "$dir/pgbouncer/pgbouncer.pid" ]]; then kill "$(cat "$dir/pgbouncer/pgbouncer.pid")" 2>/dev/null || true; fi
+  for pid in "${target_pid[@]}"; do kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  target_pid=()
+  if [[ -f "$dir/pgbouncer/pgbouncer.pid" ]]; then kill "$(cat "$dir/pgbouncer/pgbouncer.pid" 2>/dev/null)" 2>/dev/null || true; fi
   as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -101,37 +107,57 @@ INI
   chown -R postgres:postgres "$dir/pgbouncer"
   as_postgres pgbouncer -d -q "$dir/pgbouncer/pgbouncer.ini"
   wait_port "${target_port[pgbouncer]}"
+  target_pid[pgbouncer]="$(cat "$dir/pgbouncer/pgbouncer.pid")"
 fi
 
-if [[ " $targets " == *" pgsidecar"* ]]; then
-  echo "== pgsidecar on 127.0.0.1:${target_port[pgsidecar]} ($bin)"
-  cat >"$dir/pgsidecar.yaml" <<YAML
+# start_sidecar NAME BINARY PORT METRICS_LISTEN
+start_sidecar() {
+  local name="$1" binary="$2" listen="$3" metrics="$4"
+  echo "== $name on 127.0.0.1:$listen ($binary)"
+  cat >"$dir/$name.yaml" <<YAML
 listen_addr: 127.0.0.1
-listen_port: ${target_port[pgsidecar]}
+listen_port: $listen
 auth_type: trust
 pool_mode: transaction
 default_pool_size: $pool_size
 max_client_conn: 1000
 log_level: warn
-metrics: {listen: "127.0.0.1:$metrics_port"}
+metrics: {listen: "$metrics"}
+lockd: {socket_path: ""}
 databases:
   bench: {host: 127.0.0.1, port: $port, dbname: bench}
 YAML
-  "$bin" -c "$dir/pgsidecar.yaml" 2>"$dir/pgsidecar.log" &
-  sidecar_pid=$!
-  wait_port "${target_port[pgsidecar]}"
+  "$binary" -c "$dir/$name.yaml" 2>"$dir/$name.log" &
+  target_pid[$name]=$!
+  wait_port "$listen"
+}
+if [[ " $targets " == *" pgsidecar "* || " $targets " == *" pgsidecar-scraped "* ]]; then
+  start_sidecar pgsidecar "$bin" "${target_port[pgsidecar]}" "127.0.0.1:$metrics_port"
+  target_pid[pgsidecar-scraped]="${target_pid[pgsidecar]}"
 fi
+if [[ " $targets " == *" pgsidecar-base "* ]]; then
+  [[ -x "$base_bin" ]] || { echo "compare.sh: pgsidecar-base needs PGSIDECAR_BASE_BIN" >&2; exit 1; }
+  start_sidecar pgsidecar-base "$base_bin" "${target_port[pgsidecar-base]}" ""
+fi
+
+# CPU seconds (user + system) a process has used so far, from /proc; 0 if none.
+cpu_seconds() {
+  local pid="$1"
+  [[ -n "$pid" && -r "/proc/$pid/stat" ]] || { echo 0; return; }
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$pid/stat"
+}
 
 # run_one ROW TARGET ROUND -- PGBENCH_ARGS...: appends one CSV line.
 run_one() {
   local row="$1" target="$2" round="$3"; shift 4
-  local logdir="$dir/run" out tps=0 p50="" p95="" p99="" ok=1
+  local logdir="$dir/run" out tps=0 p50="" p95="" p99="" ok=1 cpu0 cpu1 txs us_tx="-"
   rm -rf "$logdir"; mkdir -p "$logdir"
   local scraper=""
   if [[ "$target" == pgsidecar-scraped ]]; then
     (while :; do curl -s -o /dev/null "http://127.0.0.1:$metrics_port/metrics"; sleep 1; done) &
     scraper=$!
   fi
+  cpu0="$(cpu_seconds "${target_pid[$target]:-}")"
   if ! out="$(pgbench -h 127.0.0.1 -p "${target_port[$target]}" -U bench -n -T "$duration" -j "$jobs" \
       -l --log-prefix="$logdir/lat" "$@" bench 2>&1)"; then
     ok=0
@@ -141,7 +167,12 @@ run_one() {
     kill "$scraper" 2>/dev/null || true
     wait "$scraper" 2>/dev/null || true
   fi
+  cpu1="$(cpu_seconds "${target_pid[$target]:-}")"
   tps="$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<<"$out" | head -1)"
+  txs="$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$out" | head -1)"
+  if [[ -n "${target_pid[$target]:-}" && "${txs:-0}" -gt 0 ]]; then
+    us_tx="$(awk -v a="$cpu0" -v b="$cpu1" -v n="$txs" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')"
+  fi
   if ((ok)) && grep -q 'actually processed: 0$' <<<"$out"; then
     ok=0  # e.g. connecting 256 clients took the whole DURATION
     echo "   $target: no transactions in ${duration}s ($(grep -m1 'initial connection time' <<<"$out"))" >&2
@@ -151,13 +182,14 @@ run_one() {
     { v[NR] = $1 }
     function pct(p,  i) { i = int(NR * p + 0.999999); if (i < 1) i = 1; return v[i] / 1000 }
     END { if (NR) printf "%.3f %.3f %.3f\n", pct(0.50), pct(0.95), pct(0.99); else print "- - -" }')
-  printf '   %-10s round %s: tps %s  p50 %s  p95 %s  p99 %s ms\n' "$target" "$round" "${tps:-0}" "$p50" "$p95" "$p99"
-  echo "$row,$target,$round,${tps:-0},$p50,$p95,$p99,$ok" >>"$csv"
+  printf '   %-14s round %s: tps %s  p50 %s  p95 %s  p99 %s ms  cpu %s us/tx\n' "$target" "$round" "${tps:-0}" \
+    "$p50" "$p95" "$p99" "$us_tx"
+  echo "$row,$target,$round,${tps:-0},$p50,$p95,$p99,$ok,$us_tx" >>"$csv"
 }
 
 mkdir -p bench/results
 csv="bench/results/compare-$(date +%Y%m%d-%H%M%S).csv"
-echo "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok" >"$csv"
+echo "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,cpu_us_per_tx" >"$csv"
 
 rows=()
 for c in $clients_list; do rows+=("select-simple-c$c|-S -M simple -c $c"); done
@@ -199,10 +231,10 @@ def med(rs, field):
 def fmt(v, spec):
     return format(v, spec) if v is not None else "-"
 
-print(f"{'row':<22} {'target':<18} {'tps':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x direct':>9} {'x pgbouncer':>12}")
+print(f"{'row':<22} {'target':<18} {'tps':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'us/tx':>7} {'x direct':>9} {'x pgbouncer':>12}")
 for row in order:
     base = {t: med(runs.get((row, t), []), "tps") for t in ("direct", "pgbouncer")}
-    for t in ("direct", "pgbouncer", "pgsidecar", "pgsidecar-scraped"):
+    for t in ("direct", "pgbouncer", "pgsidecar", "pgsidecar-scraped", "pgsidecar-base"):
         rs = runs.get((row, t))
         if not rs:
             continue
@@ -211,7 +243,7 @@ for row in order:
         ratio = lambda b: fmt(tps / b, ".2f") if tps and b else "-"
         note = f"  ({failed}/{len(rs)} runs failed)" if failed else ""
         print(f"{row:<22} {t:<18} {fmt(tps, '.0f'):>10} {fmt(med(rs, 'p50_ms'), '.2f'):>8} "
-              f"{fmt(med(rs, 'p95_ms'), '.2f'):>8} {fmt(med(rs, 'p99_ms'), '.2f'):>8} "
+              f"{fmt(med(rs, 'p95_ms'), '.2f'):>8} {fmt(med(rs, 'p99_ms'), '.2f'):>8} {fmt(med(rs, 'cpu_us_per_tx'), '.1f'):>7} "
               f"{ratio(base['direct']):>9} {ratio(base['pgbouncer']):>12}{note}")
 
 # What scraping /metrics every second costs.
@@ -220,6 +252,14 @@ for row in order:
     scraped = med(runs.get((row, "pgsidecar-scraped"), []), "tps")
     if plain and scraped:
         print(f"pgsidecar scraped every second / not scraped, {row}: {scraped / plain:.3f}")
+
+# A change against its parent (pgsidecar-base), same run: tps and CPU per transaction.
+for row in order:
+    new, old = runs.get((row, "pgsidecar"), []), runs.get((row, "pgsidecar-base"), [])
+    if new and old and med(old, "tps"):
+        cpu_new, cpu_old = med(new, "cpu_us_per_tx"), med(old, "cpu_us_per_tx")
+        cpu = f", cpu/tx {cpu_new / cpu_old:.3f}" if cpu_new and cpu_old else ""
+        print(f"pgsidecar / pgsidecar-base, {row}: tps {med(new, 'tps') / med(old, 'tps'):.3f}{cpu}")
 
 # The plan cache's gain: pgsidecar's prepared-mode tps over its own extended-mode tps.
 for row in order:

@@ -153,6 +153,26 @@ struct BackendTable {
 };
 constexpr BackendTable kBackend;
 
+// The header fields and the checks every message type shares: the type exists,
+// the length is within bounds and, for fixed-length types, exact.
+template <class Type>
+bool frame_header(const uint8_t* p, size_t avail, const Type& t, const char* side, Frame& f, std::string& error) {
+  f.type = char(p[0]);
+  f.len = get_u32(p + 1);
+  f.total = size_t(f.len) + 1;
+  f.whole = avail >= f.total;
+  f.inspect = false;
+  if (!t.valid) {
+    error = "invalid message type " + std::to_string(unsigned(p[0])) + side;
+    return false;
+  }
+  if (f.len < 4 || f.len > kMaxMessageLen || (t.fixed_len >= 0 && f.len != uint32_t(t.fixed_len))) {
+    error = "invalid message length " + std::to_string(f.len) + " for message type '" + f.type + "'" + side;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool valid_frontend_body(char type, const uint8_t* body, size_t len) {
@@ -167,20 +187,8 @@ bool valid_backend_body(char type, const uint8_t* body, size_t len) {
 
 FrameStatus frame_frontend(const uint8_t* p, size_t avail, size_t inspect_limit, Frame& f, std::string& error) {
   if (avail < kHeaderLen) return FrameStatus::Partial;
-  f.type = char(p[0]);
-  f.len = get_u32(p + 1);
-  f.total = size_t(f.len) + 1;
-  f.whole = avail >= f.total;
-  f.inspect = false;
   const FrontendType& t = kFrontend.t[p[0]];
-  if (!t.valid) {
-    error = "invalid frontend message type " + std::to_string(unsigned(p[0]));
-    return FrameStatus::Invalid;
-  }
-  if (f.len < 4 || f.len > kMaxMessageLen || (t.fixed_len >= 0 && f.len != uint32_t(t.fixed_len))) {
-    error = "invalid message length " + std::to_string(f.len) + " for message type '" + f.type + "'";
-    return FrameStatus::Invalid;
-  }
+  if (!frame_header(p, avail, t, "", f, error)) return FrameStatus::Invalid;
   const uint8_t* body = p + kHeaderLen;
   if (f.total <= inspect_limit) {
     if (!f.whole) {
@@ -210,20 +218,8 @@ FrameStatus frame_frontend(const uint8_t* p, size_t avail, size_t inspect_limit,
 
 FrameStatus frame_backend(const uint8_t* p, size_t avail, Frame& f, std::string& error) {
   if (avail < kHeaderLen) return FrameStatus::Partial;
-  f.type = char(p[0]);
-  f.len = get_u32(p + 1);
-  f.total = size_t(f.len) + 1;
-  f.whole = avail >= f.total;
-  f.inspect = false;
   const BackendType& t = kBackend.t[p[0]];
-  if (!t.valid) {
-    error = "invalid message type " + std::to_string(unsigned(p[0])) + " from server";
-    return FrameStatus::Invalid;
-  }
-  if (f.len < 4 || f.len > kMaxMessageLen || (t.fixed_len >= 0 && f.len != uint32_t(t.fixed_len))) {
-    error = "invalid message length " + std::to_string(f.len) + " for message type '" + f.type + "' from server";
-    return FrameStatus::Invalid;
-  }
+  if (!frame_header(p, avail, t, " from server", f, error)) return FrameStatus::Invalid;
   if (!t.read) return FrameStatus::Ready;
   if (f.total > kMaxBackendInspect) {
     if (f.type == 'E') return FrameStatus::Ready;   // forwarded unread

@@ -17,56 +17,6 @@ using namespace itest;
 
 namespace {
 
-// Runs sql, waiting at most timeout_ms (a hung daemon fails the test instead
-// of hanging it). Returns the first failed result, else the last one; on
-// timeout sqlstate is "TIMEOUT".
-QResult exec_within(PGconn* c, const std::string& sql, int timeout_ms = 10000) {
-  QResult out;
-  if (!c) {
-    out.error = "no connection";
-    return out;
-  }
-  if (!PQsendQuery(c, sql.c_str())) return result_of(nullptr, c);
-  auto t0 = Clock::now();
-  bool have = false, failed = false;
-  for (;;) {
-    while (!PQisBusy(c)) {
-      PGresult* r = PQgetResult(c);
-      if (!r) {
-        if (!have) out = result_of(nullptr, c);
-        return out;
-      }
-      QResult q = result_of(r, c);
-      if (!failed) out = std::move(q);
-      failed = failed || !out.ok;
-      have = true;
-    }
-    int left = timeout_ms - static_cast<int>(ms_since(t0));
-    if (left <= 0) {
-      out = QResult{};
-      out.sqlstate = "TIMEOUT";
-      out.error = "no answer within " + std::to_string(timeout_ms) + " ms";
-      return out;
-    }
-    pollfd p{PQsocket(c), POLLIN, 0};
-    poll(&p, 1, std::min(left, 100));
-    if (!PQconsumeInput(c)) {
-      if (!have) out = result_of(nullptr, c);
-      return out;
-    }
-  }
-}
-QResult exec_within(const ConnPtr& c, const std::string& sql, int timeout_ms = 10000) {
-  return exec_within(c.get(), sql, timeout_ms);
-}
-
-void expect_serving(Daemon& d, const char* what) {
-  ASSERT_TRUE(d.running()) << "daemon died: " << what << "\n" << tail_lines(d.log(), 30);
-  ConnectResult fresh = pg_connect(d.conninfo(), 10000);
-  ASSERT_TRUE(fresh.ok()) << "new connection failed after " << what << ": " << fresh.error;
-  EXPECT_EQ(exec_within(fresh.conn, "SELECT 'fresh'").scalar(), "fresh") << what;
-}
-
 // A fresh client through the daemon answers within its timeouts.
 bool daemon_answers(Daemon& d) {
   ConnectResult cr = pg_connect(d.conninfo(), 3000);

@@ -18,58 +18,6 @@ namespace {
 
 const std::string kDefaultSearchPath = "\"$user\", public";
 
-// Runs sql (simple protocol, possibly several statements) and waits at most
-// timeout_ms for all its results: a hung daemon fails the test instead of
-// hanging it. Returns the first failed result, else the last one; on timeout
-// sqlstate is "TIMEOUT".
-QResult exec_within(PGconn* c, const std::string& sql, int timeout_ms = 10000) {
-  QResult out;
-  if (!c) {
-    out.error = "no connection";
-    return out;
-  }
-  if (!PQsendQuery(c, sql.c_str())) return result_of(nullptr, c);
-  auto t0 = Clock::now();
-  bool have = false, failed = false;
-  for (;;) {
-    while (!PQisBusy(c)) {
-      PGresult* r = PQgetResult(c);
-      if (!r) {
-        if (!have) out = result_of(nullptr, c);
-        return out;
-      }
-      QResult q = result_of(r, c);
-      if (!failed) out = std::move(q);
-      failed = failed || !out.ok;
-      have = true;
-    }
-    int left = timeout_ms - static_cast<int>(ms_since(t0));
-    if (left <= 0) {
-      out = QResult{};
-      out.sqlstate = "TIMEOUT";
-      out.error = "no answer within " + std::to_string(timeout_ms) + " ms";
-      return out;
-    }
-    pollfd p{PQsocket(c), POLLIN, 0};
-    poll(&p, 1, std::min(left, 100));
-    if (!PQconsumeInput(c)) {
-      if (!have) out = result_of(nullptr, c);
-      return out;
-    }
-  }
-}
-QResult exec_within(const ConnPtr& c, const std::string& sql, int timeout_ms = 10000) {
-  return exec_within(c.get(), sql, timeout_ms);
-}
-
-// The daemon is alive and a brand-new client is served.
-void expect_serving(Daemon& d, const char* what) {
-  ASSERT_TRUE(d.running()) << "daemon died: " << what << "\n" << tail_lines(d.log(), 30);
-  ConnectResult fresh = pg_connect(d.conninfo(), 10000);
-  ASSERT_TRUE(fresh.ok()) << "new connection failed after " << what << ": " << fresh.error;
-  EXPECT_EQ(exec_within(fresh.conn, "SELECT 'fresh'").scalar(), "fresh") << what;
-}
-
 // Reads backend messages up to ReadyForQuery; returns the first ErrorResponse
 // SQLSTATE ("" if none, "IO" on a read failure) and DataRow first columns.
 std::string read_until_ready(RawConn& rc, std::vector<std::string>* first_col = nullptr, int timeout_ms = 5000) {

@@ -1378,4 +1378,48 @@ void MaxSampler::reset() {
 int MaxSampler::max() const { return impl_->max.load(); }
 int MaxSampler::samples() const { return impl_->samples.load(); }
 
+QResult exec_within(PGconn* c, const std::string& sql, int timeout_ms) {
+  QResult out;
+  if (!c) {
+    out.error = "no connection";
+    return out;
+  }
+  if (!PQsendQuery(c, sql.c_str())) return result_of(nullptr, c);
+  auto t0 = Clock::now();
+  bool have = false, failed = false;
+  for (;;) {
+    while (!PQisBusy(c)) {
+      PGresult* r = PQgetResult(c);
+      if (!r) {
+        if (!have) out = result_of(nullptr, c);
+        return out;
+      }
+      QResult q = result_of(r, c);
+      if (!failed) out = std::move(q);
+      failed = failed || !out.ok;
+      have = true;
+    }
+    int left = timeout_ms - static_cast<int>(ms_since(t0));
+    if (left <= 0) {
+      out = QResult{};
+      out.sqlstate = "TIMEOUT";
+      out.error = "no answer within " + std::to_string(timeout_ms) + " ms";
+      return out;
+    }
+    pollfd p{PQsocket(c), POLLIN, 0};
+    poll(&p, 1, std::min(left, 100));
+    if (!PQconsumeInput(c)) {
+      if (!have) out = result_of(nullptr, c);
+      return out;
+    }
+  }
+}
+
+void expect_serving(Daemon& d, const char* what) {
+  ASSERT_TRUE(d.running()) << "daemon died: " << what << "\n" << tail_lines(d.log(), 30);
+  ConnectResult fresh = pg_connect(d.conninfo(), 10000);
+  ASSERT_TRUE(fresh.ok()) << "new connection failed after " << what << ": " << fresh.error;
+  EXPECT_EQ(exec_within(fresh.conn, "SELECT 'fresh'").scalar(), "fresh") << what;
+}
+
 }  // namespace itest

@@ -264,6 +264,14 @@ inline QResult exec(const ConnPtr& c, const std::string& sql) { return exec(c.ge
 inline QResult exec_params(const ConnPtr& c, const std::string& sql, const std::vector<std::string>& params) {
   return exec_params(c.get(), sql, params);
 }
+// Runs sql (simple protocol, possibly several statements) and waits at most
+// timeout_ms for all its results: a hung daemon fails the test instead of
+// hanging it. Returns the first failed result, else the last one; on timeout
+// sqlstate is "TIMEOUT".
+QResult exec_within(PGconn* c, const std::string& sql, int timeout_ms = 10000);
+inline QResult exec_within(const ConnPtr& c, const std::string& sql, int timeout_ms = 10000) {
+  return exec_within(c.get(), sql, timeout_ms);
+}
 // Takes ownership of r. libpq drops the SQLSTATE of a FATAL ErrorResponse that
 // is followed by the connection closing (the result only says "server closed
 // the connection unexpectedly"); with c given, the SQLSTATE is then recovered
@@ -366,6 +374,9 @@ class MaxSampler {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The daemon is alive and a brand-new client is served (what: for the message).
+void expect_serving(Daemon& d, const char* what);
 
 // Starts a Daemon or fails the test with the reason (and the daemon's stderr).
 #define START_DAEMON(d)                             \

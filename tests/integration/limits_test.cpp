@@ -18,13 +18,6 @@ QResult run_prepared(const ConnPtr& c, const std::string& name) {
   return result_of(PQexecPrepared(c.get(), name.c_str(), 0, nullptr, nullptr, nullptr, 0), c.get());
 }
 
-void expect_serving(Daemon& d) {
-  ASSERT_TRUE(d.running());
-  ConnPtr fresh = must_connect(d.conninfo());
-  ASSERT_TRUE(fresh);
-  EXPECT_EQ(exec(fresh, "SELECT 'fresh'").scalar(), "fresh");
-}
-
 TEST(Limits, PreparedStatementsPerClient) {
   DaemonConfig cfg = tx_config(2);
   cfg.set("max_client_prepared_statements", "2");
@@ -42,7 +35,7 @@ TEST(Limits, PreparedStatementsPerClient) {
   ASSERT_TRUE(exec(c, "DEALLOCATE s1").ok);
   EXPECT_TRUE(prepare(c, "s3", "SELECT 3").ok);
   EXPECT_EQ(run_prepared(c, "s3").scalar(), "3");
-  expect_serving(d);
+  expect_serving(d, "limits");
 }
 
 TEST(Limits, LoginsInProgressAreBounded) {
@@ -62,7 +55,7 @@ TEST(Limits, LoginsInProgressAreBounded) {
   // Once the silent ones go, logins are accepted again.
   for (RawConn& rc : silent) rc.close();
   ASSERT_TRUE(eventually([&] { return pg_connect(d.conninfo()).ok(); }, 5000));
-  expect_serving(d);
+  expect_serving(d, "limits");
 }
 
 TEST(Limits, ServerAuthMethodsAllowList) {
@@ -75,7 +68,7 @@ TEST(Limits, ServerAuthMethodsAllowList) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.sqlstate, "28000") << r.error;
   EXPECT_NE(r.error.find("server_auth_methods"), std::string::npos) << r.error;
-  expect_serving(d);   // app logs in with SCRAM
+  expect_serving(d, "limits");   // app logs in with SCRAM
 
   DaemonConfig md5 = base_config();
   md5.set("server_auth_methods", "[scram-sha-256, md5]");
@@ -97,7 +90,7 @@ TEST(Limits, QueryTimeoutCancelsAndDisconnects) {
   EXPECT_EQ(r.sqlstate, "57014") << r.describe();
   // The backend's query was cancelled, not left running.
   EXPECT_TRUE(eventually([] { return cluster().backend_count("app", "app", true) == 0; }, 5000));
-  expect_serving(d);
+  expect_serving(d, "limits");
 }
 
 TEST(Limits, ClientIdleTimeoutClosesIdleClients) {
@@ -111,7 +104,7 @@ TEST(Limits, ClientIdleTimeoutClosesIdleClients) {
   BadInputOutcome o = await_error_or_close(rc, 5000);
   EXPECT_EQ(o.sqlstate, "57P05") << o.describe();
   EXPECT_TRUE(o.closed) << o.describe();
-  expect_serving(d);
+  expect_serving(d, "limits");
 }
 
 }  // namespace
@@ -157,7 +150,7 @@ TEST(Limits, TextTooDeepBehindAnIdentifierQuoteIsNotParsed) {
   for (int i = 0; i < 100000; i++) sql += "*1";
   sql += " + 'a'";
   exec(a, sql);   // the server's answer (an error) does not matter: the daemon must live
-  expect_serving(d);
+  expect_serving(d, "limits");
 }
 
 }  // namespace
