@@ -688,17 +688,29 @@ class Scanner {
     shape_.append(s_.substr(start, i_ - start));
     operand();
   }
+  // An integer masks to 0, a decimal or real to 0.0: the grammar takes only
+  // integers in places (FETCH n, varchar(n)), so the two must not share a shape.
+  // Texts whose numbers PostgreSQL reads its own way are keyed on the text itself:
+  // a second dot (1.2.3, 1..2), or more than 9 digits (past int4, a numeric constant).
   void number() {
-    while (i_ < s_.size() && (std::isdigit(uint8_t(s_[i_])) || s_[i_] == '.')) i_++;
+    size_t digits = 0;
+    bool decimal = false;
+    for (; i_ < s_.size(); i_++) {
+      if (std::isdigit(uint8_t(s_[i_]))) digits++;
+      else if (s_[i_] == '.' && !decimal) decimal = true;
+      else break;
+    }
+    if ((i_ < s_.size() && s_[i_] == '.') || digits > 9) plain_ = false;
     if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
       size_t e = i_ + 1;
       if (e < s_.size() && (s_[e] == '+' || s_[e] == '-')) e++;
       if (e < s_.size() && std::isdigit(uint8_t(s_[e]))) {
+        decimal = true;
         i_ = e;
         while (i_ < s_.size() && std::isdigit(uint8_t(s_[i_]))) i_++;
       }
     }
-    shape_.push_back('0');
+    shape_.append(decimal ? "0.0" : "0");
     operand();
   }
   void operand() {}   // literals and parameters add no level of their own

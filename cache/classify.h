@@ -81,9 +81,11 @@ Classification classify_statement(std::string_view sql, bool with_fingerprint = 
 Classification unclassified(std::string reason);
 
 // A text that may differ from another only in its literals: the classification
-// of one serves all (effects aside from Set values, reads, writes, kind). Empty
-// when the text has anything the cheap scan does not follow (dollar quotes,
-// backslashes, nested comments ...), so the caller keys on the text itself.
+// of one serves all (effects aside from Set values, reads, writes, kind). Plain
+// strings mask to '', integers to 0 and decimals to 0.0; comments and quoted
+// identifiers are kept. Empty when the text has anything the scan does not mask
+// (escape strings, dollar quotes, prefixed strings, numbers PostgreSQL splits
+// its own way), so the caller keys on the text itself.
 // `depth` is an upper bound of the parse tree's nesting, so that a text too deep
 // for libpg-query's recursion is never handed to it.
 std::string shape_of(std::string_view sql, size_t& depth);

@@ -1,5 +1,6 @@
 #include "proxy/decoder.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "proxy/protocol.h"
@@ -209,7 +210,7 @@ FrameStatus frame_frontend(const uint8_t* p, size_t avail, size_t inspect_limit,
     return FrameStatus::Invalid;
   }
   if (!t.head) return FrameStatus::Ready;
-  size_t head_avail = std::min(avail, inspect_limit) - kHeaderLen;
+  size_t head_avail = std::min(avail, std::max(inspect_limit, kHeaderLen)) - kHeaderLen;
   if (t.head(body, head_avail)) return FrameStatus::Ready;
   if (avail < inspect_limit) return FrameStatus::Partial;
   error = std::string("leading fields of message type '") + f.type + "' too long";

@@ -539,8 +539,7 @@ size_t depth_of(std::string_view sql) {
 
 TEST(ShapeOf, LiteralsShareAShape) {
   const std::vector<std::pair<std::string, std::string>> same = {
-      {"SELECT * FROM t WHERE id = 1", "SELECT * FROM t WHERE id = 123456789012345678901234567890"},
-      {"SELECT * FROM t WHERE x = 1.5", "SELECT * FROM t WHERE x = 2"},
+      {"SELECT * FROM t WHERE x = 1.5", "SELECT * FROM t WHERE x = 2.25e3"},
       {"SELECT * FROM t WHERE x = 1e10", "SELECT * FROM t WHERE x = 3.25E-7"},
       {"SELECT * FROM t WHERE x = .5", "SELECT * FROM t WHERE x = .25"},
       {"SELECT * FROM t WHERE x = 5.", "SELECT * FROM t WHERE x = 5.5"},
@@ -780,7 +779,7 @@ TEST(ShapeProperty, SameShapeSameClassification) {
       compared++;
     }
   }
-  EXPECT_GT(compared, 100u);
+  EXPECT_GT(compared, 80u);   // integers and decimals, long numbers, keep apart
 }
 
 // Known bug (reported, not fixed here): two texts that differ only in a number
@@ -791,7 +790,7 @@ TEST(ShapeProperty, SameShapeSameClassification) {
 //    PostgreSQL's lexer takes at most one dot, and the rest is a syntax error;
 //  - an integer too large for int4 lexes as FCONST, a syntax error where the
 //    grammar wants an Iconst (FETCH n, varchar(n), SET STATISTICS n ...).
-TEST(ShapeOf, DISABLED_TextsOnlyOneOfWhichParsesDoNotShareAShape) {
+TEST(ShapeOf, TextsOnlyOneOfWhichParsesDoNotShareAShape) {
   const std::vector<std::pair<std::string, std::string>> pairs = {
       {"DELETE FROM t WHERE a = 1.2.3", "DELETE FROM t WHERE a = 1"},
       {"DELETE FROM t WHERE a = 1..2", "DELETE FROM t WHERE a = 1"},
