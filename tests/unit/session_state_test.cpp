@@ -85,7 +85,8 @@ TEST(SessionEffects, StateThatCannotFollowTheClient) {
                           "LOAD 'auto_explain'"})
     EXPECT_EQ(one(sql).kind, Kind::Unknown) << sql;
   EXPECT_EQ(one("SELEC 1").kind, Kind::Unparsed);
-  EXPECT_EQ(one(std::string_view("SELECT 1\0; SET a.b = 1", 24)).kind, Kind::Unknown);   // a NUL: not looked at
+  static constexpr char kWithNul[] = "SELECT 1\0; SET a.b = 1";
+  EXPECT_EQ(one(std::string_view(kWithNul, sizeof kWithNul - 1)).kind, Kind::Unknown);   // a NUL: not looked at
   EXPECT_TRUE(effects("CREATE TABLE t (a int)").empty());
   // Temp objects named by a qualified name list: functions, domains, types.
   for (const char* sql : {"CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
