@@ -691,7 +691,8 @@ class Scanner {
   // An integer masks to 0, a decimal or real to 0.0: the grammar takes only
   // integers in places (FETCH n, varchar(n)), so the two must not share a shape.
   // Texts whose numbers PostgreSQL reads its own way are keyed on the text itself:
-  // a second dot (1.2.3, 1..2), or more than 9 digits (past int4, a numeric constant).
+  // a second dot (1.2.3, 1..2), or an integer of more than 9 digits (past int4, a
+  // numeric constant).
   void number() {
     size_t digits = 0;
     bool decimal = false;
@@ -700,7 +701,7 @@ class Scanner {
       else if (s_[i_] == '.' && !decimal) decimal = true;
       else break;
     }
-    if ((i_ < s_.size() && s_[i_] == '.') || digits > 9) plain_ = false;
+    if (i_ < s_.size() && s_[i_] == '.') plain_ = false;
     if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
       size_t e = i_ + 1;
       if (e < s_.size() && (s_[e] == '+' || s_[e] == '-')) e++;
@@ -710,6 +711,7 @@ class Scanner {
         while (i_ < s_.size() && std::isdigit(uint8_t(s_[i_]))) i_++;
       }
     }
+    if (!decimal && digits > 9) plain_ = false;   // an integer past int4 is a numeric constant
     shape_.append(decimal ? "0.0" : "0");
     operand();
   }
