@@ -19,16 +19,9 @@
 
 #include "proxy/decoder.h"
 #include "proxy/protocol.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                               \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
-      __builtin_trap();                                                                \
-    }                                                                                  \
-  } while (0)
 
 using pg::Frame;
 using pg::FrameStatus;

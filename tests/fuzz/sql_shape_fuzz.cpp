@@ -26,16 +26,9 @@
 #include <vector>
 
 #include "cache/classify.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                               \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
-      __builtin_trap();                                                                \
-    }                                                                                  \
-  } while (0)
 
 constexpr size_t kMaxClassify = 4096;
 

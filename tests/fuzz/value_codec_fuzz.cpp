@@ -20,16 +20,9 @@
 
 #include "cache/value_codec.h"
 #include "conf/config.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                               \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
-      std::abort();                                                                    \
-    }                                                                                  \
-  } while (0)
 
 // A key as the result cache builds them: database, statement, parameters (NULs inside).
 const std::string kKey = std::string("app\0SELECT * FROM users WHERE id = $1\0", 38) + "\x01\x02params";
