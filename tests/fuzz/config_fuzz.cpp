@@ -1,10 +1,7 @@
 // libFuzzer target: arbitrary bytes as a pgsidecar YAML config. load_string must
 // never crash, hang or leak an exception; it returns a config or "file:line: msg".
-// Not part of the CMake build. By hand (yaml-cpp built with the same sanitizers
-// gives deeper coverage, but the distribution's library works):
-//   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. \
-//     tests/fuzz/config_fuzz.cpp conf/config.cpp conf/log.cpp -lyaml-cpp -o config_fuzz
-//   ./config_fuzz -max_len=4096 -timeout=5 tests/fuzz/corpus/config
+// Built and run by scripts/fuzz.sh like every target (README.md here); yaml-cpp
+// is the distribution's, so only pgsidecar's side of the loader is instrumented.
 #include "conf/config.h"
 
 #include <cstddef>

@@ -4,10 +4,6 @@
 // past the bytes given (ASan), a head never ends past the limit or the bytes,
 // the views lie inside the bytes, and a split never changes the answer (an
 // answer for the first part, other than Incomplete, is the answer for the whole).
-//
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. \
-//     tests/fuzz/http_request_fuzz.cpp metrics/http_request.cpp -o http_request_fuzz
-//   ./http_request_fuzz tests/fuzz/corpus/http_request
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
