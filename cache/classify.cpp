@@ -80,6 +80,8 @@ bool session_function(std::string_view f) {
   return std::find(std::begin(kSessionFunctions), std::end(kSessionFunctions), f) != std::end(kSessionFunctions);
 }
 
+bool local_setting(const nlohmann::json& set_config_call);   // below: set_config(name, value, true)
+
 // String constants that PostgreSQL turns into the current date or time when
 // cast: '2024-01-01'::date is fine, 'today'::date is not.
 bool time_literal(std::string s) {
@@ -102,6 +104,20 @@ const std::string* str(const json& v) { return v.get_ptr<const std::string*>(); 
 // The text of a {"String":{"sval":...}} node.
 const std::string* sval(const json& node) { return str(field(field(node, "String"), "sval")); }
 
+// set_config(name, value, is_local) with is_local a constant true ('t', 'on' ...):
+// the setting ends with the transaction. Any other third argument may be false.
+bool local_setting(const json& call) {
+  const json& args = field(call, "args");
+  if (!args.is_array() || args.size() != 3) return false;
+  const json& c = field(args[2], "A_Const");
+  if (const json& b = field(c, "boolval"); b.is_object()) return field(b, "boolval") == true;
+  const std::string* sv = str(field(field(c, "sval"), "sval"));
+  if (!sv) return false;
+  std::string v = *sv;
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  return v == "t" || v == "true" || v == "on" || v == "yes" || v == "y" || v == "1";
+}
+
 int rank(Kind k) {
   switch (k) {
     case Kind::Ddl: return 3;
@@ -122,6 +138,7 @@ struct Walker {
   // Of the statement being walked (reset per statement):
   bool temp_object = false;              // names a temporary relation (creates or uses one)
   std::string session_call;              // first call of a function that changes the session
+  bool unlocks = false;                  // calls pg_advisory_unlock*()
 
   // Depth-first over the tree with a heap stack rather than recursion: the
   // tree can be tens of thousands of levels deep (see classify_statement).
@@ -198,7 +215,9 @@ struct Walker {
       if (const std::string* f = names.is_array() && !names.empty() ? sval(names.back()) : nullptr) {
         functions.push_back(*f);
         if (time_reason.empty() && denied(*f)) time_reason = "calls " + *f + "()";
-        if (session_call.empty() && session_function(*f)) session_call = *f + "()";
+        if (session_call.empty() && session_function(*f) && !(*f == "set_config" && local_setting(v)))
+          session_call = *f + "()";
+        if (f->starts_with("pg_advisory_unlock")) unlocks = true;
       }
     } else if (key == "SQLValueFunction") {
       // SVFOP_CURRENT_DATE, SVFOP_LOCALTIMESTAMP_N ...; the user, role, catalog
@@ -269,9 +288,12 @@ bool explain_analyze(const json& explain) {
 
 using Effect = SessionEffect::Kind;
 
-SessionEffect effect(Effect kind, std::string name = {}, std::string what = {}) {
+using Pin = SessionEffect::Pin;
+
+SessionEffect effect(Effect kind, std::string name = {}, std::string what = {}, Pin pin = Pin::None) {
   SessionEffect e;
   e.kind = kind;
+  e.pin = kind == Effect::Unknown && pin == Pin::None ? Pin::Set : pin;   // settings not followed
   e.name = std::move(name);
   e.what = std::move(what);
   return e;
@@ -359,23 +381,29 @@ void session_effects(const std::string& type, const json& body, const Walker& w,
     const std::string* name = str(field(body, "name"));
     out.push_back(name ? effect(Effect::Deallocate, *name) : effect(Effect::DeallocateAll));
   } else if (type == "ListenStmt") {
-    out.push_back(effect(Effect::Listen, {}, "LISTEN"));
+    out.push_back(effect(Effect::Listen, {}, "LISTEN", Pin::Listen));
   } else if (type == "PrepareStmt") {
-    out.push_back(effect(Effect::SessionObject, {}, "PREPARE"));
+    out.push_back(effect(Effect::SessionObject, {}, "PREPARE", Pin::Prepare));
   } else if (type == "DeclareCursorStmt") {
     const json& options = field(body, "options");
     constexpr int64_t kCursorOptHold = 0x20;   // CURSOR_OPT_HOLD
     if (options.is_number_integer() && (options.get<int64_t>() & kCursorOptHold))
-      out.push_back(effect(Effect::SessionObject, {}, "DECLARE ... WITH HOLD"));
+      out.push_back(effect(Effect::SessionObject, {}, "DECLARE ... WITH HOLD", Pin::Cursor));
   } else if (type == "LoadStmt" || type == "DoStmt" || type == "CallStmt") {
-    out.push_back(effect(Effect::Unknown, {}, type == "LoadStmt" ? "LOAD" : type == "DoStmt" ? "DO" : "CALL"));
+    out.push_back(effect(Effect::Unknown, {}, type == "LoadStmt" ? "LOAD" : type == "DoStmt" ? "DO" : "CALL", Pin::Other));
   } else if (type == "TransactionStmt") {
     c.transaction_control = true;
   }
-  if (w.temp_object) out.push_back(effect(Effect::SessionObject, {}, "a temporary object"));
-  if (!w.session_call.empty())
-    out.push_back(effect(w.session_call.starts_with("set_config") ? Effect::Unknown : Effect::SessionObject, {},
-                         w.session_call));
+  if (type == "DiscardStmt" || type == "DropStmt" || type == "DeallocateStmt" || type == "ClosePortalStmt" ||
+      type == "UnlistenStmt" || (type == "VariableSetStmt" && field(body, "kind") == "VAR_RESET_ALL") ||
+      w.unlocks)
+    c.may_clear_state = true;
+  if (w.temp_object) out.push_back(effect(Effect::SessionObject, {}, "a temporary object", Pin::Temp));
+  if (!w.session_call.empty()) {
+    const std::string& f = w.session_call;
+    Pin pin = f.starts_with("set_config") ? Pin::Set : f.find("advisory") != std::string::npos ? Pin::Advisory : Pin::Other;
+    out.push_back(effect(pin == Pin::Set ? Effect::Unknown : Effect::SessionObject, {}, f, pin));
+  }
 }
 
 // Kind of one statement node {"Type": {...}}, walking it into w.
@@ -389,6 +417,7 @@ Kind statement(const json& node, Walker& w, Classification& c) {
   w.executes = type != "ExplainStmt" && type != "PrepareStmt";
   w.temp_object = false;
   w.session_call.clear();
+  w.unlocks = false;
   w.walk(node);
   w.executes = true;
   session_effects(type, body, w, c);
@@ -460,7 +489,7 @@ Classification unclassified(std::string reason) {
   c.kind = Kind::Write;
   c.writes_unknown = true;
   c.changes_settings = true;
-  c.effects.push_back(effect(Effect::Unknown, {}, reason));
+  c.effects.push_back(effect(Effect::Unknown, {}, reason, Pin::Other));
   c.not_cacheable_reason = std::move(reason);
   return c;
 }
@@ -473,7 +502,7 @@ Classification classify_here(std::string_view sql, bool with_fingerprint) {
     scan_hints(sql, c);
     if (sql.find('\0') != std::string_view::npos) {   // libpg-query reads a C string
       c.not_cacheable_reason = "does not parse: NUL byte in the text";
-      c.effects.push_back(effect(Effect::Unknown, {}, "a NUL byte in the text"));
+      c.effects.push_back(effect(Effect::Unknown, {}, "a NUL byte in the text", Pin::Other));
       return c;
     }
     const std::string text(sql);
@@ -496,7 +525,7 @@ Classification classify_here(std::string_view sql, bool with_fingerprint) {
     pg_query_free_parse_result(parsed);
     if (tree.is_discarded()) {
       c.not_cacheable_reason = "does not parse: unreadable parse tree";
-      c.effects.push_back(effect(Effect::Unknown, {}, "an unreadable parse tree"));
+      c.effects.push_back(effect(Effect::Unknown, {}, "an unreadable parse tree", Pin::Other));
       return c;
     }
 

@@ -26,7 +26,11 @@ struct SessionEffect {
     Unknown,         // something that changes the session in a way not followed
     Unparsed,        // libpg-query does not parse it: Unknown if the server runs it all the same
   };
+  // What kind of session state it leaves (transaction mode pins the client to its
+  // server for it, see proxy/pinning.h); None for what is followed or undone.
+  enum class Pin : uint8_t { None, Temp, Prepare, Cursor, Listen, Advisory, Set, Other };
   Kind kind = Kind::Unknown;
+  Pin pin = Pin::None;
   std::string name;   // lower-case setting name (Set/Reset), statement name (Deallocate)
   std::string sql;    // Set: the statement, generated from the parse tree with proper quoting
   std::string what;   // why (SessionObject/Unknown), for logs and errors
@@ -57,6 +61,9 @@ struct Classification {
   int statements = 0;                      // top-level statements in the text
   std::vector<SessionEffect> effects;      // in statement order
   bool transaction_control = false;        // BEGIN, COMMIT, ROLLBACK, SAVEPOINT ... among the statements
+  // DISCARD, DROP, DEALLOCATE, CLOSE, UNLISTEN, RESET ALL or pg_advisory_unlock*():
+  // session state may be gone afterwards (a pinned client's server is asked).
+  bool may_clear_state = false;
   // Effects when it runs through Parse/Bind (not followed there). A text libpg-query
   // cannot parse is left to the server, which (but for newer grammar) rejects it.
   bool has_session_effects() const {

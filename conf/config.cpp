@@ -213,28 +213,25 @@ Duration keepalive_seconds(const Val& v) {
   return d;
 }
 
-// `server_auth_methods`: a list or a comma-separated string of method names.
-uint8_t server_auth_methods(const Val& v) {
-  static const std::map<std::string_view, uint8_t> names = {
-      {"scram-sha-256", kServerAuthScram}, {"md5", kServerAuthMd5},
-      {"password", kServerAuthCleartext}, {"cleartext", kServerAuthCleartext}};
-  const std::string expect = "scram-sha-256, md5 or password";
+// A list or a comma-separated string of names, as the bit set of their values.
+uint8_t name_set(const Val& v, const std::map<std::string_view, uint8_t>& names, const std::string& noun,
+                 const std::string& expect) {
   uint8_t out = 0;
   auto add = [&](const std::string& raw, int line) {
     size_t b = raw.find_first_not_of(" \t"), e = raw.find_last_not_of(" \t");
     if (b == std::string::npos) return;
     std::string name = raw.substr(b, e - b + 1);
     auto it = names.find(name);
-    if (it == names.end()) fail(line, std::string(v.key) + " has an unknown method (expected " + expect + ")" + got(name));
+    if (it == names.end()) fail(line, std::string(v.key) + " has an unknown " + noun + " (expected " + expect + ")" + got(name));
     out |= it->second;
   };
   if (v.node.IsSequence()) {
     for (const auto& item : v.node) {
-      if (!item.IsScalar()) fail(line_of(item, v.line), std::string(v.key) + " must be a list of method names");
+      if (!item.IsScalar()) fail(line_of(item, v.line), std::string(v.key) + " must be a list of " + noun + " names");
       add(item.Scalar(), line_of(item, v.line));
     }
   } else {
-    std::string s = scalar(v, "a list of method names (e.g. [scram-sha-256, md5]) or a comma-separated string");
+    std::string s = scalar(v, "a list of " + noun + " names (" + expect + ") or a comma-separated string");
     for (size_t pos = 0; pos <= s.size();) {
       size_t comma = s.find(',', pos);
       if (comma == std::string::npos) comma = s.size();
@@ -242,7 +239,32 @@ uint8_t server_auth_methods(const Val& v) {
       pos = comma + 1;
     }
   }
+  return out;
+}
+
+// `server_auth_methods`: a list or a comma-separated string of method names.
+uint8_t server_auth_methods(const Val& v) {
+  static const std::map<std::string_view, uint8_t> names = {
+      {"scram-sha-256", kServerAuthScram}, {"md5", kServerAuthMd5},
+      {"password", kServerAuthCleartext}, {"cleartext", kServerAuthCleartext}};
+  const std::string expect = "scram-sha-256, md5 or password";
+  uint8_t out = name_set(v, names, "method", expect);
   if (out == 0) fail(v, "must name at least one method: " + expect);
+  return out;
+}
+
+// `pin_on`: kinds of session state, or `off`.
+const std::map<std::string_view, uint8_t>& pin_kind_names() {
+  static const std::map<std::string_view, uint8_t> names = {
+      {"temp", kPinTemp}, {"prepare", kPinPrepare}, {"cursor", kPinCursor}, {"listen", kPinListen},
+      {"advisory", kPinAdvisory}, {"set", kPinSet}, {"other", kPinOther}};
+  return names;
+}
+uint8_t pin_kinds(const Val& v) {
+  if (v.node.IsScalar() && (v.node.Scalar() == "off" || v.node.Scalar() == "false")) return 0;
+  const std::string expect = "temp, prepare, cursor, listen, advisory, set, other; or off";
+  uint8_t out = name_set(v, pin_kind_names(), "kind", expect);
+  if (out == 0) fail(v, "must name at least one kind (" + expect + ")");
   return out;
 }
 
@@ -274,6 +296,8 @@ const Table<Database>& database_keys() {
       {"pool_size", field(&Database::pool_size, 1)},
       {"min_pool_size", field(&Database::min_pool_size, 0)},
       {"reserve_pool_size", field(&Database::reserve_pool_size, 0)},
+      {"pin_on", [](Database& d, const Val& v) { d.pin_on = pin_kinds(v); }},
+      {"max_pinned_per_pool", field(&Database::max_pinned_per_pool, 0)},
   };
   return keys;
 }
@@ -477,6 +501,9 @@ const Table<Config>& config_keys() {
       {"max_prepared_statements", field(&Config::max_prepared_statements, 0)},
       {"max_client_prepared_statements", field(&Config::max_client_prepared_statements, 0)},
       {"max_unauthenticated_clients", field(&Config::max_unauthenticated_clients, 1)},
+      {"pin_on", [](Config& c, const Val& v) { c.pin_on = pin_kinds(v); }},
+      {"max_pinned_per_pool", field(&Config::max_pinned_per_pool, -1)},
+      {"pinned_log_after", field(&Config::pinned_log_after)},
       {"max_inspect_bytes", [](Config& c, const Val& v) {
          c.max_inspect_bytes = byte_size(v);
          if (c.max_inspect_bytes < (64u << 10) || c.max_inspect_bytes > (1u << 30))
@@ -661,6 +688,13 @@ std::string_view to_string(Compression c) {
   return names[static_cast<int>(c)];
 }
 
+std::string pin_kind_list(uint8_t kinds) {
+  std::string out;
+  for (auto& [name, bit] : pin_kind_names())
+    if (kinds & bit) out += (out.empty() ? "" : ",") + std::string(name);
+  return out.empty() ? "off" : out;
+}
+
 std::string server_auth_method_names(uint8_t methods) {
   std::string out;
   for (auto [bit, name] : {std::pair{kServerAuthScram, "scram-sha-256"}, {kServerAuthMd5, "md5"},
@@ -731,6 +765,9 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"server_reset_timeout", ms(c.server_reset_timeout)},
       {"cancel_wait_timeout", ms(c.cancel_wait_timeout)},
       {"server_auth_methods", server_auth_method_names(c.server_auth_methods)},
+      {"pin_on", pin_kind_list(c.pin_on)},
+      {"max_pinned_per_pool", std::to_string(c.max_pinned_per_pool)},
+      {"pinned_log_after", ms(c.pinned_log_after)},
       {"query_wait_timeout", ms(c.query_wait_timeout)},
       {"query_timeout", ms(c.query_timeout)},
       {"idle_transaction_timeout", ms(c.idle_transaction_timeout)},

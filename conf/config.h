@@ -22,6 +22,12 @@ enum class LogLevel { Debug, Info, Warn, Error };
 // pgsidecar to log in with. YAML names: scram-sha-256, md5, password (alias cleartext).
 constexpr uint8_t kServerAuthScram = 1, kServerAuthMd5 = 2, kServerAuthCleartext = 4;
 
+// Bits of `pin_on`: the kinds of session state that pin a transaction-mode client
+// to its server (proxy/pinning.h). YAML names: temp, prepare, cursor, listen,
+// advisory, set, other; `off` is none.
+constexpr uint8_t kPinTemp = 1, kPinPrepare = 2, kPinCursor = 4, kPinListen = 8, kPinAdvisory = 16, kPinSet = 32,
+                  kPinOther = 64, kPinAll = 127;
+
 // One entry of `databases:`. The key "*" matches any database name not listed.
 struct Database {
   std::string name;                 // the name clients connect to ("*" = wildcard)
@@ -34,6 +40,8 @@ struct Database {
   std::optional<int> pool_size;             // overrides default_pool_size
   std::optional<int> min_pool_size;         // overrides min_pool_size
   std::optional<int> reserve_pool_size;     // overrides reserve_pool_size
+  std::optional<uint8_t> pin_on;            // overrides pin_on (kPin* bits)
+  std::optional<int> max_pinned_per_pool;   // overrides max_pinned_per_pool
 };
 
 // `metrics:` map.
@@ -122,6 +130,9 @@ struct Config {
   int max_client_prepared_statements = 1000;  // named prepared statements one client may hold (plan cache); 0 = unlimited
   int max_unauthenticated_clients = 256;  // connections not yet logged in, at once; more are refused with 53300
   size_t max_inspect_bytes = 1 << 20;     // largest Query/Parse held whole to read it (SQL classifier); >= 64kB
+  uint8_t pin_on = kPinAll;               // transaction mode: session state that pins a client (kPin* bits)
+  int max_pinned_per_pool = -1;           // pinned clients per pool at once; -1 = pool size minus one
+  Duration pinned_log_after{60000};       // a client pinned this long is logged once; 0 = never
   std::string schema_notify_channel;  // NOTIFY on it moves the schema version on; "" = not listening
   std::string schema_notify_conninfo; // libpq conninfo of the connection that LISTENs
 

@@ -47,6 +47,11 @@ Metrics::Metrics(std::string version)
                          .Help("From a client's query or Sync reaching an otherwise quiet server connection to its "
                                "ReadyForQuery")
                          .Register(*registry_);
+  pin_duration_ = &prometheus::BuildHistogram()
+                       .Name("pgsidecar_pin_duration_seconds")
+                       .Help("How long transaction-mode clients stayed pinned to a server by session state, "
+                             "observed when the state is gone or the client leaves")
+                       .Register(*registry_);
   transaction_duration_ = &prometheus::BuildHistogram()
                                .Name("pgsidecar_transaction_duration_seconds")
                                .Help("From the first query of a transaction reaching the server to the "
@@ -76,13 +81,19 @@ prometheus::Histogram& Metrics::transaction_duration(const std::string& database
   return transaction_duration_->Add({{"database", database}, {"user", user}}, kLatencyBuckets);
 }
 
+prometheus::Histogram& Metrics::pin_duration(const std::string& database, const std::string& user) {
+  static const prometheus::Histogram::BucketBoundaries buckets = {0.01, 0.1, 1, 10, 60, 300, 1800, 3600, 14400};
+  return pin_duration_->Add({{"database", database}, {"user", user}}, buckets);
+}
+
 prometheus::Histogram& Metrics::pool_wait(const std::string& database, const std::string& user) {
   static const prometheus::Histogram::BucketBoundaries buckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120};
   return pool_wait_->Add({{"database", database}, {"user", user}}, buckets);
 }
 
 void Metrics::forget_pool(prometheus::Histogram& wait, prometheus::Histogram& query,
-                          prometheus::Histogram& transaction) {
+                          prometheus::Histogram& transaction, prometheus::Histogram& pin) {
+  pin_duration_->Remove(&pin);
   pool_wait_->Remove(&wait);
   query_duration_->Remove(&query);
   transaction_duration_->Remove(&transaction);
@@ -220,6 +231,10 @@ std::string Metrics::render(const Snapshot& snap) const {
                  MetricType::Counter);
   Builder disconnects("pgsidecar_server_disconnects_total", "Server connections closed, by reason",
                       MetricType::Counter);
+  Builder pinned("pgsidecar_pinned_clients",
+                 "Transaction-mode clients pinned to their server by session state now", MetricType::Gauge);
+  Builder pins("pgsidecar_pins_total", "Transaction-mode clients pinned to a server, by the kind of state that "
+               "pinned them first (temp, prepare, cursor, listen, advisory, set, other)", MetricType::Counter);
   for (const PoolSnapshot& p : snap.pools) {
     clients.add(p.clients_active, pool_labels(p, "state", "active"))
         .add(p.clients_waiting, pool_labels(p, "state", "waiting"))
@@ -237,6 +252,8 @@ std::string Metrics::render(const Snapshot& snap) const {
         .add(double(p.bytes_from_servers), pool_labels(p, "direction", "server_to_client"));
     for (const auto& [reason, n] : p.disconnects) disconnects.add(double(n), pool_labels(p, "reason", reason));
     for (const auto& [cls, n] : p.errors_by_class) errors.add(double(n), pool_labels(p, "class", cls));
+    pinned.add(p.clients_pinned, pool_labels(p));
+    for (const auto& [kind, n] : p.pins) pins.add(double(n), pool_labels(p, "reason", kind));
   }
   Builder statements("pgsidecar_prepared_statements_total",
                      "Plan cache events: prepare (Parse sent to a server), hit (already prepared there), miss "
@@ -254,7 +271,7 @@ std::string Metrics::render(const Snapshot& snap) const {
   Builder reloads("pgsidecar_config_reloads_total", "Configuration reloads (SIGHUP)", MetricType::Counter);
   reloads.add(double(snap.config_reloads));
   for (Builder* b : {&build, &clients, &servers, &queries, &transactions, &connects, &login_failures, &wait_timeouts,
-                     &bytes, &errors, &disconnects, &statements, &schema, &reloads})
+                     &bytes, &errors, &disconnects, &pinned, &pins, &statements, &schema, &reloads})
     out.push_back(std::move(b->family));
   render_lockd(snap.lockd, out);
   render_cache(snap.cache, out);

@@ -25,6 +25,8 @@ struct PoolSnapshot {
   uint64_t bytes_from_clients = 0, bytes_from_servers = 0;   // forwarded
   std::map<std::string, uint64_t> errors_by_class;            // SQLSTATE class ("42") -> ErrorResponses from servers
   std::map<std::string, uint64_t> disconnects;                // reason label -> server connections closed
+  int clients_pinned = 0;                                     // transaction mode: pinned to a server now
+  std::map<std::string, uint64_t> pins;                       // kind that pinned -> clients pinned so far
 };
 
 // lockd (lockd/lockd.h) at scrape time.
@@ -70,8 +72,11 @@ class Metrics {
   // Query (Sync or simple Query to ReadyForQuery) and transaction durations.
   prometheus::Histogram& query_duration(const std::string& database, const std::string& user);
   prometheus::Histogram& transaction_duration(const std::string& database, const std::string& user);
+  // How long transaction-mode clients stayed pinned to a server (proxy/pinning.h).
+  prometheus::Histogram& pin_duration(const std::string& database, const std::string& user);
   // A pool is gone: its histogram series go too.
-  void forget_pool(prometheus::Histogram& wait, prometheus::Histogram& query, prometheus::Histogram& transaction);
+  void forget_pool(prometheus::Histogram& wait, prometheus::Histogram& query, prometheus::Histogram& transaction,
+                   prometheus::Histogram& pin);
   // lockd: status answer latency by source ("cache" or "database"), and time
   // from a lock request to its grant.
   prometheus::Histogram& lockd_status_seconds(const std::string& source);
@@ -85,6 +90,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* pool_wait_;
   prometheus::Family<prometheus::Histogram>* query_duration_;
   prometheus::Family<prometheus::Histogram>* transaction_duration_;
+  prometheus::Family<prometheus::Histogram>* pin_duration_;
   prometheus::Family<prometheus::Histogram>* lockd_status_;
   prometheus::Family<prometheus::Histogram>* lock_wait_;
 };

@@ -4,13 +4,16 @@
 
 namespace pool {
 
-StatementPtr StatementRegistry::intern(std::string_view parse_tail, bool changes_schema, bool session_effects) {
+StatementPtr StatementRegistry::intern(std::string_view parse_tail, bool changes_schema, bool session_effects,
+                                       uint8_t pins, bool may_clear_state) {
   if (auto it = by_tail_.find(parse_tail); it != by_tail_.end()) return it->second;
   auto st = std::make_shared<Statement>();
   st->name = "pgsidecar_" + std::to_string(next_id_++);
   st->parse_tail = parse_tail;
   st->changes_schema = changes_schema;
   st->session_effects = session_effects;
+  st->pins = pins;
+  st->may_clear_state = may_clear_state;
   st->backslash = parse_tail.substr(0, parse_tail.find('\0')).find('\\') != std::string_view::npos;
   by_tail_.emplace(st->parse_tail, st);
   return st;

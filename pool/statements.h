@@ -26,6 +26,8 @@ struct Statement {
   // objects ...), or its text has a backslash, which a client with
   // standard_conforming_strings off reads otherwise: the server is reset after its client.
   bool session_effects = false, backslash = false;
+  uint8_t pins = 0;              // kinds of session state running it leaves (conf::kPin* bits; proxy/pinning.h)
+  bool may_clear_state = false;  // running it may remove session state (DROP, DEALLOCATE, unlock ...)
 
   // Pools in which a server accepted this Parse: a client there may be told
   // ParseComplete without a server (see ClientSession::answer_parse_locally).
@@ -54,7 +56,8 @@ struct StatementStats {
 class StatementRegistry {
  public:
   // The shared statement for these Parse bytes, created on first sight.
-  StatementPtr intern(std::string_view parse_tail, bool changes_schema, bool session_effects = false);
+  StatementPtr intern(std::string_view parse_tail, bool changes_schema, bool session_effects = false,
+                      uint8_t pins = 0, bool may_clear_state = false);
   // The shared statement for these bytes if there is one.
   StatementPtr find(std::string_view parse_tail) const {
     auto it = by_tail_.find(parse_tail);

@@ -124,7 +124,7 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
     } else if (what == "pools") {
       ResultSet rs(out, {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
                          "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested",
-                         "sv_login", "maxwait", "maxwait_us", "pool_mode"});
+                         "sv_login", "maxwait", "maxwait_us", "pool_mode", "sv_pinned"});
       pool::Time now = pool::Clock::now();
       auto clients = proxy.client_counts();
       for (const PoolEntry* e : proxy.pool_entries()) {
@@ -133,11 +133,13 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
         auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(e->pool->longest_wait(now)).count();
         rs.row({e->pool->database(), e->pool->user(), num(active), num(s.waiting), "0", "0", num(s.active), "0", "0",
                 num(s.idle), "0", num(s.checking), num(s.launching), std::to_string(wait_us / 1000000),
-                std::to_string(wait_us % 1000000), mode_name(e->mode)});
+                std::to_string(wait_us % 1000000), mode_name(e->mode), num(e->pinned)});
       }
       rs.done();
     } else if (what == "clients") {
-      ResultSet rs(out, kConnectionColumns);
+      std::vector<std::string> columns(kConnectionColumns.begin(), kConnectionColumns.end());
+      columns.push_back("pinned");   // kinds of session state holding it to its server (transaction mode)
+      ResultSet rs(out, columns);
       pool::Time now = pool::Clock::now();
       for (const ClientSession* c : proxy.sessions()) {
         if (!c->logged_in() && !c->waiting) continue;
@@ -147,7 +149,8 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
         rs.row({"C", c->user(), c->database(), c->waiting ? "waiting" : "active", addr, num(port), laddr, num(lport),
                 wall_time(c->started()), wall_time(c->started()), std::to_string(waited / 1000000),
                 std::to_string(waited % 1000000), "0", num(c->cancel_pid()),
-                c->server() ? num(c->server()->backend_pid()) : "", "0", "", c->application_name()});
+                c->server() ? num(c->server()->backend_pid()) : "", "0", "", c->application_name(),
+                pin_names(c->pin().kinds)});
       }
       rs.done();
     } else if (what == "servers") {

@@ -400,7 +400,6 @@ void ClientSession::forward() {
       return;
     }
     char type = f.type;
-    uint32_t len = f.len;
     size_t total = f.total;
     cache::ClassificationPtr c;   // of a Query's or Parse's text
     if (f.inspect && (type == 'Q' || type == 'P')) {
@@ -428,6 +427,9 @@ void ClientSession::forward() {
         }
       }
     }
+    // A pinned client's Parse of DROP/DEALLOCATE/UNLISTEN ... or a Close: ask the
+    // server what is left when the transaction ends (proxy/pinning.h).
+    if (pin_.pinned() && ((type == 'P' && c && c->may_clear_state) || type == 'C')) pin_.recheck = true;
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
       size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
       if (closing()) return;
@@ -448,6 +450,7 @@ void ClientSession::forward() {
             (!f.inspect || p[pos + pg::kHeaderLen] != 0 || c->has_session_effects() ||
              (!wanted_scs_on() && statement_text(f, p + pos).find('\\') != std::string_view::npos)))
           s->note_session_state();
+
         if (!plan_cache_) {
           if (!f.inspect) {
             s->note_schema_change();
@@ -474,7 +477,7 @@ void ClientSession::forward() {
     close();
     return;
   }
-  if (txn && s->clean()) {
+  if (txn && s->clean() && !pin_.pinned()) {
     // Nothing in flight (everything was answered here, or the next message has not
     // all arrived): the server is not needed until the client sends more.
     detach_server(false);
@@ -525,24 +528,39 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
   // With standard_conforming_strings off the server reads backslashes in strings
   // where libpg-query does not: it may see other statements than we do.
   bool ambiguous = sql.find('\\') != std::string_view::npos && !wanted_scs_on();
+  if (c->may_clear_state && pin_.pinned()) pin_.recheck = true;   // asked at the end of the transaction
   if (effects.empty() && !ambiguous) return QueryAction::Forward;
   if (!server_->idle_protocol()) return QueryAction::Defer;
   if (ambiguous) {
     server_->note_session_state();
     return QueryAction::Forward;
   }
+  const uint8_t pins = pins_of(pins_in(*c));
+  if (std::string refusal = pin_refusal(pins, pin_what(*c, pins)); !refusal.empty()) {
+    std::string out;
+    pg::write_error(out, "ERROR", "53300", refusal);
+    pg::write_ready(out, server_->tx_status());
+    send(out);
+    return QueryAction::Answered;
+  }
+  // LISTEN pins the client (pin_on listen), or else is refused: notifications would
+  // reach whichever client has the server next.
+  const bool listens = std::any_of(effects.begin(), effects.end(), [](auto& e) { return e.kind == Kind::Listen; });
+  if (listens && !(pins & conf::kPinListen)) {
+    std::string out;
+    pg::write_error(out, "ERROR", "0A000",
+                    "LISTEN is not supported in transaction pooling mode without pinning: notifications would reach "
+                    "whichever client uses the server next; add listen to pin_on, or use pool_mode session");
+    pg::write_ready(out, server_->tx_status());
+    send(out);
+    return QueryAction::Answered;
+  }
+  add_pin(pins, pin_what(*c, pins));
   bool follow = false;
   for (const cache::SessionEffect& e : effects) {
     switch (e.kind) {
-      case Kind::Listen: {
-        std::string out;
-        pg::write_error(out, "ERROR", "0A000",
-                        "LISTEN is not supported in transaction pooling mode: notifications would reach whichever "
-                        "client uses the server next; connect to a database with pool_mode session");
-        pg::write_ready(out, server_->tx_status());
-        send(out);
-        return QueryAction::Answered;
-      }
+      case Kind::Listen:
+        break;
       case Kind::Deallocate:
         if (effects.size() == 1 && c->statements == 1 && answer_deallocate(e.name)) return QueryAction::Answered;
         break;
@@ -639,6 +657,7 @@ void ClientSession::resume_reading() { update_reading(); }
 // read from the client or ReadyForQuery to it.
 void ClientSession::check_timeouts(pool::Time now) {
   if (state_ != State::Ready || admin_ || closing()) return;
+  pin_log(now);
   const conf::Config& cfg = proxy_.config();
   auto past = [now](pool::Time since, conf::Duration limit) { return limit.count() > 0 && now - since >= limit; };
   if (server_ && server_->query_started() != pool::Time{}) {   // a query is running
@@ -720,6 +739,7 @@ void ClientSession::detach_server(bool client_gone) {
 }
 
 void ClientSession::on_closed() {
+  drop_pin(pin_.kinds);   // the server is reset before reuse (see add_pin)
   if (pool_entry_) pool_entry_->pool->cancel(this);
   detach_server(true);
   transaction_ended();   // as in server_lost

@@ -13,6 +13,7 @@
 #include "proxy/auth.h"
 #include "proxy/conn.h"
 #include "proxy/decoder.h"
+#include "proxy/pinning.h"
 #include "proxy/protocol.h"
 #include "proxy/session_state.h"
 #include "proxy/tracked_params.h"
@@ -57,6 +58,15 @@ class ClientSession final : public Conn, public pool::Waiter {
   void process_deferred() { process_input(); }
   // Part of a message has gone to the server and the rest has not: it cannot be released.
   bool mid_message() const { return fwd_remaining_ > 0; }
+
+  // Pinning (transaction mode; client_session_pinning.cpp, proxy/pinning.h).
+  const Pin& pin() const { return pin_; }
+  // The linked server is clean at the end of a transaction: true if it may go
+  // back to the pool. False keeps it (pinned); when a statement may have removed
+  // state, the server is asked first and released if nothing is left.
+  bool release_at_transaction_end();
+  // A RESET ALL or DISCARD ALL succeeded: no setting pins any more.
+  void settings_reset() { drop_pin(conf::kPinSet); }
 
   // Result cache: the response to the query whose capture was armed (see
   // ServerConn::arm_capture); the transaction ended (ReadyForQuery 'I').
@@ -104,6 +114,15 @@ class ClientSession final : public Conn, public pool::Waiter {
   void protocol_violation(std::string_view message);
   QueryAction inspect_query(std::string_view sql, const cache::ClassificationPtr& c);
   bool wanted_scs_on() const;
+  // Pinning: the kinds a statement would pin for here (pin_on of the pool), the
+  // refusal when they would pin one client past max_pinned_per_pool ("" if
+  // none), pin / unpin bookkeeping, and the server's answer to what is left.
+  uint8_t pins_of(uint8_t kinds) const;
+  std::string pin_refusal(uint8_t kinds, std::string_view what) const;
+  void add_pin(uint8_t kinds, std::string_view what);
+  void drop_pin(uint8_t kinds);
+  void check_pin_state();
+  void pin_log(pool::Time now);
   // Plan cache (client_session_statements.cpp).
   size_t route_statement_message(const pg::Frame& f, const uint8_t* msg, size_t avail, const cache::ClassificationPtr& c,
                                  WriteBatch& out);
@@ -154,6 +173,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool sasl_started_ = false;
   size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through
   SettingList settings_;                   // SET statements in force for this client (transaction mode)
+  Pin pin_;                                // session state holding this client to its server (transaction mode)
   bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
   StatementMap statements_;                // the client's named statements (plan cache)
   bool deferred_ = false;                  // see deferred()

@@ -90,6 +90,17 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       // that binds it (see the Bind case).
       const bool effects = c->has_session_effects() || (!wanted_scs_on() && query.find('\\') != std::string_view::npos);
       if (effects) s->note_session_state();
+      // State it leaves pins the client (proxy/pinning.h), or the Parse fails with 53300.
+      const uint8_t pins = pins_of(pins_in(*c));
+      if (std::string refusal = pin_refusal(pins, pin_what(*c, pins)); !refusal.empty()) {
+        write_head(out, 'B', 0, {"", kDuplicateMarker}, sizeof kEmptyBindTail);
+        out.add(kEmptyBindTail, sizeof kEmptyBindTail);
+        PendingReply no = reply(Kind::PinLimit, 'E', epoch);
+        no.refusal = std::move(refusal);
+        s->expect_reply(std::move(no));
+        return total;
+      }
+      add_pin(pins, pin_what(*c, pins));
       if (name.empty()) {   // the unnamed statement keeps its own semantics
         if (ddl) s->note_schema_change();
         return route_unnamed_parse(query, c, msg, total, tail_at, out);
@@ -105,7 +116,8 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
         s->expect_reply(std::move(dup));
         return total;
       }
-      pool::StatementPtr st = proxy_.statements().intern(tail, ddl, c->has_session_effects());
+      pool::StatementPtr st =
+          proxy_.statements().intern(tail, ddl, c->has_session_effects(), pins_in(*c), c->may_clear_state);
       statements_.emplace(std::string(name), st);
       PendingReply own = reply(Kind::Pass, '1', epoch);
       own.client_undo = PendingReply::ClientUndo::Forget;
@@ -129,6 +141,11 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       pool::StatementPtr st = it->second;
       if (st->changes_schema) s->note_schema_change();
       if (st->session_effects || (st->backslash && !wanted_scs_on())) s->note_session_state();
+      // Bound in a later transaction, its state pins again. A Bind streams and is not
+      // refused: past max_pinned_per_pool the state is reset after this client instead.
+      if (uint8_t kinds = pins_of(st->pins); pin_refusal(kinds, {}).empty())
+        add_pin(kinds, "a prepared statement that leaves session state");
+      if (st->may_clear_state && pin_.pinned()) pin_.recheck = true;
       bool fresh_batch = s->idle_protocol() && s->tx_status() == 'I';
       s->note_shared_bind();
       bool hit = prepared_here(st, out);

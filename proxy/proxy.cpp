@@ -1,5 +1,6 @@
 #include "proxy/proxy.h"
 
+#include <algorithm>
 #include <unordered_set>
 
 #include <openssl/rand.h>
@@ -270,6 +271,15 @@ std::string Proxy::control_conninfo(const std::string& database, const std::stri
   return s;
 }
 
+// Pinning needs a server that keeps multiplexing: with max_pinned 0 (a pool of
+// one) state is reset after each client as without pinning.
+void Proxy::set_pinning(PoolEntry& e, const conf::Database& db) const {
+  int size = db.pool_size.value_or(cfg_.default_pool_size);
+  int max = db.max_pinned_per_pool.value_or(cfg_.max_pinned_per_pool);
+  e.max_pinned = max < 0 ? std::max(0, size - 1) : max;
+  e.pin_on = e.mode == conf::PoolMode::Transaction && e.max_pinned > 0 ? db.pin_on.value_or(cfg_.pin_on) : 0;
+}
+
 PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user) {
   const conf::Database* db = conf::find_database(cfg_, database);
   if (!db) return nullptr;
@@ -280,6 +290,7 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
   entry->target = std::make_unique<ServerTarget>(target_for(*db, database, user, users_));
   pool::Settings settings = settings_for(*db);
   entry->mode = settings.mode;
+  set_pinning(*entry, *db);
   PoolEntry* e = entry.get();
   auto launcher = [this, e](pool::Pool& p, const std::string& params_key) -> pool::Member* {
     auto* s = new ServerConn(*this, p, *e, decode_params(params_key));
@@ -291,6 +302,7 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
   entry->wait_seconds = &metrics_.pool_wait(database, user);
   entry->query_seconds = &metrics_.query_duration(database, user);
   entry->transaction_seconds = &metrics_.transaction_duration(database, user);
+  entry->pin_seconds = &metrics_.pin_duration(database, user);
   pools_.emplace(key, std::move(entry));
   return e;
 }
@@ -379,6 +391,8 @@ std::string Proxy::render_metrics() {
     p.bytes_from_servers = e->bytes_from_servers;
     p.errors_by_class = e->errors_by_class;
     p.disconnects = e->disconnects;
+    p.clients_pinned = e->pinned;
+    p.pins = e->pins_by_kind;
     const ClientCounts& n = clients[e.get()];
     p.clients_active = n.active;
     p.clients_waiting = n.waiting;
@@ -474,7 +488,7 @@ void Proxy::prune_pools() {
       ++it;
       continue;
     }
-    metrics_.forget_pool(*e->wait_seconds, *e->query_seconds, *e->transaction_seconds);
+    metrics_.forget_pool(*e->wait_seconds, *e->query_seconds, *e->transaction_seconds, *e->pin_seconds);
     it = pools_.erase(it);
   }
 }
@@ -508,6 +522,7 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
         if (c->pool_entry() == e.get() && c->server()) c->server()->note_session_state();
     }
     e->mode = s.mode;
+    set_pinning(*e, *db);
     e->pool->set_settings(s);
   }
   LOG_INFO("configuration reloaded");

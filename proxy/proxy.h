@@ -40,10 +40,17 @@ struct PoolEntry {
   prometheus::Histogram* wait_seconds = nullptr;
   prometheus::Histogram* query_seconds = nullptr;
   prometheus::Histogram* transaction_seconds = nullptr;
+  prometheus::Histogram* pin_seconds = nullptr;
   uint64_t bytes_from_clients = 0, bytes_from_servers = 0;
   std::map<std::string, uint64_t> errors_by_class;
   std::map<std::string, uint64_t> disconnects;   // server connections closed, by reason label
   int connections = 0;   // ServerConn objects alive (closing ones too): they refer to this entry
+  // Pinning (transaction mode, proxy/pinning.h): kinds that pin (conf::kPin* bits;
+  // 0 in session mode or when max_pinned is 0), the bound, and the clients pinned now.
+  uint8_t pin_on = 0;
+  int max_pinned = 0;
+  int pinned = 0;
+  std::map<std::string, uint64_t> pins_by_kind;   // clients pinned so far, by the kind that pinned them first
 };
 
 class Proxy {
@@ -143,6 +150,7 @@ class Proxy {
   void accept(uv_stream_t* listener, bool tcp);
   void janitor();
   pool::Settings settings_for(const conf::Database& db) const;
+  void set_pinning(PoolEntry& e, const conf::Database& db) const;
   void maybe_finish_shutdown();
 
   uv_loop_t* loop_;

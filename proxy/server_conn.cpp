@@ -260,6 +260,13 @@ void ServerConn::link(ClientSession* client) {
 
 // Server -> client: forward byte ranges, watching only ReadyForQuery and ParameterStatus.
 void ServerConn::process_linked() {
+  while (process_linked_step()) {
+  }
+}
+
+// Up to the ReadyForQuery that ends a transaction, or all that is buffered; true
+// if a pinned client kept the server and more is buffered past that ReadyForQuery.
+bool ServerConn::process_linked_step() {
   const uint8_t* p = in_data();
   size_t avail = in_size(), pos = 0;
   bool release = false;
@@ -276,7 +283,7 @@ void ServerConn::process_linked() {
     if (status == pg::FrameStatus::Partial) break;   // a message pgsidecar reads, not all here yet
     if (status == pg::FrameStatus::Invalid) {
       close_member(err);
-      return;
+      return false;
     }
     const char type = f.type;
     const uint32_t len = f.len;
@@ -284,7 +291,7 @@ void ServerConn::process_linked() {
     if (capture_state_ != Capture::Off) capture_header(type, total);
     if (type == '1' || type == '3' || (type == 'E' && f.inspect)) {   // an error too long to read passes
       ReplyStep step = handle_tracked_reply(type, p + pos, total, out);
-      if (step == ReplyStep::Fail) return;
+      if (step == ReplyStep::Fail) return false;
       if (step == ReplyStep::Done) {
         pos += total;
         continue;
@@ -333,13 +340,18 @@ void ServerConn::process_linked() {
   ClientSession* c = client_;
   out.flush();
   if (release) {
-    // The transaction is over: give the server back, then tell the client.
-    release_to_pool();
-    c->server_released();
-    return;
+    // The transaction is over: give the server back, then tell the client; a
+    // pinned client keeps it (proxy/pinning.h).
+    if (proxy_.shutting_down() || c->release_at_transaction_end()) {
+      release_to_pool();
+      c->server_released();
+      return false;
+    }
+    if (state_ == State::Linked && in_size() > 0) return true;   // kept: read on past the ReadyForQuery
   }
   if (c->over_high_water()) read_stop();   // resumed by the client's on_drained
   else if (c->deferred() && idle_protocol()) c->process_deferred();   // it waited for this quiet point
+  return false;
 }
 
 // A ReadyForQuery arrived: the query (if nothing else is in flight) and the
@@ -393,14 +405,17 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
       return ReplyStep::Done;
     }
     PendingReply::Kind front = replies_.empty() ? PendingReply::Kind::Pass : replies_.front().kind;
-    if ((front != PendingReply::Kind::Duplicate && front != PendingReply::Kind::TooMany) || e.code != "26000" ||
-        e.message.find(kDuplicateMarker) == std::string::npos)
+    if ((front != PendingReply::Kind::Duplicate && front != PendingReply::Kind::TooMany &&
+         front != PendingReply::Kind::PinLimit) ||
+        e.code != "26000" || e.message.find(kDuplicateMarker) == std::string::npos)
       return ReplyStep::Forward;
     // Our stand-in Bind failed as planned: the client's Parse reused a name it has,
-    // or would have held more statements than it may.
+    // would have held more statements than it may, or would have pinned it past the bound.
     std::string err;
     if (front == PendingReply::Kind::Duplicate)
       pg::write_error(err, "ERROR", "42P05", "prepared statement \"" + replies_.front().client_name + "\" already exists");
+    else if (front == PendingReply::Kind::PinLimit)
+      pg::write_error(err, "ERROR", "53300", replies_.front().refusal);
     else
       pg::write_error(err, "ERROR", "53400",
                       "too many prepared statements for this client (max_client_prepared_statements " +
@@ -507,6 +522,7 @@ void ServerConn::settle_pending_settings() {
       continue;
     }
     if (tracked_index(e.name) >= 0) continue;   // followed through ParameterStatus
+    if ((e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll) && tx_status_ == 'I') client_->settings_reset();
     if (tx_status_ != 'I') {
       // Inside a block it may yet roll back: not followed; the server is reset
       // before anyone else gets it (the client loses the SET if it commits).
@@ -543,6 +559,7 @@ void ServerConn::release_to_pool() {
 
 void ServerConn::run_internal(const std::string& sql, InternalDone done, conf::Duration timeout) {
   state_ = State::Internal;
+  internal_row_.clear();
   internal_deadline_ = pool::Clock::now() + timeout;
   internal_done_ = std::move(done);
   internal_error_.reset();
@@ -566,6 +583,16 @@ void ServerConn::process_internal() {
     const uint8_t* body = p + 5;
     switch (char(p[0])) {
       case 'E': internal_error_ = std::make_unique<pg::ErrorInfo>(pg::parse_error(body, len - 4)); break;
+      case 'D':
+        if (internal_row_.empty()) {   // the first row: its values as text, NULL as ""
+          pg::Reader r(body, len - 4);
+          for (uint16_t i = 0, n = r.u16(); i < n && r.ok(); i++) {
+            uint32_t vlen = r.u32();
+            internal_row_.emplace_back(vlen == uint32_t(-1) ? std::string_view() : r.bytes(vlen));
+          }
+          if (!r.ok()) internal_row_.clear();
+        }
+        break;
       case 'S': {
         pg::Reader r(body, len - 4);
         std::string_view name = r.cstr(), value = r.cstr();
@@ -583,6 +610,9 @@ void ServerConn::process_internal() {
         if (done) done(err.get());
         return;
       }
+      case 'A':   // a notification for the linked client (a pinned one LISTENs) is its own
+        if (client_) client_->send(std::string_view(reinterpret_cast<const char*>(p), total));
+        break;
       default: break;   // RowDescription, DataRow, CommandComplete, notices: not ours to forward
     }
   }

@@ -44,6 +44,7 @@ struct PendingReply {
     AsParseComplete,   // a Close standing in for a Parse of a statement already prepared here
     Duplicate,         // a Bind that fails, standing in for a Parse of a name the client has: 42P05
     TooMany,           // the same, for a Parse past max_client_prepared_statements: 53400
+    PinLimit,          // the same, for a Parse or Bind that would pin past max_pinned_per_pool: 53300
   };
   // For the client's own Parse (Forget the name it registered) or Close (Restore it).
   enum class ClientUndo : uint8_t { None, Forget, Restore };
@@ -54,6 +55,7 @@ struct PendingReply {
   pool::StatementPtr closed = nullptr;     // a Close of it was sent here (undo: still prepared)
   ClientUndo client_undo = ClientUndo::None;
   std::string client_name = {};            // the client's statement name (also for Duplicate's error)
+  std::string refusal = {};                // PinLimit's error message
   pool::StatementPtr client_stmt = nullptr;
 };
 
@@ -106,6 +108,8 @@ class ServerConn final : public Conn, public pool::Member {
   // Sends sql as a simple query whose responses are consumed here, not forwarded;
   // the server is closed if it has not answered within timeout.
   void run_internal(const std::string& sql, InternalDone done, conf::Duration timeout);
+  // The first row the last internal query returned (text values, NULL as ""); read it in `done`.
+  const std::vector<std::string>& internal_row() const { return internal_row_; }
   uint64_t id() const { return id_; }
   bool busy_internal() const { return state_ == State::Internal; }
   char tx_status() const { return tx_status_; }
@@ -201,6 +205,7 @@ class ServerConn final : public Conn, public pool::Member {
   Whole whole_message(size_t max_total, size_t& total, std::string& err);
   static constexpr size_t kMaxLoginMessage = 64 * 1024, kMaxInternalReply = 1024 * 1024;
   void process_linked();
+  bool process_linked_step();
   void process_internal();
   void process_unlinked();
   void note_param(std::string_view name, std::string_view value);
@@ -259,6 +264,7 @@ class ServerConn final : public Conn, public pool::Member {
   const uint64_t id_;                      // unique for the process (cancel bookkeeping in Proxy)
   pool::Time internal_deadline_{};
   InternalDone internal_done_;
+  std::vector<std::string> internal_row_;
   std::unique_ptr<pg::ErrorInfo> internal_error_;
   std::string close_reason_;
 };

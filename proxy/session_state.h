@@ -5,6 +5,7 @@
 // server, and diff() writes the SQL that turns a server's list into a client's.
 #pragma once
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -19,6 +20,11 @@ class SettingList {
   void apply(const cache::SessionEffect& e);
   void clear() { items_.clear(); }
   bool empty() const { return items_.empty(); }
+  bool has(std::string_view name) const {   // lower-case name
+    for (auto& item : items_)
+      if (item.first == name) return true;
+    return false;
+  }
   bool operator==(const SettingList& o) const { return items_ == o.items_; }
   // Appends to sql the statements that make `from` (a server) equal to *this (a client).
   void diff(const SettingList& from, std::string& sql) const;

@@ -20,14 +20,14 @@ std::string admin_conninfo(const Daemon& d, const std::string& user = "admin") {
   return "host=127.0.0.1 port=" + std::to_string(d.port()) + " user=" + user + " dbname=pgsidecar";
 }
 
-// SHOW POOLS columns (PgBouncer 1.18 order).
-enum PoolCol { kDb = 0, kUser, kClActive, kClWaiting, kSvActive = 6, kSvIdle = 9, kSvLogin = 12, kMode = 15 };
+// SHOW POOLS columns (PgBouncer 1.18 order, then sv_pinned).
+enum PoolCol { kDb = 0, kUser, kClActive, kClWaiting, kSvActive = 6, kSvIdle = 9, kSvLogin = 12, kMode = 15, kSvPinned };
 
 std::vector<std::string> pool_row(const ConnPtr& admin, const std::string& db = "app") {
   QResult r = exec(admin, "SHOW POOLS");
   EXPECT_TRUE(r.ok) << r.describe();
   for (auto& row : r.rows)
-    if (row.size() == 16 && row[kDb] == db) return row;
+    if (row.size() == 17 && row[kDb] == db) return row;
   return {};
 }
 
@@ -42,12 +42,13 @@ TEST(Admin, ShowPoolsAndClientsMatchThePools) {
   ASSERT_TRUE(exec(a, "BEGIN").ok);   // a holds a server
   ASSERT_TRUE(exec(b, "SELECT 1").ok);
   std::vector<std::string> row = pool_row(admin);
-  ASSERT_EQ(row.size(), 16u);
+  ASSERT_EQ(row.size(), 17u);
   EXPECT_EQ(row[kUser], "app");
   EXPECT_EQ(row[kClActive], "1");
   EXPECT_EQ(row[kClWaiting], "0");
   EXPECT_EQ(row[kSvActive], "1");
   EXPECT_EQ(row[kSvIdle], "1");
+  EXPECT_EQ(row[kSvPinned], "0");
   EXPECT_EQ(row[kMode], "transaction");
   QResult clients = exec(admin, "show clients;");
   ASSERT_TRUE(clients.ok) << clients.describe();

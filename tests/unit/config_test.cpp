@@ -544,6 +544,26 @@ TEST(Config, ServerAuthMethods) {
   EXPECT_EQ(conf::server_auth_method_names(conf::kServerAuthCleartext), "password");
 }
 
+TEST(Config, PinOn) {
+  conf::Config d;
+  EXPECT_EQ(d.pin_on, conf::kPinAll);
+  EXPECT_EQ(d.max_pinned_per_pool, -1);
+  EXPECT_EQ(d.pinned_log_after, conf::Duration(60000));
+  EXPECT_EQ(load_ok("pin_on: off\n").pin_on, 0);
+  EXPECT_EQ(load_ok("pin_on: [temp, listen]\n").pin_on, conf::kPinTemp | conf::kPinListen);
+  EXPECT_EQ(load_ok("pin_on: \"advisory, set\"\n").pin_on, conf::kPinAdvisory | conf::kPinSet);
+  EXPECT_EQ(load_err("\npin_on: [temp, temps]\n"),
+            "test.yaml:2: pin_on has an unknown kind (expected temp, prepare, cursor, listen, advisory, set, other; "
+            "or off), got 'temps'");
+  EXPECT_EQ(load_err("pin_on: []\n").rfind("test.yaml:1: pin_on must name at least one kind", 0), 0u);
+  EXPECT_EQ(load_err("max_pinned_per_pool: -2\n").rfind("test.yaml:1: max_pinned_per_pool must be an integer", 0), 0u);
+  conf::Config c = load_ok("databases:\n  app: {host: x, pin_on: [prepare], max_pinned_per_pool: 3}\n  b: {host: y}\n");
+  ASSERT_EQ(c.databases.size(), 2u);
+  EXPECT_EQ(c.databases[0].pin_on, std::optional<uint8_t>(conf::kPinPrepare));
+  EXPECT_EQ(c.databases[0].max_pinned_per_pool, std::optional<int>(3));
+  EXPECT_FALSE(c.databases[1].pin_on.has_value());
+}
+
 TEST(Config, ClientLimits) {
   const conf::Config d;
   EXPECT_EQ(d.max_inspect_bytes, 1u << 20);

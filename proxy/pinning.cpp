@@ -1,0 +1,71 @@
+#include "proxy/pinning.h"
+
+#include <algorithm>
+
+namespace proxy {
+
+uint8_t pins_in(const cache::Classification& c) {
+  uint8_t kinds = 0;
+  for (const cache::SessionEffect& e : c.effects) kinds |= pin_bit(e.pin);
+  return kinds;
+}
+
+std::string_view pin_what(const cache::Classification& c, uint8_t kinds) {
+  for (const cache::SessionEffect& e : c.effects)
+    if (pin_bit(e.pin) & kinds) return e.what;
+  return {};
+}
+
+std::string pin_names(uint8_t kinds) {
+  static constexpr std::pair<uint8_t, std::string_view> kNames[] = {   // alphabetical, as shown
+      {conf::kPinAdvisory, "advisory"}, {conf::kPinCursor, "cursor"}, {conf::kPinListen, "listen"},
+      {conf::kPinOther, "other"},       {conf::kPinPrepare, "prepare"}, {conf::kPinSet, "set"},
+      {conf::kPinTemp, "temp"}};
+  std::string out;
+  for (auto& [bit, name] : kNames)
+    if (kinds & bit) out.append(out.empty() ? "" : ",").append(name);
+  return out;
+}
+
+std::string state_query(bool protocol_statements) {
+  std::string sql =
+      "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())"
+      " + (SELECT count(*) FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema()),"
+      " (SELECT count(*) FROM pg_catalog.pg_prepared_statements";
+  if (!protocol_statements) sql += " WHERE from_sql";
+  sql +=
+      "),"
+      " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
+      " (SELECT count(*) FROM pg_catalog.pg_listening_channels()),"
+      " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),"
+      " (SELECT pg_catalog.string_agg(pg_catalog.lower(name), ',') FROM pg_catalog.pg_settings WHERE source = 'session')";
+  return sql;
+}
+
+uint8_t kinds_left(uint8_t kinds, const std::string* counts, size_t n, const SettingNames& followed) {
+  if (n < 6) return kinds;   // not the row asked for: nothing is known to be gone
+  static constexpr uint8_t kCounted[] = {conf::kPinTemp, conf::kPinPrepare, conf::kPinCursor, conf::kPinListen,
+                                         conf::kPinAdvisory};
+  bool none = true;
+  for (size_t i = 0; i < 5; i++) {
+    if (counts[i] == "0") kinds &= uint8_t(~kCounted[i]);
+    else none = false;
+  }
+  // Set and Other: gone when every setting set in the session is one pgsidecar follows.
+  bool unfollowed = false;
+  std::string_view names = counts[5];
+  while (!names.empty() && !unfollowed) {
+    size_t comma = names.find(',');
+    std::string_view name = names.substr(0, comma);
+    unfollowed = !followed(name);
+    names = comma == std::string_view::npos ? std::string_view() : names.substr(comma + 1);
+  }
+  // Set is not counted here: custom settings (app.tenant) are not in pg_settings.
+  // It goes with a RESET ALL or DISCARD ALL that succeeded (ClientSession::settings_reset).
+  // Other (DO, CALL, LOAD ...): what it made is not known, so it is gone only when
+  // nothing countable is left.
+  if (!unfollowed && none) kinds &= uint8_t(~conf::kPinOther);
+  return kinds;
+}
+
+}  // namespace proxy
