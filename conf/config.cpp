@@ -690,9 +690,9 @@ std::string_view to_string(Compression c) {
 
 std::string pin_kind_list(uint8_t kinds) {
   std::string out;
-  for (auto& [name, bit] : pin_kind_names())
+  for (auto& [name, bit] : pin_kind_names())   // alphabetical: a std::map
     if (kinds & bit) out += (out.empty() ? "" : ",") + std::string(name);
-  return out.empty() ? "off" : out;
+  return out;
 }
 
 std::string server_auth_method_names(uint8_t methods) {
@@ -765,7 +765,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"server_reset_timeout", ms(c.server_reset_timeout)},
       {"cancel_wait_timeout", ms(c.cancel_wait_timeout)},
       {"server_auth_methods", server_auth_method_names(c.server_auth_methods)},
-      {"pin_on", pin_kind_list(c.pin_on)},
+      {"pin_on", c.pin_on ? pin_kind_list(c.pin_on) : "off"},
       {"max_pinned_per_pool", std::to_string(c.max_pinned_per_pool)},
       {"pinned_log_after", ms(c.pinned_log_after)},
       {"query_wait_timeout", ms(c.query_wait_timeout)},

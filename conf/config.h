@@ -192,6 +192,8 @@ std::string_view to_string(CacheMode m);
 std::string_view to_string(Compression c);
 // kServerAuth* bits as their YAML names, comma-separated ("scram-sha-256,md5").
 std::string server_auth_method_names(uint8_t methods);
+// "listen,temp": the pin_on names of kPin* bits, alphabetical; "" for none.
+std::string pin_kind_list(uint8_t kinds);
 
 // Every top-level setting as (key, value as text) in a fixed order, for the admin
 // console's SHOW CONFIG (databases are listed by SHOW DATABASES).

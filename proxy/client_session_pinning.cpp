@@ -46,17 +46,15 @@ void ClientSession::drop_pin(uint8_t kinds) {
 
 bool ClientSession::release_at_transaction_end() {
   if (!pin_.pinned()) return true;
-  if (pin_.recheck && !pin_.checking) check_pin_state();
+  if (pin_.recheck) check_pin_state();   // the server is linked and clean here, never mid-check
   return false;
 }
 
 // Asks the server which state is left; unpins the kinds that are gone, and if
 // none is left the server goes back to the pool (reset first: see add_pin).
 void ClientSession::check_pin_state() {
-  pin_.checking = true;
   pin_.recheck = false;
   server_->run_internal(state_query(!plan_cache_), [this](const pg::ErrorInfo* err) {
-    pin_.checking = false;
     if (!err) {
       const std::vector<std::string>& row = server_->internal_row();
       auto followed = [this](std::string_view name) {

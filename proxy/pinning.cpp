@@ -16,16 +16,7 @@ std::string_view pin_what(const cache::Classification& c, uint8_t kinds) {
   return {};
 }
 
-std::string pin_names(uint8_t kinds) {
-  static constexpr std::pair<uint8_t, std::string_view> kNames[] = {   // alphabetical, as shown
-      {conf::kPinAdvisory, "advisory"}, {conf::kPinCursor, "cursor"}, {conf::kPinListen, "listen"},
-      {conf::kPinOther, "other"},       {conf::kPinPrepare, "prepare"}, {conf::kPinSet, "set"},
-      {conf::kPinTemp, "temp"}};
-  std::string out;
-  for (auto& [bit, name] : kNames)
-    if (kinds & bit) out.append(out.empty() ? "" : ",").append(name);
-  return out;
-}
+std::string pin_names(uint8_t kinds) { return conf::pin_kind_list(kinds); }
 
 std::string state_query(bool protocol_statements) {
   std::string sql =

@@ -54,7 +54,6 @@ struct Pin {
   std::string first;          // the statement part that pinned it first ("LISTEN", "a temporary object" ...)
   bool recheck = false;       // a statement may have removed state: ask the server at the end of the transaction
   bool logged = false;        // the pinned_log_after line was written
-  bool checking = false;      // state_query() is running
   bool pinned() const { return kinds != 0; }
 };
 
