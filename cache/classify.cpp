@@ -13,7 +13,8 @@
 //   COMMENT, CREATE INDEX/VIEW/RULE ... -> Ddl; DO, CALL, EXECUTE -> Write with
 //   writes_unknown; anything else (BEGIN, SET, LISTEN, VACUUM, LOCK, PREPARE ...)
 //   -> Other. Any INSERT/UPDATE/DELETE/MERGE/TRUNCATE/COPY FROM/REFRESH that runs
-//   makes it a Write of its target, also inside a CTE or COPY (...) TO; under
+//   makes it a Write of its target, and so do VACUUM FULL, CLUSTER and REINDEX
+//   TABLE, which move rows (without a table: writes_unknown), also inside a CTE or COPY (...) TO; under
 //   PREPARE or EXPLAIN without ANALYZE it does not run, so its target only
 //   counts as read. EXPLAIN ANALYZE has the kind of the statement it runs.
 //   Several statements: the strongest kind (Ddl > Write > Read > Other); no
@@ -23,7 +24,7 @@
 //   reads/writes/functions are unqualified names, sorted and unique.
 // - cacheable: exactly one statement, a SELECT, no INTO, no data-modifying CTE,
 //   no FOR UPDATE/SHARE, no time/session function (kDenied, the time
-//   SQLValueFunctions, the literals 'now'/'today'/...), no temporary relation and
+//   SQLValueFunctions, string constants with 'now'/'today'/... in them), no temporary relation and
 //   no catalog. "reads a catalog" is checked last, so that reason means nothing
 //   else is in the way (the caller may allow catalogs).
 // - Hints: comments opening with "pgsidecar:", found in the raw text since the
@@ -56,17 +57,24 @@ constexpr std::string_view kDenied[] = {
     "nextval", "currval", "lastval", "setval",
     "txid_current*", "pg_current_xact_id*", "pg_current_snapshot",
     "pg_backend_pid", "pg_is_in_recovery", "pg_postmaster_start_time", "pg_conf_load_time",
-    "pg_trigger_depth", "pg_my_temp_schema",
+    "pg_trigger_depth", "pg_my_temp_schema", "pg_is_other_temp_schema", "mxid_age",
+    // what this session holds, set or is told (stable in pg_proc, yet per session)
+    "pg_listening_channels", "pg_prepared_statement", "pg_cursor", "pg_notification_queue_usage",
+    "pg_show_all_settings", "pg_event_trigger_*", "pg_stat_*",
     "inet_client_addr", "inet_client_port", "inet_server_addr", "inet_server_port",
     "current_setting", "set_config",
     "pg_sleep*", "pg_advisory*", "pg_try_advisory*", "pg_notify",
 };
 
-bool denied(std::string_view f) {
+}  // namespace
+
+bool denied_function(std::string_view f) {
   return std::any_of(std::begin(kDenied), std::end(kDenied), [f](std::string_view d) {
     return d.ends_with('*') ? f.starts_with(d.substr(0, d.size() - 1)) : f == d;
   });
 }
+
+namespace {
 
 // Built-in functions whose effect outlives the transaction: session-level
 // advisory locks and session-level settings. (set_config() with is_local true
@@ -82,14 +90,36 @@ bool session_function(std::string_view f) {
 
 bool local_setting(const nlohmann::json& set_config_call);   // below: set_config(name, value, true)
 
-// String constants that PostgreSQL turns into the current date or time when
-// cast: '2024-01-01'::date is fine, 'today'::date is not.
-bool time_literal(std::string s) {
+std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
-  s.erase(0, s.find_first_not_of(" \t\r\n"));
-  s.erase(s.find_last_not_of(" \t\r\n") + 1);
-  return s == "now" || s == "today" || s == "tomorrow" || s == "yesterday";
+  return s;
 }
+
+}  // namespace
+
+// String constants that PostgreSQL turns into the current date or time when
+// cast: '2024-01-01'::date is fine; 'today'::date, '  Now '::timestamptz and
+// 'tomorrow 10:00'::timestamp are not. PostgreSQL's date/time input splits the
+// text into fields of letters, digits and punctuation; any letter field that is
+// one of its relative words makes the value depend on the clock.
+
+bool time_literal(std::string_view s) {
+  constexpr std::string_view kRelative[] = {"now", "today", "tomorrow", "yesterday"};
+  for (size_t i = 0; i < s.size();) {
+    if (!std::isalpha(uint8_t(s[i]))) {
+      i++;
+      continue;
+    }
+    size_t start = i;
+    while (i < s.size() && std::isalpha(uint8_t(s[i]))) i++;
+    if (i - start > 9) continue;
+    std::string word = lower(std::string(s.substr(start, i - start)));
+    if (std::find(std::begin(kRelative), std::end(kRelative), word) != std::end(kRelative)) return true;
+  }
+  return false;
+}
+
+namespace {
 
 const json kNull;
 
@@ -133,6 +163,7 @@ struct Walker {
   std::vector<std::string> reads, writes, functions;
   int dml = 0;                           // data-modifying statements that run
   bool locking = false, temp = false, catalogs = false;
+  bool rewrites_all = false;             // CLUSTER / VACUUM FULL / REINDEX without a relation
   bool settings = false;                 // SET (not LOCAL, not TRANSACTION), RESET or DISCARD
   std::string time_reason;               // first time/session dependency seen
   // Of the statement being walked (reset per statement):
@@ -207,6 +238,14 @@ struct Walker {
       relation(field(v, "relation"), executes);   // a bare RangeVar
     } else if (key == "CopyStmt") {
       relation(field(v, "relation"), executes && field(v, "is_from") == true);
+    } else if (key == "ClusterStmt") {
+      rewrites(field(v, "relation"));   // rows move (ctid, order)
+    } else if (key == "ReindexStmt") {
+      if (str(field(field(v, "relation"), "relname"))) rewrites(field(v, "relation"));
+    } else if (key == "VacuumStmt") {
+      if (vacuum_full(v))
+        for (const json& r : field(v, "rels")) rewrites(field(field(r, "VacuumRelation"), "relation"));
+      if (vacuum_full(v) && field(v, "rels").empty()) rewrites(kNull);
     } else if (key == "TruncateStmt") {
       for (const json& r : field(v, "relations")) relation(field(r, "RangeVar"), executes);
       return false;
@@ -214,7 +253,7 @@ struct Walker {
       const json& names = field(v, "funcname");   // [schema,] name
       if (const std::string* f = names.is_array() && !names.empty() ? sval(names.back()) : nullptr) {
         functions.push_back(*f);
-        if (time_reason.empty() && denied(*f)) time_reason = "calls " + *f + "()";
+        if (time_reason.empty() && denied_function(*f)) time_reason = "calls " + *f + "()";
         if (session_call.empty() && session_function(*f) && !(*f == "set_config" && local_setting(v)))
           session_call = *f + "()";
         if (f->starts_with("pg_advisory_unlock")) unlocks = true;
@@ -233,10 +272,17 @@ struct Walker {
       locking = true;
     } else if (key == "A_Const") {
       const std::string* s = str(field(field(v, "sval"), "sval"));
-      if (s && time_reason.empty() && s->size() < 16 && time_literal(*s)) time_reason = "uses '" + *s + "'";
+      if (s && time_reason.empty() && time_literal(*s)) time_reason = "uses '" + s->substr(0, 40) + "'";
     }
     return true;
   }
+
+  // CLUSTER, REINDEX, VACUUM FULL of one relation, or (none named) of many.
+  void rewrites(const json& rv) {
+    if (str(field(rv, "relname"))) relation(rv, executes);
+    else if (executes) rewrites_all = true;
+  }
+  static bool vacuum_full(const json& vacuum);   // below
 
   void relation(const json& rv, bool write) {
     const std::string* name = str(field(rv, "relname"));
@@ -266,12 +312,12 @@ bool is_ddl(std::string_view type) {
          std::find(std::begin(kOthers), std::end(kOthers), type) != std::end(kOthers);
 }
 
-// EXPLAIN runs the statement with ANALYZE, ANALYZE true/on/1 ... Anything but a
-// clear false counts as ANALYZE: taking a write for a read would leave the cache stale.
-bool explain_analyze(const json& explain) {
-  for (const json& opt : field(explain, "options")) {
+// A boolean option (EXPLAIN's ANALYZE, VACUUM's FULL ...) given as `name`, true/on/1 ...
+// Anything but a clear false counts as on: taking a write for a read would leave the cache stale.
+bool option_on(const json& options, std::string_view name) {
+  for (const json& opt : options) {
     const json& def = field(opt, "DefElem");
-    if (field(def, "defname") != "analyze") continue;
+    if (field(def, "defname") != name) continue;
     const json& arg = field(def, "arg");
     if (const json& i = field(arg, "Integer"); i.is_object()) return field(i, "ival").is_number();   // 0 is left out
     const std::string* s = sval(arg);
@@ -286,6 +332,9 @@ bool explain_analyze(const json& explain) {
   return false;
 }
 
+bool explain_analyze(const json& explain) { return option_on(field(explain, "options"), "analyze"); }
+bool Walker::vacuum_full(const json& vacuum) { return option_on(field(vacuum, "options"), "full"); }
+
 using Effect = SessionEffect::Kind;
 
 using Pin = SessionEffect::Pin;
@@ -297,11 +346,6 @@ SessionEffect effect(Effect kind, std::string name = {}, std::string what = {}, 
   e.name = std::move(name);
   e.what = std::move(what);
   return e;
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
-  return s;
 }
 
 // The value list of SET name TO ..., as SQL; empty if a value is not a plain constant.
@@ -538,6 +582,7 @@ Classification classify_here(std::string_view sql, bool with_fingerprint) {
       if (rank(k) > rank(c.kind)) c.kind = k;
       only = ++c.statements == 1 ? &node : nullptr;
     }
+    if (w.rewrites_all) c.kind = Kind::Write, c.writes_unknown = true;
     c.reads = sorted_unique(std::move(w.reads));
     c.writes = sorted_unique(std::move(w.writes));
     c.functions = sorted_unique(std::move(w.functions));

@@ -101,6 +101,15 @@ std::string shape_of(std::string_view sql, size_t& depth);
 // per level without a check); such statements count as not understood.
 constexpr size_t kMaxParseDepth = 2000;
 
+// A function whose result depends on the time, the session or chance, or that
+// acts on the server (now(), current_setting(), nextval(), pg_advisory_lock() ...):
+// never cached, whatever pg_proc says of its volatility.
+bool denied_function(std::string_view name);
+
+// A date/time input text whose value depends on the clock ('now', ' Today',
+// 'tomorrow 10:00' ...): a literal or parameter value like this is never cached.
+bool time_literal(std::string_view text);
+
 // SQL quoting for statements pgsidecar generates: 'it''s' (E'..' with a
 // backslash, so it reads the same whatever standard_conforming_strings is),
 // "My ""Schema""".

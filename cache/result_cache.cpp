@@ -23,18 +23,6 @@ constexpr const char* kDropDependents =
     "  redis.call('DEL', d) "
     "end return #KEYS";
 
-// Volatile functions by name: any of them makes a SELECT uncacheable; one outside
-// pg_catalog may also write (it is not known safe), so calling it invalidates.
-constexpr const char* kVolatileFunctions =
-    "SELECT DISTINCT p.proname, n.nspname = 'pg_catalog' FROM pg_proc p "
-    "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.provolatile = 'v'";
-
-bool contains(const std::unordered_set<std::string>& set, const std::vector<std::string>& names) {
-  for (const std::string& n : names)
-    if (set.count(n)) return true;
-  return false;
-}
-
 }  // namespace
 
 ResultCache::ResultCache(uv_loop_t* loop, const conf::Cache& cfg, SchemaVersion& schema, ConninfoFor conninfo)
@@ -68,6 +56,10 @@ void ResultCache::start() {
 }
 
 void ResultCache::stop() {
+  if (wait_timer_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(wait_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    wait_timer_ = nullptr;
+  }
   if (redis_) redis_->stop();
   for (auto& [name, db] : databases_)
     if (db.session) db.session->stop();
@@ -102,34 +94,101 @@ ClassificationPtr ResultCache::classify(std::string_view sql) {
 ResultCache::Database& ResultCache::database(const std::string& name, const std::string& user) {
   Database& db = databases_[name];
   if (!db.session) {
+    db.conninfo = conninfo_(name, user);
     db.session = std::make_unique<pq::Session>(loop_, "result cache (" + name + ")");
-    db.session->configure(conninfo_(name, user), {cfg_.invalidation_channel});
+    db.session->configure(db.conninfo, {cfg_.invalidation_channel});
     db.session->on_notify([this, name](const std::string&, const std::string& payload) { on_message(name, payload); });
     db.session->connect_now();
   }
-  if (!functions_known(db) && !db.loading) load_functions(name, db);
+  // After a failure, read again at most once a second.
+  if (!catalog_known(db) && !db.loading && (!db.failed || uv_now(loop_) - db.load_started >= 1000))
+    load_catalog(name, db);
   return db;
 }
 
-void ResultCache::load_functions(const std::string& name, Database& db) {
+void ResultCache::attach(const std::string& name, const std::string& user) {
+  auto it = databases_.find(name);
+  if (it != databases_.end() && it->second.session && it->second.conninfo != conninfo_(name, user)) {
+    LOG_INFO("result cache: %s now points at another server; dropping what was cached from the old one", name.c_str());
+    forget_database(name);
+  }
+  database(name, user);
+}
+
+// Its server changed: entries, catalog and control connection all belonged to the old one.
+void ResultCache::forget_database(const std::string& name) {
+  auto it = databases_.find(name);
+  if (it == databases_.end()) return;
+  stats_.invalidated_entries += store_.invalidate_all(name);
+  Database& db = it->second;
+  db.session->stop();
+  std::vector<std::function<void()>> waiting = std::move(db.waiting);
+  // The session's callbacks refer to its database by name, never to this object.
+  databases_.erase(it);
+  for (auto& resume : waiting) resume();
+}
+
+void ResultCache::load_catalog(const std::string& name, Database& db) {
   db.loading = true;
-  uint64_t version = schema_.current();
-  db.session->query(kVolatileFunctions, {}, [this, name, version](pq::QueryResult r) {
-    Database& d = databases_[name];
+  db.load_started = uv_now(loop_);
+  uint64_t version = schema_.current(), moves = db.moves;
+  pq::Session* session = db.session.get();
+  db.session->query(kCatalogQuery, {}, [this, name, version, moves, session](pq::QueryResult r) {
+    auto it = databases_.find(name);
+    if (it == databases_.end() || it->second.session.get() != session) return;   // forgotten meanwhile
+    Database& d = it->second;
     d.loading = false;
-    if (!r.ok) {
-      LOG_WARN("result cache: reading volatile functions of %s failed: %s", name.c_str(), r.message.c_str());
-      return;   // retried on the next statement that calls a function
+    d.failed = !r.ok;
+    if (r.ok && d.moves != moves) {
+      // Another sidecar moved the schema while this was read: read it again.
+    } else if (r.ok) {
+      d.catalog.load(r.rows);
+      d.catalog_version = version;
+    } else {
+      LOG_WARN("result cache: reading the catalog of %s failed: %s", name.c_str(), r.message.c_str());
     }
-    d.volatile_functions.clear();
-    d.user_volatile_functions.clear();
-    for (const pq::Row& row : r.rows) {
-      if (row.size() < 2 || !row[0] || !row[1]) continue;
-      d.volatile_functions.insert(*row[0]);
-      if (*row[1] != "t") d.user_volatile_functions.insert(*row[0]);
-    }
-    d.functions_version = version;
+    // Retried at the next lookup; those waiting now go on without the cache.
+    std::vector<std::function<void()>> waiting = std::move(d.waiting);
+    d.waiting.clear();
+    for (auto& resume : waiting) resume();
   });
+}
+
+bool ResultCache::wait_catalog(const std::string& name, std::function<void()> resume) {
+  auto it = databases_.find(name);
+  if (it == databases_.end() || !it->second.loading || it->second.failed) return false;
+  it->second.waiting.push_back(std::move(resume));
+  if (!wait_timer_) {
+    wait_timer_ = new uv_timer_t;
+    uv_timer_init(loop_, wait_timer_);
+    wait_timer_->data = this;
+  }
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(wait_timer_)))
+    uv_timer_start(wait_timer_, [](uv_timer_t* t) { static_cast<ResultCache*>(t->data)->end_long_waits(); },
+                   kCatalogWaitMs, 0);
+  return true;
+}
+
+// A catalog read that takes longer than kCatalogWaitMs (a slow or stuck server):
+// those waiting go on without the cache, and later lookups do not wait for it.
+void ResultCache::end_long_waits() {
+  bool more = false;
+  for (auto& [name, db] : databases_) {
+    if (db.waiting.empty()) continue;
+    if (uv_now(loop_) - db.load_started < kCatalogWaitMs) {
+      more = true;
+      continue;
+    }
+    LOG_WARN("result cache: the catalog of %s is taking over %llu ms to read; not caching there meanwhile",
+             name.c_str(), static_cast<unsigned long long>(kCatalogWaitMs));
+    db.failed = true;
+    std::vector<std::function<void()>> waiting = std::move(db.waiting);
+    db.waiting.clear();
+    for (auto& resume : waiting) resume();
+  }
+  if (more && wait_timer_)
+    uv_timer_start(wait_timer_, [](uv_timer_t* t) { static_cast<ResultCache*>(t->data)->end_long_waits(); },
+                   kCatalogWaitMs / 4, 0);
 }
 
 int64_t ResultCache::ttl_ms(const Classification& c, const std::string& database, const std::string& user) {
@@ -151,11 +210,32 @@ int64_t ResultCache::ttl_ms(const Classification& c, const std::string& database
     if (ttl < 0 && cfg_.mode == conf::CacheMode::All) ttl = cfg_.default_ttl.count();
   }
   if (ttl <= 0) return 0;
-  if (!c.functions.empty()) {
-    Database& db = this->database(database, user);
-    if (!functions_known(db) || contains(db.volatile_functions, c.functions)) return 0;
-  }
+  // Views, sequences and functions are told apart by the catalog only.
+  Database& db = this->database(database, user);
+  if (!catalog_known(db)) return db.loading && !db.failed ? kNeedCatalog : 0;
+  for (const std::string& f : c.functions)
+    if (db.catalog.volatile_function(f)) return 0;
+  for (const std::string& r : c.reads)
+    if (db.catalog.blocked(r)) return 0;
   return std::min<int64_t>(ttl, cfg_.max_ttl.count());
+}
+
+bool ResultCache::may_change_session(const Classification& c, const std::string& database, const std::string& user) {
+  for (const std::string& r : c.writes)
+    if (r.starts_with("pg_")) return true;   // a catalog (pg_settings, pg_db_role_setting ...)
+  if (c.functions.empty()) return false;
+  Database& db = this->database(database, user);
+  if (!catalog_known(db)) return true;
+  for (const std::string& f : c.functions)
+    if (db.catalog.user_volatile_function(f)) return true;
+  return false;
+}
+
+std::vector<std::string> ResultCache::dependencies(const std::string& database, const Classification& c) {
+  std::vector<std::string> deps = c.reads;
+  auto it = databases_.find(database);
+  if (it != databases_.end()) it->second.catalog.expand(deps, false);
+  return deps;
 }
 
 void ResultCache::note_writes(const Classification& c, const std::string& database, const std::string& user,
@@ -163,13 +243,27 @@ void ResultCache::note_writes(const Classification& c, const std::string& databa
   using Kind = Classification::Kind;
   // A statement our parser rejects may be newer syntax the server accepts.
   if (c.kind == Kind::Ddl || c.kind == Kind::Unparsable || c.writes_unknown) w.everything = true;
+  // What c does not name: a write to a view writes its tables, one to a partition
+  // or inheritance child changes what its whole tree reads, and VACUUM FULL or
+  // CLUSTER moves rows. Without the catalog, that is anything.
+  if (c.writes.empty() && c.functions.empty()) return;
+  Database& db = this->database(database, user);
+  if (!catalog_known(db)) {
+    w.everything = true;
+    return;
+  }
+  size_t first = w.relations.size();
   for (const std::string& rel : c.writes)
     if (std::find(w.relations.begin(), w.relations.end(), rel) == w.relations.end()) w.relations.push_back(rel);
-  if (!c.functions.empty()) {
-    Database& db = this->database(database, user);
-    // A function not known to be safe may write anything.
-    if (!functions_known(db) || contains(db.user_volatile_functions, c.functions)) w.everything = true;
+  if (w.relations.size() > first) {
+    std::vector<std::string> added(w.relations.begin() + long(first), w.relations.end());
+    db.catalog.expand(added, true);
+    for (size_t i = w.relations.size() - first; i < added.size(); i++)
+      if (std::find(w.relations.begin(), w.relations.end(), added[i]) == w.relations.end()) w.relations.push_back(added[i]);
   }
+  // A function not known to be safe may write anything.
+  for (const std::string& f : c.functions)
+    if (db.catalog.user_volatile_function(f)) w.everything = true;
 }
 
 const StoredResult* ResultCache::find(std::string_view key) {
@@ -206,7 +300,7 @@ bool ResultCache::find_shared(const std::string& key, const std::string& databas
     }
     stats_.l2_hits++;
     // Read before any invalidation since: served, and kept in L1 unless one raced it.
-    if (store_.store(entry, database, c->reads, since) == ResultStore::Admit::Stored)
+    if (store_.store(entry, database, dependencies(database, *c), since) == ResultStore::Admit::Stored)
       return done(store_.find(key, Clock::now()));
     done(&entry);
   });
@@ -225,7 +319,10 @@ void ResultCache::store(std::string key, std::string response, const std::string
   if (to_redis) encoded = encode_value(key, response, cfg_.redis.compression);
   StoredResult entry{key, std::move(response), has_row_description,
                      Clock::now() + std::chrono::milliseconds(ttl_ms)};
-  switch (store_.store(std::move(entry), database, c.reads, since)) {
+  auto db = databases_.find(database);
+  if (db == databases_.end() || !catalog_known(db->second)) return;   // read before a schema move
+  std::vector<std::string> deps = dependencies(database, c);
+  switch (store_.store(std::move(entry), database, deps, since)) {
     case ResultStore::Admit::Stored: stats_.stores++; break;
     case ResultStore::Admit::TooLarge: stats_.too_large++; return;
     case ResultStore::Admit::Raced: stats_.raced++; return;
@@ -236,7 +333,7 @@ void ResultCache::store(std::string key, std::string response, const std::string
     if (r.ok()) stats_.l2_stores++;
   });
   // Dependency sets outlive their entries (max_ttl), so an invalidation finds every entry.
-  for (const std::string& rel : c.reads) {
+  for (const std::string& rel : deps) {
     std::string dep = l2_dependency(database, rel);
     redis_->command({"SADD", dep, l2}, nullptr);
     redis_->command({"PEXPIRE", dep, std::to_string(cfg_.max_ttl.count())}, nullptr);
@@ -305,16 +402,26 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
     auto it = msg.find(field);
     return it != msg.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
+  auto flag = [&](const char* field) {   // anyone may NOTIFY: a field of the wrong type is false, never a throw
+    auto it = msg.find(field);
+    return it != msg.end() && it->is_boolean() && it->get<bool>();
+  };
   if (text("o") == origin_) return;
   if (auto gen = msg.find("gen"); gen != msg.end() && gen->is_number_integer())
     l2_generation_ = std::max(l2_generation_, gen->get<long long>());
+  if (flag("schema")) return schema_moved();
   std::string database = from_database.empty() ? text("db") : from_database;
   Writes w;
-  w.everything = msg.value("all", false);
+  w.everything = flag("all");
   if (auto rels = msg.find("rels"); rels != msg.end() && rels->is_array())
     for (const auto& r : *rels)
       if (r.is_string()) w.relations.push_back(r.get<std::string>());
   if (database.empty() || w.empty()) return;
+  if (text("o").empty() && !w.everything) {   // a trigger names its own table only: add views over it, its tree
+    auto db = databases_.find(database);
+    if (db != databases_.end() && catalog_known(db->second)) db->second.catalog.expand(w.relations, true);
+    else w.everything = true;
+  }
   drop_local(database, w, text("o").empty() ? "trigger" : "remote");
   // "Everything" sent by NOTIFY (its sender's Redis was down): Redis still holds
   // what it made stale, so move the generation on here.
@@ -324,15 +431,33 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
 // DDL through this sidecar, or a NOTIFY on schema_notify_channel: nothing stored
 // may still be right, in any database.
 void ResultCache::on_schema_bump() {
-  stats_.invalidations["schema"]++;
-  stats_.invalidated_entries += store_.invalidate_all("");
-  for (auto& [name, db] : databases_) db.functions_version = 0;
-  if (!redis_ || !redis_->up()) return;
+  schema_moved();
+  // The other sidecars drop everything too and read their catalogs again.
+  if (!redis_ || !redis_->up()) {
+    std::string payload = nlohmann::json({{"o", origin_}, {"schema", true}}).dump();
+    for (auto& [name, db] : databases_)
+      if (db.session)
+        db.session->query("SELECT pg_notify($1, $2)", {cfg_.invalidation_channel, payload}, [](pq::QueryResult r) {
+          if (!r.ok) LOG_WARN("result cache: NOTIFY of a schema move failed: %s", r.message.c_str());
+        });
+    return;
+  }
   next_generation([this](long long gen) {
     if (gen < 0) return;
-    nlohmann::json msg = {{"o", origin_}, {"gen", gen}};
+    nlohmann::json msg = {{"o", origin_}, {"gen", gen}, {"schema", true}};
     redis_->command({"PUBLISH", cfg_.invalidation_channel, msg.dump()}, nullptr);
   });
+}
+
+// Here or at another sidecar: nothing stored may still be right, in any database,
+// and every catalog is read again.
+void ResultCache::schema_moved() {
+  stats_.invalidations["schema"]++;
+  stats_.invalidated_entries += store_.invalidate_all("");
+  for (auto& [name, db] : databases_) {
+    db.catalog_version = 0;
+    db.moves++;
+  }
 }
 
 // Moves the Redis key generation on (INCR), leaving every Redis entry behind. L2

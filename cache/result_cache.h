@@ -1,8 +1,9 @@
 // The result cache: read-only query results served without a server.
 //  - which statements: cache.mode (off, hinted, all), decided from the statement's
 //    classification (cache/classify.h, cached per text) and the database's
-//    volatile functions (read from pg_proc over a control connection, once per
-//    schema version);
+//    catalog (cache/catalog.h: volatile functions, sequences, what views and
+//    policies reach, inheritance trees; read over a control connection once per
+//    schema version, and waited for by the first lookups);
 //  - L1: ResultStore in memory; L2 (optional): Redis, shared by every sidecar on
 //    it, written through on store and read on an L1 miss;
 //  - invalidation: writes committed through this sidecar drop the entries that read
@@ -24,6 +25,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cache/catalog.h"
 #include "cache/classify.h"
 #include "cache/pq_session.h"
 #include "cache/redis.h"
@@ -70,15 +72,26 @@ class ResultCache {
   // Closes Redis and control connections; the loop can then finish.
   void stop();
 
-  // A client logged in to database as user: open its control connection (volatile
-  // functions, invalidation NOTIFYs) now rather than at its first statement.
-  void attach(const std::string& database, const std::string& user) { this->database(database, user); }
+  // A client logged in to database as user: open its control connection (catalog,
+  // invalidation NOTIFYs) now rather than at its first statement. A database
+  // whose server changed (a reload) starts afresh: nothing cached from the old one.
+  void attach(const std::string& database, const std::string& user);
   // The classification of a statement text, parsed once per distinct text.
   ClassificationPtr classify(std::string_view sql);
-  // How long to keep the result of c run in database by user: 0 = not cached.
+  // How long to keep the result of c run in database by user: 0 = not cached;
+  // kNeedCatalog = cached if the database's catalog allows, which is being read
+  // (wait_catalog()).
+  static constexpr int64_t kNeedCatalog = -1;
   int64_t ttl_ms(const Classification& c, const std::string& database, const std::string& user);
+  // Runs resume once the catalog of database has been read (or reading it
+  // failed); false if it is not being read (then resume is dropped).
+  bool wait_catalog(const std::string& database, std::function<void()> resume);
   // Adds what running c may write to w.
   void note_writes(const Classification& c, const std::string& database, const std::string& user, Writes& w);
+  // c may change session state the key cannot describe: it calls a function
+  // that is volatile and not built in (or the database's functions are not known
+  // yet), or writes a catalog (UPDATE pg_settings ...).
+  bool may_change_session(const Classification& c, const std::string& database, const std::string& user);
 
   // L1 lookup; the result stays valid until the next call into the cache.
   const StoredResult* find(std::string_view key);
@@ -103,19 +116,30 @@ class ResultCache {
 
  private:
   struct Database {
-    std::unique_ptr<pq::Session> session;   // volatile functions; LISTEN on the invalidation channel
-    uint64_t functions_version = 0;         // schema version the sets were read under (0 = never)
+    std::unique_ptr<pq::Session> session;   // catalog; LISTEN on the invalidation channel
+    std::string conninfo;                   // of session
+    uint64_t catalog_version = 0;           // schema version the catalog was read under (0 = never)
     bool loading = false;
-    std::unordered_set<std::string> volatile_functions, user_volatile_functions;
+    bool failed = false;                    // the last read failed: lookups do not wait for the next
+    uint64_t moves = 0;                     // schema moves seen (a read started before one is not used)
+    uint64_t load_started = 0;              // uv_now() of the last read
+    Catalog catalog;
+    std::vector<std::function<void()>> waiting;   // lookups waiting for the catalog
   };
 
   Database& database(const std::string& name, const std::string& user);
-  void load_functions(const std::string& name, Database& db);
-  bool functions_known(const Database& db) const { return db.functions_version == schema_.current(); }
+  void load_catalog(const std::string& name, Database& db);
+  bool catalog_known(const Database& db) const { return db.catalog_version == schema_.current(); }
+  // The relations a result of c depends on: what it reads, and what that reaches.
+  std::vector<std::string> dependencies(const std::string& database, const Classification& c);
+  void forget_database(const std::string& name);
   void drop_local(const std::string& database, const Writes& w, const char* reason);
   void publish(const std::string& database, const Writes& w);
   void on_message(const std::string& from_database, std::string_view payload);
   void on_schema_bump();
+  void schema_moved();
+  void end_long_waits();
+  static constexpr uint64_t kCatalogWaitMs = 1000;   // longest a lookup waits for a catalog
   void next_generation(std::function<void(long long)> then);
   std::string l2_key(std::string_view key) const;
   std::string l2_dependency(const std::string& database, const std::string& relation) const;
@@ -138,7 +162,7 @@ class ResultCache {
   long long l2_generation_ = -1;   // Redis keys' generation; -1 = unknown, L2 unused
   bool redis_was_down_ = false;    // invalidations may have been missed: move the generation on
   std::string origin_;             // this process, in published messages (its own are ignored)
-  std::string scratch_;            // decoded L2 value
+  uv_timer_t* wait_timer_ = nullptr;   // ends waits for a catalog that takes too long (end_long_waits)
 };
 
 }  // namespace cache

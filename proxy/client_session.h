@@ -48,6 +48,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   // Called by the linked ServerConn.
   void server_released();                          // transaction over, server back in the pool
   void server_lost();                              // server closed while linked
+  void server_state_wiped();                       // the server is reset (DISCARD ALL) as it is released
   void tracked_param_changed(int index, std::string_view value) { wanted_[size_t(index)] = value; }
   void resume_reading();                           // the server's write queue drained
   SettingList& settings() { return settings_; }
@@ -152,6 +153,9 @@ class ClientSession final : public Conn, public pool::Waiter {
   void build_cache_key(const CacheUnit& u);
   void replay(const cache::StoredResult& r, const CacheUnit& u);
   void shared_lookup_done(const cache::StoredResult* r);
+  CacheStep wait_for_catalog();
+  bool cache_reads_text() const;
+  static bool clock_parameter(std::string_view bind_tail);
   void note_for_cache(char type, const uint8_t* msg, size_t avail);
   void note_statement(std::string_view sql, const cache::ClassificationPtr& c);
   void follow_setting(const cache::ClassificationPtr& c);

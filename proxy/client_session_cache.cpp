@@ -100,16 +100,18 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
 }
 
 // Everything the answer depends on besides the statement: who asks (the role, also
-// as the server login), where (database), the settings that shape rows (startup
+// as the server login), where (database, and the server behind it), the settings that shape rows (startup
 // parameters, reported ones such as DateStyle and TimeZone, SET statements in
 // force, so search_path and role too) and the schema version.
 void ClientSession::build_cache_key(const CacheUnit& u) {
+  const ServerTarget& server = *pool_entry_->target;
   key_.clear();
   key_.append(database_).push_back('\0');
+  key_.append(server.host).append(":").append(std::to_string(server.port)).append("/").append(server.dbname).push_back('\0');
   key_.append(user_).push_back('\0');
-  key_.append(pool_entry_->target->user).push_back('\0');
+  key_.append(server.user).push_back('\0');
   key_.append(params_key_).push_back('\0');
-  for (size_t i = 1; i < wanted_.size(); i++) key_.append(wanted_[i]).push_back('\0');   // [0] is application_name
+  for (const std::string& value : wanted_) key_.append(value).push_back('\0');
   settings_.append_to(key_);
   key_.append(std::to_string(proxy_.schema().current())).push_back('\0');
   if (!u.extended) {
@@ -124,14 +126,15 @@ void ClientSession::build_cache_key(const CacheUnit& u) {
 
 ClientSession::CacheStep ClientSession::try_result_cache() {
   if (lookup_id_) return CacheStep::Waiting;
-  if (cache_bypass_ || pending_store_ || waiting) return CacheStep::Pass;
+  if (cache_bypass_ || pending_store_ || waiting || !cache_reads_text()) return CacheStep::Pass;
   if (server_ && !server_->clean())
     return CacheStep::Pass;   // in a transaction, or answers (or part of one) still due: order and snapshots matter
   CacheUnit u;
   if (!parse_cache_unit(u)) return CacheStep::Pass;
   cache::ClassificationPtr c = u.statement ? u.statement : cache_->classify(u.sql);
   int64_t ttl = cache_->ttl_ms(*c, database_, user_);
-  if (ttl <= 0) return CacheStep::Pass;
+  if (ttl == cache::ResultCache::kNeedCatalog) return wait_for_catalog();
+  if (ttl <= 0 || (u.extended && clock_parameter(u.bind_tail))) return CacheStep::Pass;
   build_cache_key(u);
   const cache::StoredResult* r = cache_->find(key_);
   if (r && (!u.extended || r->has_row_description == u.describe)) {
@@ -149,6 +152,50 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
   lookup_id_ = id;
   read_stop();   // the query stays at the head of the input until Redis answers
   return CacheStep::Waiting;
+}
+
+// The database's catalog is being read (after login, or after a schema move):
+// this query waits for it at the head of the input, as for Redis.
+ClientSession::CacheStep ClientSession::wait_for_catalog() {
+  static uint64_t last_wait = 0;
+  uint64_t id = ++last_wait | (uint64_t(1) << 63);   // apart from Redis lookups' ids
+  bool waiting_now = cache_->wait_catalog(database_, [&proxy = proxy_, pid = cancel_pid_, id] {
+    ClientSession* self = proxy.client(pid);
+    if (!self || self->lookup_id_ != id) return;
+    self->lookup_id_ = 0;
+    if (!self->closing()) self->process_input();
+  });
+  if (!waiting_now) return CacheStep::Pass;
+  lookup_id_ = id;
+  read_stop();
+  return CacheStep::Waiting;
+}
+
+// libpg-query reads SQL as PostgreSQL does with standard_conforming_strings on, in
+// UTF-8. A session with it off may split a text differently ('a\' ends a string
+// only there), and one in another encoding shows names in other bytes: such a
+// session neither looks up nor stores, and each of its statements may write anything.
+bool ClientSession::cache_reads_text() const {
+  return wanted_scs_on() && strcasecmp(wanted_[size_t(tracked_index("client_encoding"))].c_str(), "UTF8") == 0;
+}
+
+// A text-format Bind parameter such as 'now' or 'today 10:00' turns into the time
+// when its type is a date or time: the statement's answer is then the clock's.
+bool ClientSession::clock_parameter(std::string_view bind_tail) {
+  pg::Reader r(reinterpret_cast<const uint8_t*>(bind_tail.data()), bind_tail.size());
+  const uint16_t nformats = r.u16();
+  pg::Reader formats = r;   // at the first format code
+  for (uint16_t i = 0; i < nformats && r.ok(); i++) r.u16();
+  const uint16_t n = r.u16();
+  uint16_t format = 0;   // none given: all text
+  for (uint16_t i = 0; i < n && r.ok(); i++) {
+    if (i < nformats) format = formats.u16();   // one code serves all; more: one each
+    uint32_t len = r.u32();
+    if (len == uint32_t(-1)) continue;
+    std::string_view v = r.bytes(len);
+    if (r.ok() && format == 0 && cache::time_literal(v)) return true;
+  }
+  return !r.ok();
 }
 
 void ClientSession::shared_lookup_done(const cache::StoredResult* r) {
@@ -180,6 +227,12 @@ void ClientSession::replay(const cache::StoredResult& r, const CacheUnit& u) {
 // what it may write, and state the cache key cannot describe.
 void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) {
   size_t total = size_t(pg::get_u32(msg + 1)) + 1;
+  if (type == 'F' || (!cache_reads_text() && (type == 'Q' || type == 'P' || type == 'B'))) {
+    // A fast-path function call runs anything; a text read in another way may.
+    writes_.everything = true;
+    if (type == 'F') unknown_session_change();
+    return;
+  }
   if (avail < total && (type == 'Q' || type == 'P')) {
     // Too long to arrive at once: it may write anything, or change settings.
     writes_.everything = true;
@@ -252,13 +305,28 @@ void ClientSession::unknown_session_change() {
   if (server_) server_->note_session_state();
 }
 
+// Lookups go on only while every statement is one whose effect on the key is
+// followed: reads, SET/RESET/DISCARD in forms follow_setting() takes, writes of
+// tables, DDL (it moves the schema version). What else may change the session
+// stops them; in transaction mode the server is then reset before reuse, and the
+// client's known settings are applied again on the next one.
 void ClientSession::note_statement(std::string_view sql, const cache::ClassificationPtr& c) {
+  using Kind = cache::Classification::Kind;
   cache_->note_writes(*c, database_, user_, writes_);
   // A temporary table can hide a table of the same name: nothing cached fits then.
-  if (c->kind == cache::Classification::Kind::Ddl && contains_word(sql, "temp")) cache_bypass_ = true;
-  // set_config() changes settings the key does not see; so may DO and CALL.
-  if (std::binary_search(c->functions.begin(), c->functions.end(), "set_config")) unknown_session_change();
-  if (c->writes_unknown) cache_bypass_ = true;
+  if (c->kind == Kind::Ddl && contains_word(sql, "temp")) cache_bypass_ = true;
+  // set_config(), a function that is volatile and not built in (it may call
+  // set_config() or SET), a write to pg_settings, a text our parser rejects, DO, CALL.
+  if (c->kind == Kind::Unparsable || c->writes_unknown ||
+      std::binary_search(c->functions.begin(), c->functions.end(), "set_config") ||
+      cache_->may_change_session(*c, database_, user_))
+    unknown_session_change();
+}
+
+// Transaction mode: the server this client used is being reset (DISCARD ALL), so
+// whatever unknown state it made is gone; the next server gets the known settings.
+void ClientSession::server_state_wiped() {
+  if (pool_entry_ && pool_entry_->mode == conf::PoolMode::Transaction) cache_bypass_ = false;
 }
 
 // Session mode: SET and RESET are followed into settings_ (and so into the key)

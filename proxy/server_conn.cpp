@@ -536,6 +536,7 @@ void ServerConn::settle_pending_settings() {
 }
 
 void ServerConn::release_to_pool() {
+  if (client_ && needs_discard_) client_->server_state_wiped();
   client_ = nullptr;
   state_ = State::Idle;
   // A cancel sent for the last client's query may not have reached PostgreSQL yet:

@@ -456,4 +456,37 @@ TEST_F(ResultCacheShared, TriggersInvalidateWritesMadeElsewhere) {
   cluster().psql("SELECT pgsidecar_unwatch('rc_items');");
 }
 
+// A write straight to a partition, made without any sidecar, reaches readers of the
+// parent, and one routed through the parent reaches readers of the partition.
+TEST_F(ResultCacheShared, TriggersCoverPartitionTrees) {
+  std::string here = __FILE__;
+  std::string sql = read_file(here.substr(0, here.rfind("tests/integration/")) + "conf/pgsidecar-invalidate.sql");
+  ASSERT_FALSE(sql.empty());
+  ASSERT_APP_SQL(
+      "DROP TABLE IF EXISTS rc_parts; CREATE TABLE rc_parts (id int, v text) PARTITION BY RANGE (id);"
+      "CREATE TABLE rc_parts_low PARTITION OF rc_parts FOR VALUES FROM (0) TO (100);"
+      "CREATE TABLE rc_parts_high PARTITION OF rc_parts FOR VALUES FROM (100) TO (200);");
+  bool ok = false;
+  std::string out = cluster().psql(sql + "\nSELECT pgsidecar_watch('rc_parts');", "app", &ok);
+  ASSERT_TRUE(ok) << out;
+  Daemon d(cache_config());
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  auto count = [&](const std::string& table) {
+    QResult r = exec(c, kHint + "SELECT count(*) FROM " + table);
+    EXPECT_TRUE(r.ok) << r.describe();
+    return r.scalar();
+  };
+  ASSERT_EQ(count("rc_parts"), "0");
+  ASSERT_EQ(count("rc_parts_low"), "0");
+  ASSERT_EQ(count("rc_parts"), "0");
+  ASSERT_EQ(count("rc_parts_low"), "0");
+  ASSERT_EQ(cache_count(d, "result_l1", "hits"), 2);
+  ASSERT_APP_SQL("INSERT INTO rc_parts_low VALUES (1, 'direct')");   // no sidecar
+  EXPECT_TRUE(eventually([&] { return count("rc_parts") == "1"; }, 2000));
+  ASSERT_APP_SQL("INSERT INTO rc_parts VALUES (2, 'routed')");       // lands in rc_parts_low
+  EXPECT_TRUE(eventually([&] { return count("rc_parts_low") == "2"; }, 2000));
+  ASSERT_APP_SQL("SELECT pgsidecar_unwatch('rc_parts'); DROP TABLE rc_parts;");
+}
+
 }  // namespace

@@ -121,10 +121,26 @@ TEST(ClassifyDdl, SchemaAndPrivilegeChanges) {
   EXPECT_EQ(classify_statement("SELECT * INTO c FROM t").not_cacheable_reason, "SELECT INTO");
 }
 
+// Rows move (ctid, physical order) or a rebuilt index answers: readers of the table are stale.
+TEST(ClassifyWrite, RewritesOfATableWriteIt) {
+  check({
+      {"VACUUM FULL t", Kind::Write, "not a SELECT", {}, {"t"}},
+      {"VACUUM (FULL, ANALYZE) a, b", Kind::Write, "not a SELECT", {}, {"a", "b"}},
+      {"CLUSTER t USING t_pkey", Kind::Write, "not a SELECT", {}, {"t"}},
+      {"REINDEX TABLE t", Kind::Write, "not a SELECT", {}, {"t"}},
+  });
+  EXPECT_FALSE(classify_statement("VACUUM FULL t").writes_unknown);
+  for (const char* sql : {"VACUUM FULL", "CLUSTER"}) {
+    SCOPED_TRACE(sql);
+    EXPECT_TRUE(classify_statement(sql).writes_unknown);
+  }
+  EXPECT_TRUE(classify_statement("VACUUM (FULL false) t").writes.empty());
+}
+
 TEST(ClassifyOther, SessionAndMaintenance) {
   for (const char* sql : {"BEGIN", "COMMIT", "SET search_path = a", "RESET ALL", "LISTEN ch", "NOTIFY ch, 'x'",
                           "VACUUM t", "ANALYZE t", "LOCK TABLE t", "PREPARE p AS DELETE FROM t", "DEALLOCATE p",
-                          "DISCARD ALL", "CHECKPOINT", "REINDEX TABLE t", "DECLARE c CURSOR FOR SELECT 1",
+                          "DISCARD ALL", "CHECKPOINT", "REINDEX DATABASE d", "DECLARE c CURSOR FOR SELECT 1",
                           "FETCH 10 FROM c", "", "  /* only a comment */ ", "-- nothing"}) {
     SCOPED_TRACE(sql);
     Classification c = classify_statement(sql);
@@ -148,6 +164,12 @@ TEST(ClassifyCacheable, TimeSessionAndLockingStopIt) {
       {"SELECT localtimestamp(3)", Kind::Read, "uses LOCALTIMESTAMP", {}, {}},
       {"SELECT * FROM t WHERE d = 'today'::date", Kind::Read, "uses 'today'", {"t"}, {}},
       {"SELECT timestamptz 'now'", Kind::Read, "uses 'now'", {}, {}},
+      {"SELECT '   now'::timestamptz", Kind::Read, "uses '   now'", {}, {}},
+      {"SELECT * FROM t WHERE ts < 'Today 10:00'", Kind::Read, "uses 'Today 10:00'", {"t"}, {}},
+      {"SELECT 'TOMORROW'::date", Kind::Read, "uses 'TOMORROW'", {}, {}},
+      {"SELECT pg_listening_channels()", Kind::Read, "calls pg_listening_channels()", {}, {}},
+      {"SELECT * FROM pg_prepared_statement()", Kind::Read, "calls pg_prepared_statement()", {}, {}},
+      {"SELECT * FROM pg_cursor()", Kind::Read, "calls pg_cursor()", {}, {}},
       {"SELECT random()", Kind::Read, "calls random()", {}, {}},
       {"SELECT nextval('s')", Kind::Read, "calls nextval()", {}, {}},
       {"SELECT pg_sleep_for('1s')", Kind::Read, "calls pg_sleep_for()", {}, {}},
@@ -169,7 +191,8 @@ TEST(ClassifyCacheable, TimeSessionAndLockingStopIt) {
   });
   // Fine: the role is part of the cache key; ordinary functions go to the caller.
   for (const char* sql : {"SELECT current_user, session_user, current_schema", "SELECT upper('x')",
-                          "SELECT * FROM t WHERE d = '2024-01-01'::date", "SELECT * FROM generate_series(1, 3)"}) {
+                          "SELECT * FROM t WHERE d = '2024-01-01'::date", "SELECT * FROM generate_series(1, 3)",
+                          "SELECT * FROM t WHERE name IN ('snow', 'nowhere', 'known')"}) {
     SCOPED_TRACE(sql);
     Classification c = classify_statement(sql);
     EXPECT_TRUE(c.cacheable) << c.not_cacheable_reason;
