@@ -6,23 +6,33 @@
 
 namespace cache {
 
+// What views' rules and RLS policies reach is read from their node trees
+// (pg_rewrite.ev_action, pg_policy.polqual/polwithcheck): pg_depend records no
+// dependency on pinned objects, so built-in functions and system catalogs would
+// be missing there. A tree reading the clock through CURRENT_DATE, CURRENT_TIMESTAMP,
+// LOCALTIME ... (SQLValueFunction ops 0-8; the user and schema ones are fine, the
+// role is in the key) or an identity's nextval (NextValueExpr) is never cached.
 const char* const kCatalogQuery =
+    "WITH src AS ("
+    "  SELECT ev_class AS rel, ev_action::text AS tree FROM pg_rewrite"
+    "  UNION ALL"
+    "  SELECT polrelid, coalesce(polqual::text, '') || ' ' || coalesce(polwithcheck::text, '') FROM pg_policy) "
     "SELECT 'v', p.proname, (p.pronamespace = 'pg_catalog'::regnamespace)::text "
     "  FROM pg_proc p WHERE p.provolatile = 'v' "
     "UNION ALL "
-    "SELECT 'S', c.relname, NULL FROM pg_class c WHERE c.relkind = 'S' "
+    "SELECT 'S', c.relname, NULL FROM pg_class c "
+    " WHERE c.relkind IN ('S', 'f') OR (c.relkind = 'v' AND c.relnamespace = 'pg_catalog'::regnamespace) "
     "UNION ALL "
-    "SELECT DISTINCT CASE WHEN d.refclassid = 'pg_class'::regclass THEN 'r' ELSE 'f' END, src.relname, "
-    "       COALESCE(rc.relname, rp.proname) "
-    "  FROM (SELECT 'pg_rewrite'::regclass AS classid, r.oid, c.relname, c.oid AS reloid "
-    "          FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class "
-    "        UNION ALL "
-    "        SELECT 'pg_policy'::regclass, po.oid, c.relname, c.oid "
-    "          FROM pg_policy po JOIN pg_class c ON c.oid = po.polrelid) src "
-    "  JOIN pg_depend d ON d.classid = src.classid AND d.objid = src.oid AND d.deptype = 'n' "
-    "  LEFT JOIN pg_class rc ON d.refclassid = 'pg_class'::regclass AND rc.oid = d.refobjid "
-    "  LEFT JOIN pg_proc rp ON d.refclassid = 'pg_proc'::regclass AND rp.oid = d.refobjid "
-    " WHERE (rc.oid IS NOT NULL AND rc.oid <> src.reloid) OR rp.oid IS NOT NULL "
+    "SELECT DISTINCT 'S', c.relname, NULL FROM src JOIN pg_class c ON c.oid = src.rel "
+    " WHERE src.tree ~ '\\{SQLVALUEFUNCTION :op [0-8] ' OR src.tree LIKE '%{NEXTVALUEEXPR %' "
+    "UNION ALL "
+    "SELECT DISTINCT 'f', c.relname, p.proname FROM src JOIN pg_class c ON c.oid = src.rel "
+    "  CROSS JOIN LATERAL regexp_matches(src.tree, ':(?:op)?funcid (\\d+)', 'g') m "
+    "  JOIN pg_proc p ON p.oid = m[1]::oid "
+    "UNION ALL "
+    "SELECT DISTINCT 'r', c.relname, r.relname FROM src JOIN pg_class c ON c.oid = src.rel "
+    "  CROSS JOIN LATERAL regexp_matches(src.tree, ':relid (\\d+)', 'g') m "
+    "  JOIN pg_class r ON r.oid = m[1]::oid AND r.oid <> src.rel "
     "UNION ALL "
     "SELECT 'i', c.relname, p.relname FROM pg_inherits i "
     "  JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent";

@@ -4,7 +4,9 @@
 //  - volatile functions (pg_proc.provolatile = 'v'), and which of them are not
 //    built in (those may write, or change the session);
 //  - sequences: reading one is never cached (nextval() moves it, even the
-//    implicit one of a serial column);
+//    implicit one of a serial column); nor are pg_catalog's views (initdb records
+//    no dependencies for them, and many show per-session or runtime state:
+//    pg_prepared_statements, pg_cursors, pg_settings, pg_locks ...);
 //  - what each view's rules and each table's row-level security policies reach
 //    (pg_depend of pg_rewrite and pg_policy): the relations and functions a
 //    statement runs without naming them;
@@ -22,8 +24,8 @@
 
 namespace cache {
 
-// Rows of (kind, name, other): 'v' volatile function, other 't' when built in;
-// 'S' sequence; 'r' a relation reaches relation `other`; 'f' a relation reaches
+// Rows of (kind, name, other): 'v' volatile function, other "true" when built in;
+// 'S' a relation never cached (a sequence, a view of pg_catalog); 'r' a relation reaches relation `other`; 'f' a relation reaches
 // function `other`; 'i' relation `name` inherits from `other`.
 extern const char* const kCatalogQuery;
 

@@ -123,6 +123,11 @@ namespace {
 
 const json kNull;
 
+// Types whose input turns 'now', 'today' ... into the clock.
+bool time_type(std::string_view t) {
+  return t == "date" || t == "timestamp" || t == "timestamptz" || t == "time" || t == "timetz";
+}
+
 // obj[key], or null when obj is not an object or has no such key (never throws).
 const json& field(const json& obj, const char* key) {
   auto it = obj.find(key);   // end() for non-objects
@@ -133,6 +138,14 @@ const std::string* str(const json& v) { return v.get_ptr<const std::string*>(); 
 
 // The text of a {"String":{"sval":...}} node.
 const std::string* sval(const json& node) { return str(field(field(node, "String"), "sval")); }
+
+// Every argument a constant or a parameter (whose value the caller reads).
+bool constant_args(const json& args) {
+  if (!args.is_array()) return true;
+  for (const json& a : args)
+    if (field(a, "A_Const").is_null() && field(a, "ParamRef").is_null()) return false;
+  return true;
+}
 
 // set_config(name, value, is_local) with is_local a constant true ('t', 'on' ...):
 // the setting ends with the transaction. Any other third argument may be false.
@@ -254,6 +267,8 @@ struct Walker {
       if (const std::string* f = names.is_array() && !names.empty() ? sval(names.back()) : nullptr) {
         functions.push_back(*f);
         if (time_reason.empty() && denied_function(*f)) time_reason = "calls " + *f + "()";
+        if (time_reason.empty() && time_type(*f) && !constant_args(field(v, "args")))   // date(x): a cast too
+          time_reason = "casts an expression to " + *f;
         if (session_call.empty() && session_function(*f) && !(*f == "set_config" && local_setting(v)))
           session_call = *f + "()";
         if (f->starts_with("pg_advisory_unlock")) unlocks = true;
@@ -268,6 +283,17 @@ struct Walker {
         if (name.ends_with("_N")) name.remove_suffix(2);
         time_reason = "uses " + std::string(name);
       }
+    } else if (key == "TypeCast") {
+      // 'now' may come out of an expression or a column as well as a literal:
+      // ('n' || 'ow')::timestamptz, text_col::date. Constants and parameters are read.
+      const json& names = field(field(v, "typeName"), "names");
+      const std::string* type = names.is_array() && !names.empty() ? sval(names.back()) : nullptr;
+      const json& arg = field(v, "arg");
+      if (type && time_type(*type) && time_reason.empty() && field(arg, "A_Const").is_null() &&
+          field(arg, "ParamRef").is_null())
+        time_reason = "casts an expression to " + *type;
+    } else if (key == "RangeTableSample") {   // a random sample, unless REPEATABLE (seed)
+      if (field(v, "repeatable").is_null() && time_reason.empty()) time_reason = "TABLESAMPLE without REPEATABLE";
     } else if (key == "LockingClause") {
       locking = true;
     } else if (key == "A_Const") {

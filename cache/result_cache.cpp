@@ -11,7 +11,8 @@
 namespace cache {
 namespace {
 
-constexpr size_t kMaxClassified = 20000;   // distinct statement texts remembered
+constexpr size_t kMaxClassified = 20000;
+constexpr size_t kMaxMessageRelations = 1000;   // in one invalidation message   // distinct statement texts remembered
 // Longer texts (bulk INSERTs, mostly) are not parsed on the event loop for the
 // cache: they count as writing anything. Parsing costs ~0.5 µs per byte.
 constexpr size_t kMaxParsedText = 8192;
@@ -56,6 +57,7 @@ void ResultCache::start() {
 }
 
 void ResultCache::stop() {
+  stopped_ = true;
   if (wait_timer_) {
     uv_close(reinterpret_cast<uv_handle_t*>(wait_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     wait_timer_ = nullptr;
@@ -93,6 +95,7 @@ ClassificationPtr ResultCache::classify(std::string_view sql) {
 
 ResultCache::Database& ResultCache::database(const std::string& name, const std::string& user) {
   Database& db = databases_[name];
+  if (stopped_) return db;   // shutting down: no new connections or reads
   if (!db.session) {
     db.conninfo = conninfo_(name, user);
     db.session = std::make_unique<pq::Session>(loop_, "result cache (" + name + ")");
@@ -106,13 +109,14 @@ ResultCache::Database& ResultCache::database(const std::string& name, const std:
   return db;
 }
 
-void ResultCache::attach(const std::string& name, const std::string& user) {
+void ResultCache::attach(const std::string& name, const std::string& user, const std::string& server) {
   auto it = databases_.find(name);
-  if (it != databases_.end() && it->second.session && it->second.conninfo != conninfo_(name, user)) {
-    LOG_INFO("result cache: %s now points at another server; dropping what was cached from the old one", name.c_str());
+  if (it != databases_.end() && !it->second.server.empty() && it->second.server != server) {
+    LOG_INFO("result cache: %s now points at %s; dropping what was cached from the old server", name.c_str(),
+             server.c_str());
     forget_database(name);
   }
-  database(name, user);
+  database(name, user).server = server;
 }
 
 // Its server changed: entries, catalog and control connection all belonged to the old one.
@@ -121,14 +125,15 @@ void ResultCache::forget_database(const std::string& name) {
   if (it == databases_.end()) return;
   stats_.invalidated_entries += store_.invalidate_all(name);
   Database& db = it->second;
-  db.session->stop();
-  std::vector<std::function<void()>> waiting = std::move(db.waiting);
+  if (db.session) db.session->stop();
+  std::vector<Waiter> waiting = std::move(db.waiting);
   // The session's callbacks refer to its database by name, never to this object.
   databases_.erase(it);
-  for (auto& resume : waiting) resume();
+  for (Waiter& w : waiting) w.resume();
 }
 
 void ResultCache::load_catalog(const std::string& name, Database& db) {
+  if (!db.session) return;
   db.loading = true;
   db.load_started = uv_now(loop_);
   uint64_t version = schema_.current(), moves = db.moves;
@@ -144,20 +149,21 @@ void ResultCache::load_catalog(const std::string& name, Database& db) {
     } else if (r.ok) {
       d.catalog.load(r.rows);
       d.catalog_version = version;
+      d.ever_loaded = true;
     } else {
       LOG_WARN("result cache: reading the catalog of %s failed: %s", name.c_str(), r.message.c_str());
     }
     // Retried at the next lookup; those waiting now go on without the cache.
-    std::vector<std::function<void()>> waiting = std::move(d.waiting);
+    std::vector<Waiter> waiting = std::move(d.waiting);
     d.waiting.clear();
-    for (auto& resume : waiting) resume();
+    for (Waiter& w : waiting) w.resume();
   });
 }
 
 bool ResultCache::wait_catalog(const std::string& name, std::function<void()> resume) {
   auto it = databases_.find(name);
-  if (it == databases_.end() || !it->second.loading || it->second.failed) return false;
-  it->second.waiting.push_back(std::move(resume));
+  if (stopped_ || it == databases_.end() || !it->second.loading || it->second.failed) return false;
+  it->second.waiting.push_back({uv_now(loop_) + kCatalogWaitMs, std::move(resume)});
   if (!wait_timer_) {
     wait_timer_ = new uv_timer_t;
     uv_timer_init(loop_, wait_timer_);
@@ -169,26 +175,32 @@ bool ResultCache::wait_catalog(const std::string& name, std::function<void()> re
   return true;
 }
 
-// A catalog read that takes longer than kCatalogWaitMs (a slow or stuck server):
-// those waiting go on without the cache, and later lookups do not wait for it.
+// Each lookup waits at most kCatalogWaitMs, however often the read starts over (a
+// stream of schema moves): then it goes on without the cache, and while that
+// read lasts later lookups do not wait for it.
 void ResultCache::end_long_waits() {
-  bool more = false;
+  const uint64_t now = uv_now(loop_);
+  uint64_t next = 0;   // earliest deadline still ahead
+  std::vector<Waiter> due;
   for (auto& [name, db] : databases_) {
-    if (db.waiting.empty()) continue;
-    if (uv_now(loop_) - db.load_started < kCatalogWaitMs) {
-      more = true;
-      continue;
-    }
+    size_t before = due.size();
+    std::erase_if(db.waiting, [&](Waiter& w) {
+      if (w.deadline > now) {
+        next = next ? std::min(next, w.deadline) : w.deadline;
+        return false;
+      }
+      due.push_back(std::move(w));
+      return true;
+    });
+    if (due.size() == before) continue;
     LOG_WARN("result cache: the catalog of %s is taking over %llu ms to read; not caching there meanwhile",
              name.c_str(), static_cast<unsigned long long>(kCatalogWaitMs));
     db.failed = true;
-    std::vector<std::function<void()>> waiting = std::move(db.waiting);
-    db.waiting.clear();
-    for (auto& resume : waiting) resume();
   }
-  if (more && wait_timer_)
+  if (next && wait_timer_)
     uv_timer_start(wait_timer_, [](uv_timer_t* t) { static_cast<ResultCache*>(t->data)->end_long_waits(); },
-                   kCatalogWaitMs / 4, 0);
+                   next - now, 0);
+  for (Waiter& w : due) w.resume();   // after the walk: a resumed lookup may look at databases_
 }
 
 int64_t ResultCache::ttl_ms(const Classification& c, const std::string& database, const std::string& user) {
@@ -225,7 +237,7 @@ bool ResultCache::may_change_session(const Classification& c, const std::string&
     if (r.starts_with("pg_")) return true;   // a catalog (pg_settings, pg_db_role_setting ...)
   if (c.functions.empty()) return false;
   Database& db = this->database(database, user);
-  if (!catalog_known(db)) return true;
+  if (!db.ever_loaded) return true;   // else the last catalog read: which functions are built in changes rarely
   for (const std::string& f : c.functions)
     if (db.catalog.user_volatile_function(f)) return true;
   return false;
@@ -248,10 +260,11 @@ void ResultCache::note_writes(const Classification& c, const std::string& databa
   // CLUSTER moves rows. Without the catalog, that is anything.
   if (c.writes.empty() && c.functions.empty()) return;
   Database& db = this->database(database, user);
-  if (!catalog_known(db)) {
+  if (!db.ever_loaded) {
     w.everything = true;
     return;
   }
+  // The last catalog read, while the next one is under way (trees and views seldom change).
   size_t first = w.relations.size();
   for (const std::string& rel : c.writes)
     if (std::find(w.relations.begin(), w.relations.end(), rel) == w.relations.end()) w.relations.push_back(rel);
@@ -351,6 +364,11 @@ void ResultCache::drop_local(const std::string& database, const Writes& w, const
   stats_.invalidations[reason]++;
   if (w.everything) {
     stats_.invalidated_entries += store_.invalidate_all(database);
+    // DO, CALL or a function may have run DDL (a new partition, a view): read the catalog again.
+    if (auto it = databases_.find(database); it != databases_.end()) {
+      it->second.catalog_version = 0;
+      it->second.moves++;
+    }
     return;   // Redis: the publisher moves the generation on
   }
   stats_.invalidated_entries += store_.invalidate(database, w.relations);
@@ -407,15 +425,25 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
     return it != msg.end() && it->is_boolean() && it->get<bool>();
   };
   if (text("o") == origin_) return;
-  if (auto gen = msg.find("gen"); gen != msg.end() && gen->is_number_integer())
+  // Only Redis carries the key generation: any database user may NOTIFY on the
+  // channel, and a generation pushed ahead would leave this sidecar's Redis
+  // entries where other sidecars' invalidations never look.
+  if (auto gen = msg.find("gen"); from_database.empty() && gen != msg.end() && gen->is_number_integer())
     l2_generation_ = std::max(l2_generation_, gen->get<long long>());
-  if (flag("schema")) return schema_moved();
+  if (flag("schema")) {
+    schema_moved();
+    // Sent by NOTIFY (its sender's Redis was down): Redis still holds pre-move entries.
+    if (!from_database.empty() && redis_up()) next_generation(nullptr);
+    return;
+  }
   std::string database = from_database.empty() ? text("db") : from_database;
   Writes w;
   w.everything = flag("all");
-  if (auto rels = msg.find("rels"); rels != msg.end() && rels->is_array())
+  if (auto rels = msg.find("rels"); rels != msg.end() && rels->is_array()) {
     for (const auto& r : *rels)
-      if (r.is_string()) w.relations.push_back(r.get<std::string>());
+      if (r.is_string() && w.relations.size() < kMaxMessageRelations) w.relations.push_back(r.get<std::string>());
+    if (rels->size() > kMaxMessageRelations) w.everything = true;   // bounded: more counts as everything
+  }
   if (database.empty() || w.empty()) return;
   if (text("o").empty() && !w.everything) {   // a trigger names its own table only: add views over it, its tree
     auto db = databases_.find(database);
@@ -432,6 +460,7 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
 // may still be right, in any database.
 void ResultCache::on_schema_bump() {
   schema_moved();
+  if (stopped_) return;
   // The other sidecars drop everything too and read their catalogs again.
   if (!redis_ || !redis_->up()) {
     std::string payload = nlohmann::json({{"o", origin_}, {"schema", true}}).dump();

@@ -75,7 +75,8 @@ class ResultCache {
   // A client logged in to database as user: open its control connection (catalog,
   // invalidation NOTIFYs) now rather than at its first statement. A database
   // whose server changed (a reload) starts afresh: nothing cached from the old one.
-  void attach(const std::string& database, const std::string& user);
+  // `server` names the server behind the database ("host:port/dbname").
+  void attach(const std::string& database, const std::string& user, const std::string& server);
   // The classification of a statement text, parsed once per distinct text.
   ClassificationPtr classify(std::string_view sql);
   // How long to keep the result of c run in database by user: 0 = not cached;
@@ -115,16 +116,22 @@ class ResultCache {
   bool redis_up() const { return redis_ && redis_->up() && l2_generation_ >= 0; }
 
  private:
+  struct Waiter {
+    uint64_t deadline;   // uv_now() when it goes on without the catalog
+    std::function<void()> resume;
+  };
   struct Database {
     std::unique_ptr<pq::Session> session;   // catalog; LISTEN on the invalidation channel
     std::string conninfo;                   // of session
+    std::string server;                     // host:port/dbname behind it (a change drops everything)
     uint64_t catalog_version = 0;           // schema version the catalog was read under (0 = never)
     bool loading = false;
     bool failed = false;                    // the last read failed: lookups do not wait for the next
     uint64_t moves = 0;                     // schema moves seen (a read started before one is not used)
     uint64_t load_started = 0;              // uv_now() of the last read
-    Catalog catalog;
-    std::vector<std::function<void()>> waiting;   // lookups waiting for the catalog
+    Catalog catalog;                        // the last read (catalog_version says whether it is current)
+    bool ever_loaded = false;
+    std::vector<Waiter> waiting;            // lookups waiting for the catalog
   };
 
   Database& database(const std::string& name, const std::string& user);
@@ -162,6 +169,7 @@ class ResultCache {
   long long l2_generation_ = -1;   // Redis keys' generation; -1 = unknown, L2 unused
   bool redis_was_down_ = false;    // invalidations may have been missed: move the generation on
   std::string origin_;             // this process, in published messages (its own are ignored)
+  bool stopped_ = false;           // stop() ran: nothing new is opened or read
   uv_timer_t* wait_timer_ = nullptr;   // ends waits for a catalog that takes too long (end_long_waits)
 };
 

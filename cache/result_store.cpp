@@ -67,6 +67,13 @@ size_t ResultStore::invalidate(const std::string& database, const std::vector<st
       dropped++;
     }
   }
+  // Names without entries are kept for their seq only (a store racing this
+  // invalidation): bounded, whatever names invalidation messages bring. Past the
+  // bound they go, and every store started before now counts as raced.
+  if (relations_.size() > kMaxScopes) {
+    std::erase_if(relations_, [](const auto& kv) { return kv.second.entries.empty(); });
+    all_invalidated_ = seq;
+  }
   return dropped;
 }
 

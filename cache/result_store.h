@@ -51,6 +51,7 @@ class ResultStore {
   uint64_t seq() const { return seq_; }
   size_t bytes() const { return bytes_; }
   size_t entries() const { return by_key_.size(); }
+  size_t scopes() const { return relations_.size(); }   // relation names with a scope (bounded)
   size_t max_bytes() const { return max_bytes_; }
   uint64_t evictions() const { return evictions_; }
   uint64_t expirations() const { return expirations_; }
@@ -79,6 +80,7 @@ class ResultStore {
     return relations_[database + '\0' + relation];
   }
   void erase(Entry* e);
+  static constexpr size_t kMaxScopes = 65536;   // relation scopes kept (see invalidate)
 
   size_t max_bytes_, bytes_ = 0;
   uint64_t seq_ = 0, evictions_ = 0, expirations_ = 0;

@@ -276,7 +276,10 @@ void ClientSession::finish_login() {
   send(out);
   state_ = State::Ready;
   proxy_.client_logged_in();
-  if (cache_) cache_->attach(database_, user_);
+  if (cache_) {
+    const ServerTarget& t = *pool_entry_->target;
+    cache_->attach(database_, user_, t.host + ":" + std::to_string(t.port) + "/" + t.dbname);
+  }
   LOG_DEBUG("client %u logged in: %s@%s", cancel_pid_, user_.c_str(), database_.c_str());
   if (pool_entry_->mode == conf::PoolMode::Transaction) {
     detach_server(false);

@@ -155,9 +155,10 @@ class ClientSession final : public Conn, public pool::Waiter {
   void shared_lookup_done(const cache::StoredResult* r);
   CacheStep wait_for_catalog();
   bool cache_reads_text() const;
+  void forget_parsed(const uint8_t* msg, size_t avail);
   static bool clock_parameter(std::string_view bind_tail);
   void note_for_cache(char type, const uint8_t* msg, size_t avail);
-  void note_statement(std::string_view sql, const cache::ClassificationPtr& c);
+  void note_statement(const cache::ClassificationPtr& c);
   void follow_setting(const cache::ClassificationPtr& c);
   void unknown_session_change();
 
@@ -191,6 +192,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   std::optional<PendingStore> capturing_;       // the one whose answer the server is capturing
   uint64_t lookup_id_ = 0;                 // of the L2 lookup in flight (0 = none)
   bool cache_bypass_ = false;              // session state the key cannot describe: no lookups
+  bool text_mode_unsure_ = false;          // sent what may change standard_conforming_strings/client_encoding
   bool cache_paused_ = false;              // replies from cache filled the socket: resumed by on_drained
   cache::ClassificationPtr unnamed_;       // the unnamed statement's, from its last Parse
   cache::Writes writes_;                   // of the transaction in progress

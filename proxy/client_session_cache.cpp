@@ -17,10 +17,19 @@ namespace {
 
 const uint8_t kReadyIdle[6] = {'Z', 0, 0, 0, 5, 'I'};
 
-bool contains_word(std::string_view text, std::string_view word) {
-  for (size_t i = 0; i + word.size() <= text.size(); i++)
-    if (strncasecmp(text.data() + i, word.data(), word.size()) == 0) return true;
-  return false;
+// It may change how the server reads the texts after it: standard_conforming_strings
+// or client_encoding, by name, by RESET ALL or DISCARD ALL, or in a way not followed.
+bool may_change_text_mode(const cache::Classification& c) {
+  using Kind = cache::SessionEffect::Kind;
+  for (const cache::SessionEffect& e : c.effects) {
+    if (e.kind == Kind::Unknown || e.kind == Kind::Unparsed || e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll)
+      return true;
+    if ((e.kind == Kind::Set || e.kind == Kind::Reset) &&
+        (e.name == "standard_conforming_strings" || e.name == "client_encoding"))
+      return true;
+  }
+  return c.kind == cache::Classification::Kind::Unparsable || c.writes_unknown ||
+         std::binary_search(c.functions.begin(), c.functions.end(), "set_config");
 }
 
 }  // namespace
@@ -175,25 +184,23 @@ ClientSession::CacheStep ClientSession::wait_for_catalog() {
 // UTF-8. A session with it off may split a text differently ('a\' ends a string
 // only there), and one in another encoding shows names in other bytes: such a
 // session neither looks up nor stores, and each of its statements may write anything.
+// So does one that has sent something that may change either, until the server
+// has answered everything and reported the values (text_mode_unsure_).
 bool ClientSession::cache_reads_text() const {
-  return wanted_scs_on() && strcasecmp(wanted_[size_t(tracked_index("client_encoding"))].c_str(), "UTF8") == 0;
+  return !text_mode_unsure_ && wanted_scs_on() && strcasecmp(wanted_[size_t(tracked_index("client_encoding"))].c_str(), "UTF8") == 0;
 }
 
-// A text-format Bind parameter such as 'now' or 'today 10:00' turns into the time
+// A Bind parameter such as 'now' or 'today 10:00' turns into the time
 // when its type is a date or time: the statement's answer is then the clock's.
 bool ClientSession::clock_parameter(std::string_view bind_tail) {
+  // Any format: a text parameter may be sent in binary too (its bytes are the text).
   pg::Reader r(reinterpret_cast<const uint8_t*>(bind_tail.data()), bind_tail.size());
-  const uint16_t nformats = r.u16();
-  pg::Reader formats = r;   // at the first format code
-  for (uint16_t i = 0; i < nformats && r.ok(); i++) r.u16();
-  const uint16_t n = r.u16();
-  uint16_t format = 0;   // none given: all text
-  for (uint16_t i = 0; i < n && r.ok(); i++) {
-    if (i < nformats) format = formats.u16();   // one code serves all; more: one each
+  for (uint16_t i = 0, n = r.u16(); i < n && r.ok(); i++) r.u16();   // format codes
+  for (uint16_t i = 0, n = r.u16(); i < n && r.ok(); i++) {
     uint32_t len = r.u32();
     if (len == uint32_t(-1)) continue;
     std::string_view v = r.bytes(len);
-    if (r.ok() && format == 0 && cache::time_literal(v)) return true;
+    if (r.ok() && cache::time_literal(v)) return true;
   }
   return !r.ok();
 }
@@ -231,6 +238,7 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
     // A fast-path function call runs anything; a text read in another way may.
     writes_.everything = true;
     if (type == 'F') unknown_session_change();
+    if (type == 'P') forget_parsed(msg, avail);
     return;
   }
   if (avail < total && (type == 'Q' || type == 'P')) {
@@ -246,9 +254,10 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       std::string_view sql = r.cstr();
       if (!r.ok()) break;
       cache::ClassificationPtr c = cache_->classify(sql);
+      if (may_change_text_mode(*c)) text_mode_unsure_ = true;
       // One SET alone is followed into the key (inspect_query, follow_setting); one among others is not.
       if (c->changes_settings && c->statements != 1) unknown_session_change();
-      note_statement(sql, c);
+      note_statement(c);
       break;
     }
     case 'P': {
@@ -257,6 +266,7 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       std::string_view sql = r.cstr();
       if (!r.ok()) break;
       cache::ClassificationPtr c = cache_->classify(sql);
+      if (may_change_text_mode(*c)) text_mode_unsure_ = true;   // when bound, which is soon
       if (c->changes_settings) unknown_session_change();   // SET as a prepared statement is not followed into the key
       if (name.empty()) {
         unnamed_ = c;
@@ -266,7 +276,7 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
         if (added) it->second = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
         else named_.erase(it);
       }
-      note_statement(sql, c);
+      note_statement(c);
       break;
     }
     case 'B': {
@@ -298,6 +308,16 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
   }
 }
 
+// A Parse not classified (see note_for_cache): a later Bind of its name may write anything.
+void ClientSession::forget_parsed(const uint8_t* msg, size_t avail) {
+  size_t total = size_t(pg::get_u32(msg + 1)) + 1;
+  pg::Reader r(msg + pg::kHeaderLen, std::min(avail, total) - pg::kHeaderLen);
+  std::string_view name = r.cstr();
+  if (!r.ok()) return;
+  if (name.empty()) unnamed_.reset();
+  else if (!plan_cache_) named_.erase(std::string(name));
+}
+
 // Session state changed in a way the key cannot follow: no more lookups for this
 // client, and (transaction mode) the server is reset before anyone else gets it.
 void ClientSession::unknown_session_change() {
@@ -310,11 +330,12 @@ void ClientSession::unknown_session_change() {
 // tables, DDL (it moves the schema version). What else may change the session
 // stops them; in transaction mode the server is then reset before reuse, and the
 // client's known settings are applied again on the next one.
-void ClientSession::note_statement(std::string_view sql, const cache::ClassificationPtr& c) {
+void ClientSession::note_statement(const cache::ClassificationPtr& c) {
   using Kind = cache::Classification::Kind;
   cache_->note_writes(*c, database_, user_, writes_);
-  // A temporary table can hide a table of the same name: nothing cached fits then.
-  if (c->kind == Kind::Ddl && contains_word(sql, "temp")) cache_bypass_ = true;
+  // A temporary object can hide a table of the same name: nothing cached fits then.
+  for (const cache::SessionEffect& e : c->effects)
+    if (e.pin == cache::SessionEffect::Pin::Temp) cache_bypass_ = true;
   // set_config(), a function that is volatile and not built in (it may call
   // set_config() or SET), a write to pg_settings, a text our parser rejects, DO, CALL.
   if (c->kind == Kind::Unparsable || c->writes_unknown ||
@@ -352,10 +373,14 @@ void ClientSession::capture_done(std::string response) {
   std::optional<PendingStore> ps = std::move(capturing_);
   capturing_.reset();
   if (!ps || !cache_ || response.empty()) return;
+  // Answered by a server its database entry no longer points at (a reload): not
+  // what the key (built from the entry) says.
+  if (server_ && !server_->target().same_database(*pool_entry_->target)) return;
   cache_->store(std::move(ps->key), std::move(response), database_, *ps->statement, ps->ttl_ms, ps->since);
 }
 
 void ClientSession::transaction_ended() {
+  text_mode_unsure_ = false;   // idle, every ParameterStatus in
   if (!cache_ || writes_.empty()) return;
   cache_->invalidate(database_, writes_);
   writes_.clear();

@@ -512,7 +512,10 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
     const std::string& database = e->pool->database();
     const conf::Database* db = conf::find_database(cfg_, database);
     if (!db) continue;   // removed: existing clients finish, new ones are refused
-    *e->target = target_for(*db, database, e->pool->user(), users_);
+    ServerTarget target = target_for(*db, database, e->pool->user(), users_);
+    if (!target.same_database(*e->target) || target.user != e->target->user)
+      e->pool->close_idle("its database entry now points at another server");   // linked ones go when released
+    *e->target = std::move(target);
     pool::Settings s = settings_for(*db);
     if (s.mode != e->mode) {
       // Servers used in the old mode may hold a session's state: idle ones go, linked

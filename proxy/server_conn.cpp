@@ -539,6 +539,10 @@ void ServerConn::release_to_pool() {
   if (client_ && needs_discard_) client_->server_state_wiped();
   client_ = nullptr;
   state_ = State::Idle;
+  // A reload pointed the database elsewhere: nobody gets the old server again.
+  const ServerTarget& now = *entry_.target;
+  if (!now.same_database(target_) || now.user != target_.user)
+    return close_member("its database entry now points at another server");
   // A cancel sent for the last client's query may not have reached PostgreSQL yet:
   // nobody else gets this server until it has (or cancel_wait_timeout passes).
   if (proxy_.park_while_cancelling(this)) return;

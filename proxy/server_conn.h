@@ -31,6 +31,8 @@ struct ServerTarget {
   std::string host;   // hostname/IP, or a unix socket directory (starts with '/')
   int port = 5432;
   std::string dbname, user, password;
+  // The same server and database (the login aside).
+  bool same_database(const ServerTarget& o) const { return host == o.host && port == o.port && dbname == o.dbname; }
 };
 
 // Plan cache, transaction mode: how to treat the reply to one Parse or Close sent

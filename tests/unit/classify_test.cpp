@@ -167,6 +167,10 @@ TEST(ClassifyCacheable, TimeSessionAndLockingStopIt) {
       {"SELECT '   now'::timestamptz", Kind::Read, "uses '   now'", {}, {}},
       {"SELECT * FROM t WHERE ts < 'Today 10:00'", Kind::Read, "uses 'Today 10:00'", {"t"}, {}},
       {"SELECT 'TOMORROW'::date", Kind::Read, "uses 'TOMORROW'", {}, {}},
+      {"SELECT ('n' || 'ow')::timestamptz", Kind::Read, "casts an expression to timestamptz", {}, {}},
+      {"SELECT count(*) FROM t TABLESAMPLE BERNOULLI (50)", Kind::Read, "TABLESAMPLE without REPEATABLE", {"t"}, {}},
+      {"SELECT CAST(v AS date) FROM t", Kind::Read, "casts an expression to date", {"t"}, {}},
+      {"SELECT date(v) FROM t", Kind::Read, "casts an expression to date", {"t"}, {}},
       {"SELECT pg_listening_channels()", Kind::Read, "calls pg_listening_channels()", {}, {}},
       {"SELECT * FROM pg_prepared_statement()", Kind::Read, "calls pg_prepared_statement()", {}, {}},
       {"SELECT * FROM pg_cursor()", Kind::Read, "calls pg_cursor()", {}, {}},
@@ -192,7 +196,8 @@ TEST(ClassifyCacheable, TimeSessionAndLockingStopIt) {
   // Fine: the role is part of the cache key; ordinary functions go to the caller.
   for (const char* sql : {"SELECT current_user, session_user, current_schema", "SELECT upper('x')",
                           "SELECT * FROM t WHERE d = '2024-01-01'::date", "SELECT * FROM generate_series(1, 3)",
-                          "SELECT * FROM t WHERE name IN ('snow', 'nowhere', 'known')"}) {
+                          "SELECT * FROM t WHERE name IN ('snow', 'nowhere', 'known')",
+                          "SELECT * FROM t WHERE d = $1::date", "SELECT date('2024-01-01')"}) {
     SCOPED_TRACE(sql);
     Classification c = classify_statement(sql);
     EXPECT_TRUE(c.cacheable) << c.not_cacheable_reason;

@@ -303,6 +303,20 @@ TEST(ResultStore, UnrelatedInvalidationsDoNotRace) {
   EXPECT_EQ(s.entries(), 1u);
 }
 
+// Invalidations naming ever new relations (any database user may NOTIFY) keep a
+// bounded number of scopes; past the bound, a store started before counts as raced.
+TEST(ResultStore, ScopesOfInvalidatedNamesAreBounded) {
+  ResultStore s(1 << 20);
+  ASSERT_EQ(s.store(result("kept", 10), "db", {"a"}, s.seq()), Admit::Stored);
+  uint64_t since = s.seq();
+  for (int i = 0; i < 70000; i++) s.invalidate("db", {"n" + std::to_string(i)});
+  EXPECT_LE(s.scopes(), 65536u + 2);
+  EXPECT_NE(s.find("kept", t0), nullptr);   // entries stay
+  EXPECT_EQ(readers(s, "db", "a"), Names{"kept"});
+  EXPECT_EQ(s.store(result("k", 10), "db", {"b"}, since), Admit::Raced);
+  EXPECT_EQ(s.store(result("k", 10), "db", {"b"}, s.seq()), Admit::Stored);
+}
+
 TEST(ResultStore, StoreWithSinceAtOrAfterTheLatestInvalidationSucceeds) {
   ResultStore s(1 << 20);
   s.invalidate("db", {"a"});
