@@ -320,9 +320,11 @@ void ClientSession::process_input() {
 // max_inspect_bytes (one whole message) plus one read past what is being handled.
 void ClientSession::update_reading() {
   if (closing() || admin_) return;
-  bool want = state_ == State::Ready && !cache_paused_ && lookup_id_ == 0 && !classifying_ &&
+  // While a lookup waits (Redis, the catalog) its query stays at the head of the
+  // input: reading goes on, bounded, so that a client that leaves is seen at once.
+  bool want = state_ == State::Ready && !cache_paused_ && !classifying_ &&
               in_size() <= proxy_.config().max_inspect_bytes &&
-              !(waiting && in_size() > kMaxBufferedWhileWaiting) &&
+              !((waiting || lookup_id_ != 0) && in_size() > kMaxBufferedWhileWaiting) &&
               !(server_ && (server_->busy_internal() || server_->over_high_water()));
   if (want != reading()) want ? read_start() : read_stop();
 }

@@ -158,8 +158,7 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
     if (self && self->lookup_id_ == id) self->shared_lookup_done(r);
   });
   if (!asked) return CacheStep::Pass;
-  lookup_id_ = id;
-  read_stop();   // the query stays at the head of the input until Redis answers
+  lookup_id_ = id;   // the query stays at the head of the input until Redis answers
   return CacheStep::Waiting;
 }
 
@@ -176,7 +175,6 @@ ClientSession::CacheStep ClientSession::wait_for_catalog() {
   });
   if (!waiting_now) return CacheStep::Pass;
   lookup_id_ = id;
-  read_stop();
   return CacheStep::Waiting;
 }
 
