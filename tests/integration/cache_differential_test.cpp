@@ -1185,6 +1185,7 @@ const std::vector<Category> kCategories = {
        return true;
      }},
     {3, [](std::mt19937_64& rng, int s, GenState& g, Step& st) {
+       if (g.transaction_mode && g.locks.open[size_t(s)]) return false;   // SET in a block: see GenState
        st = pick_step(rng, g.transaction_mode ? kOpaqueSetsKept : kOpaqueSets, s, Kind::Set);
        return true;
      }},
