@@ -265,15 +265,10 @@ void ResultCache::note_writes(const Classification& c, const std::string& databa
     return;
   }
   // The last catalog read, while the next one is under way (trees and views seldom change).
-  size_t first = w.relations.size();
-  for (const std::string& rel : c.writes)
+  std::vector<std::string> written = c.writes;
+  db.catalog.expand(written, true);
+  for (const std::string& rel : written)
     if (std::find(w.relations.begin(), w.relations.end(), rel) == w.relations.end()) w.relations.push_back(rel);
-  if (w.relations.size() > first) {
-    std::vector<std::string> added(w.relations.begin() + long(first), w.relations.end());
-    db.catalog.expand(added, true);
-    for (size_t i = w.relations.size() - first; i < added.size(); i++)
-      if (std::find(w.relations.begin(), w.relations.end(), added[i]) == w.relations.end()) w.relations.push_back(added[i]);
-  }
   // A function not known to be safe may write anything.
   for (const std::string& f : c.functions)
     if (db.catalog.user_volatile_function(f)) w.everything = true;

@@ -438,13 +438,18 @@ TEST_F(ResultCacheShared, WithoutRedisNotifyCarriesInvalidations) {
   EXPECT_TRUE(eventually([&] { return read(cb.get(), 40) == "via-a"; }, 1000));
 }
 
-TEST_F(ResultCacheShared, TriggersInvalidateWritesMadeElsewhere) {
+// Installs conf/pgsidecar-invalidate.sql in the app database and watches `table`.
+void watch(const std::string& table) {
   std::string here = __FILE__;
   std::string sql = read_file(here.substr(0, here.rfind("tests/integration/")) + "conf/pgsidecar-invalidate.sql");
   ASSERT_FALSE(sql.empty());
   bool ok = false;
-  std::string out = cluster().psql(sql + "\nSELECT pgsidecar_watch('rc_items');", "app", &ok);
+  std::string out = cluster().psql(sql + "\nSELECT pgsidecar_watch('" + table + "');", "app", &ok);
   ASSERT_TRUE(ok) << out;
+}
+
+TEST_F(ResultCacheShared, TriggersInvalidateWritesMadeElsewhere) {
+  ASSERT_NO_FATAL_FAILURE(watch("rc_items"));
   Daemon d(cache_config());
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
@@ -459,16 +464,11 @@ TEST_F(ResultCacheShared, TriggersInvalidateWritesMadeElsewhere) {
 // A write straight to a partition, made without any sidecar, reaches readers of the
 // parent, and one routed through the parent reaches readers of the partition.
 TEST_F(ResultCacheShared, TriggersCoverPartitionTrees) {
-  std::string here = __FILE__;
-  std::string sql = read_file(here.substr(0, here.rfind("tests/integration/")) + "conf/pgsidecar-invalidate.sql");
-  ASSERT_FALSE(sql.empty());
   ASSERT_APP_SQL(
       "DROP TABLE IF EXISTS rc_parts; CREATE TABLE rc_parts (id int, v text) PARTITION BY RANGE (id);"
       "CREATE TABLE rc_parts_low PARTITION OF rc_parts FOR VALUES FROM (0) TO (100);"
       "CREATE TABLE rc_parts_high PARTITION OF rc_parts FOR VALUES FROM (100) TO (200);");
-  bool ok = false;
-  std::string out = cluster().psql(sql + "\nSELECT pgsidecar_watch('rc_parts');", "app", &ok);
-  ASSERT_TRUE(ok) << out;
+  ASSERT_NO_FATAL_FAILURE(watch("rc_parts"));
   Daemon d(cache_config());
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
