@@ -47,6 +47,11 @@ bool load(const std::string& path, Loaded& out) {
     }
     out.users = std::move(*users);
   }
+  proxy::tls::Contexts tls;   // every certificate and key file must be usable
+  if (std::string err; !proxy::tls::build(out.config, tls, err)) {
+    std::fprintf(stderr, "%s\n", err.c_str());
+    return false;
+  }
   return true;
 }
 
@@ -64,7 +69,9 @@ struct App {
       sdnotify::reloading();
       Loaded fresh;
       if (load(config_path, fresh)) {
-        proxy->reload(std::move(fresh.config), std::move(fresh.users));
+        std::string err;
+        if (!proxy->reload(std::move(fresh.config), std::move(fresh.users), err))
+          LOG_ERROR("reload failed, keeping the running configuration: %s", err.c_str());
       } else {
         LOG_ERROR("reload failed; keeping the running configuration");
       }

@@ -135,7 +135,18 @@ E enumerated(const Val& v, const std::array<E, N>& all) {
   fail(v, "must be " + expect + got(s));
 }
 void parse(const Val& v, PoolMode& out) { out = enumerated(v, std::array{PoolMode::Session, PoolMode::Transaction}); }
-void parse(const Val& v, AuthType& out) { out = enumerated(v, std::array{AuthType::Trust, AuthType::ScramSha256}); }
+void parse(const Val& v, AuthType& out) {
+  out = enumerated(v, std::array{AuthType::Trust, AuthType::ScramSha256, AuthType::Cert});
+}
+void parse(const Val& v, SslMode& out) {
+  out = enumerated(v, std::array{SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require,
+                                 SslMode::VerifyCa, SslMode::VerifyFull});
+}
+void parse(const Val& v, ChannelBinding& out) {
+  out = enumerated(v, std::array{ChannelBinding::Disable, ChannelBinding::Prefer, ChannelBinding::Require});
+}
+void parse(const Val& v, std::optional<SslMode>& out) { parse(v, out.emplace()); }
+void parse(const Val& v, std::optional<std::string>& out) { out = str(v); }
 void parse(const Val& v, LogLevel& out) {
   out = enumerated(v, std::array{LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error});
 }
@@ -268,6 +279,15 @@ uint8_t pin_kinds(const Val& v) {
   return out;
 }
 
+// `*_tls_protocols`: TLS versions, contiguous (OpenSSL takes a minimum and a maximum).
+uint8_t tls_protocols(const Val& v) {
+  static const std::map<std::string_view, uint8_t> names = {
+      {"tlsv1.2", kTls12}, {"tlsv1.3", kTls13}, {"secure", kTls12 | kTls13}, {"all", kTls12 | kTls13}};
+  uint8_t out = name_set(v, names, "protocol", "tlsv1.2, tlsv1.3, secure or all");
+  if (out == 0) fail(v, "must name at least one protocol (tlsv1.2, tlsv1.3, secure or all)");
+  return out;
+}
+
 template <class T>
 using Setter = std::function<void(T&, const Val&)>;
 template <class T>
@@ -298,6 +318,10 @@ const Table<Database>& database_keys() {
       {"reserve_pool_size", field(&Database::reserve_pool_size, 0)},
       {"pin_on", [](Database& d, const Val& v) { d.pin_on = pin_kinds(v); }},
       {"max_pinned_per_pool", field(&Database::max_pinned_per_pool, 0)},
+      {"server_tls_sslmode", field(&Database::server_tls_sslmode)},
+      {"server_tls_ca_file", field(&Database::server_tls_ca_file)},
+      {"server_tls_key_file", field(&Database::server_tls_key_file)},
+      {"server_tls_cert_file", field(&Database::server_tls_cert_file)},
   };
   return keys;
 }
@@ -359,8 +383,12 @@ void parse_databases(Config& cfg, const Val& v) {
     d.name = kv.first.Scalar();
     if (!names.insert(d.name).second) fail(line, "duplicate database '" + d.name + "'");
     const YAML::Node& value = kv.second;
-    if (value.IsMap()) apply_map(d, value, database_keys(), line);
-    else if (value.IsScalar()) apply_connstr(d, value.Scalar(), line_of(value, line));
+    if (value.IsMap()) {
+      for (auto& [key, at] : apply_map(d, value, database_keys(), line)) cfg.lines["databases." + d.name + "." + key] = at;
+    } else if (value.IsScalar()) {
+      apply_connstr(d, value.Scalar(), line_of(value, line));
+      for (const auto& [key, setter] : database_keys()) cfg.lines.emplace("databases." + d.name + "." + std::string(key), line);
+    }
     else if (!value.IsNull()) fail(line, "database '" + d.name + "' must be a map or a connection string");
     int pool = d.pool_size.value_or(cfg.default_pool_size), min = d.min_pool_size.value_or(cfg.min_pool_size);
     if (min > pool) {
@@ -533,6 +561,20 @@ const Table<Config>& config_keys() {
       {"tcp_keepidle", [](Config& c, const Val& v) { c.tcp_keepidle = keepalive_seconds(v); }},
       {"tcp_keepintvl", [](Config& c, const Val& v) { c.tcp_keepintvl = keepalive_seconds(v); }},
       {"tcp_keepcnt", field(&Config::tcp_keepcnt, 1, 127)},
+      {"client_tls_sslmode", [](Config& c, const Val& v) { parse(v, c.client_tls.sslmode); }},
+      {"client_tls_key_file", [](Config& c, const Val& v) { c.client_tls.key_file = str(v); }},
+      {"client_tls_cert_file", [](Config& c, const Val& v) { c.client_tls.cert_file = str(v); }},
+      {"client_tls_ca_file", [](Config& c, const Val& v) { c.client_tls.ca_file = str(v); }},
+      {"client_tls_protocols", [](Config& c, const Val& v) { c.client_tls.protocols = tls_protocols(v); }},
+      {"client_tls_ciphers", [](Config& c, const Val& v) { c.client_tls.ciphers = str(v); }},
+      {"server_tls_sslmode", [](Config& c, const Val& v) { parse(v, c.server_tls.sslmode); }},
+      {"server_tls_key_file", [](Config& c, const Val& v) { c.server_tls.key_file = str(v); }},
+      {"server_tls_cert_file", [](Config& c, const Val& v) { c.server_tls.cert_file = str(v); }},
+      {"server_tls_ca_file", [](Config& c, const Val& v) { c.server_tls.ca_file = str(v); }},
+      {"server_tls_protocols", [](Config& c, const Val& v) { c.server_tls.protocols = tls_protocols(v); }},
+      {"server_tls_ciphers", [](Config& c, const Val& v) { c.server_tls.ciphers = str(v); }},
+      {"server_channel_binding", field(&Config::server_channel_binding)},
+      {"client_channel_binding", field(&Config::client_channel_binding)},
       {"log_level", field(&Config::log_level)},
       {"metrics", section(&Config::metrics, metrics_keys, "{listen: \"127.0.0.1:9127\"}")},
       {"lockd", section(&Config::lockd, lockd_keys, "{socket_path: /run/pgsidecar/lockd.sock}")},
@@ -543,12 +585,36 @@ const Table<Config>& config_keys() {
   return keys;
 }
 
+// What TLS settings need of each other; the files themselves are read by proxy/tls.h.
+void check_tls(const Config& cfg, std::map<std::string, int>& seen) {
+  const Tls& c = cfg.client_tls;
+  if (c.sslmode != SslMode::Disable && (c.key_file.empty() || c.cert_file.empty()))
+    fail(seen["client_tls_sslmode"], "client_tls_sslmode " + std::string(to_string(c.sslmode)) +
+                                         " requires client_tls_key_file and client_tls_cert_file");
+  if ((c.sslmode == SslMode::VerifyCa || c.sslmode == SslMode::VerifyFull) && c.ca_file.empty())
+    fail(seen["client_tls_sslmode"], "client_tls_sslmode " + std::string(to_string(c.sslmode)) +
+                                         " requires client_tls_ca_file (the CA of client certificates)");
+  if (cfg.auth_type == AuthType::Cert && (c.sslmode != SslMode::VerifyCa && c.sslmode != SslMode::VerifyFull))
+    fail(seen["auth_type"], "auth_type cert requires client_tls_sslmode verify-ca or verify-full");
+  for (const Tls* t : {&cfg.client_tls, &cfg.server_tls}) {
+    const char* side = t == &cfg.client_tls ? "client" : "server";
+    if (t->key_file.empty() != t->cert_file.empty())
+      fail(seen[std::string(side) + (t->key_file.empty() ? "_tls_cert_file" : "_tls_key_file")],
+           std::string(side) + "_tls_key_file and " + side + "_tls_cert_file go together");
+    if ((t->protocols & kTls12) == 0 && t->ciphers != "default")
+      fail(seen[std::string(side) + "_tls_ciphers"], std::string(side) +
+                                                          "_tls_ciphers applies to TLS 1.2 only, which " + side +
+                                                          "_tls_protocols leaves out");
+  }
+}
+
 Config parse_config(const YAML::Node& root, const std::string& name) {
   Config cfg;
   cfg.source_path = name;
   if (root.IsNull()) return cfg;  // empty file: all defaults
   if (!root.IsMap()) fail(line_of(root, 1), "expected a map of settings at the top level");
   auto seen = apply_map(cfg, root, config_keys(), 1);
+  cfg.lines.insert(seen.begin(), seen.end());
   if (cfg.min_pool_size > cfg.default_pool_size) {
     fail(seen["min_pool_size"], "min_pool_size " + std::to_string(cfg.min_pool_size) +
                                     " exceeds default_pool_size " + std::to_string(cfg.default_pool_size));
@@ -560,6 +626,7 @@ Config parse_config(const YAML::Node& root, const std::string& name) {
   if (cfg.auth_type == AuthType::ScramSha256 && cfg.auth_file.empty()) {
     fail(seen["auth_type"], "auth_type scram-sha-256 requires auth_file");
   }
+  check_tls(cfg, seen);
   if (!cfg.schema_notify_channel.empty() && cfg.schema_notify_conninfo.empty()) {
     fail(seen["schema_notify_channel"], "schema_notify_channel requires schema_notify_conninfo");
   }
@@ -672,7 +739,10 @@ const Database* find_database(const Config& cfg, std::string_view name) {
 }
 
 std::string_view to_string(PoolMode m) { return m == PoolMode::Session ? "session" : "transaction"; }
-std::string_view to_string(AuthType a) { return a == AuthType::Trust ? "trust" : "scram-sha-256"; }
+std::string_view to_string(AuthType a) {
+  static constexpr std::string_view names[] = {"trust", "scram-sha-256", "cert"};
+  return names[static_cast<int>(a)];
+}
 std::string_view to_string(MigrationFormat f) {
   static constexpr std::string_view names[] = {"pgsidecar", "golang-migrate", "flyway"};
   return names[static_cast<int>(f)];
@@ -686,6 +756,44 @@ std::string_view to_string(CacheMode m) {
 std::string_view to_string(Compression c) {
   static constexpr std::string_view names[] = {"none", "zstd"};
   return names[static_cast<int>(c)];
+}
+
+std::string_view to_string(SslMode m) {
+  static constexpr std::string_view names[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+  return names[static_cast<int>(m)];
+}
+
+std::string_view to_string(ChannelBinding b) {
+  static constexpr std::string_view names[] = {"disable", "prefer", "require"};
+  return names[static_cast<int>(b)];
+}
+
+std::string tls_protocol_names(uint8_t protocols) {
+  std::string out;
+  if (protocols & kTls12) out = "tlsv1.2";
+  if (protocols & kTls13) out += out.empty() ? "tlsv1.3" : ",tlsv1.3";
+  return out;
+}
+
+std::string Config::where(const std::string& key) const {
+  auto it = lines.find(key);
+  return it == lines.end() ? source_path + ": " : source_path + ":" + std::to_string(it->second) + ": ";
+}
+
+Tls server_tls_for(const Config& cfg, const Database& db) {
+  Tls t = cfg.server_tls;
+  if (db.server_tls_sslmode) t.sslmode = *db.server_tls_sslmode;
+  if (db.server_tls_ca_file) t.ca_file = *db.server_tls_ca_file;
+  if (db.server_tls_key_file) t.key_file = *db.server_tls_key_file;
+  if (db.server_tls_cert_file) t.cert_file = *db.server_tls_cert_file;
+  return t;
+}
+
+std::string server_tls_key(const Database& db, const std::string& key) {
+  bool own = (key == "server_tls_ca_file" && db.server_tls_ca_file) ||
+             (key == "server_tls_key_file" && db.server_tls_key_file) ||
+             (key == "server_tls_cert_file" && db.server_tls_cert_file);
+  return own ? "databases." + db.name + "." + key : key;
 }
 
 std::string pin_kind_list(uint8_t kinds) {
@@ -778,6 +886,20 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"tcp_keepidle", ms(c.tcp_keepidle)},
       {"tcp_keepintvl", ms(c.tcp_keepintvl)},
       {"tcp_keepcnt", std::to_string(c.tcp_keepcnt)},
+      {"client_tls_sslmode", std::string(to_string(c.client_tls.sslmode))},
+      {"client_tls_key_file", c.client_tls.key_file},
+      {"client_tls_cert_file", c.client_tls.cert_file},
+      {"client_tls_ca_file", c.client_tls.ca_file},
+      {"client_tls_protocols", tls_protocol_names(c.client_tls.protocols)},
+      {"client_tls_ciphers", c.client_tls.ciphers},
+      {"server_tls_sslmode", std::string(to_string(c.server_tls.sslmode))},
+      {"server_tls_key_file", c.server_tls.key_file},
+      {"server_tls_cert_file", c.server_tls.cert_file},
+      {"server_tls_ca_file", c.server_tls.ca_file},
+      {"server_tls_protocols", tls_protocol_names(c.server_tls.protocols)},
+      {"server_tls_ciphers", c.server_tls.ciphers},
+      {"server_channel_binding", std::string(to_string(c.server_channel_binding))},
+      {"client_channel_binding", std::string(to_string(c.client_channel_binding))},
       {"log_level", std::string(to_string(c.log_level))},
       {"metrics.listen", c.metrics.listen},
       {"lockd.socket_path", c.lockd.socket_path},

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,7 +16,7 @@ namespace conf {
 using Duration = std::chrono::milliseconds;
 
 enum class PoolMode { Session, Transaction };
-enum class AuthType { Trust, ScramSha256 };
+enum class AuthType { Trust, ScramSha256, Cert };
 enum class LogLevel { Debug, Info, Warn, Error };
 
 // Bits of Config::server_auth_methods: the methods a PostgreSQL server may ask
@@ -27,6 +28,27 @@ constexpr uint8_t kServerAuthScram = 1, kServerAuthMd5 = 2, kServerAuthCleartext
 // advisory, set, other; `off` is none.
 constexpr uint8_t kPinTemp = 1, kPinPrepare = 2, kPinCursor = 4, kPinListen = 8, kPinAdvisory = 16, kPinSet = 32,
                   kPinOther = 64, kPinAll = 127;
+
+// TLS (`client_tls_*`, `server_tls_*`): PgBouncer's sslmode names and meanings.
+enum class SslMode { Disable, Allow, Prefer, Require, VerifyCa, VerifyFull };
+// SCRAM channel binding (tls-server-end-point), libpq's names.
+enum class ChannelBinding { Disable, Prefer, Require };
+// Bits of Tls::protocols. YAML names: tlsv1.2, tlsv1.3, secure (both), all (both).
+constexpr uint8_t kTls12 = 1, kTls13 = 2;
+
+// One side's TLS settings: toward clients (pgsidecar is the TLS server) or toward
+// PostgreSQL servers (pgsidecar is the TLS client).
+struct Tls {
+  SslMode sslmode = SslMode::Disable;
+  std::string key_file, cert_file, ca_file;   // PEM; "" = none (ca_file toward servers: the system's CAs)
+  uint8_t protocols = kTls12 | kTls13;        // kTls* bits, contiguous
+  std::string ciphers = "default";            // OpenSSL cipher list for TLS 1.2; "default" = OpenSSL's
+};
+inline Tls prefer_tls() {
+  Tls t;
+  t.sslmode = SslMode::Prefer;
+  return t;
+}
 
 // One entry of `databases:`. The key "*" matches any database name not listed.
 struct Database {
@@ -42,6 +64,8 @@ struct Database {
   std::optional<int> reserve_pool_size;     // overrides reserve_pool_size
   std::optional<uint8_t> pin_on;            // overrides pin_on (kPin* bits)
   std::optional<int> max_pinned_per_pool;   // overrides max_pinned_per_pool
+  std::optional<SslMode> server_tls_sslmode;      // override server_tls_* for this entry's servers
+  std::optional<std::string> server_tls_ca_file, server_tls_key_file, server_tls_cert_file;
 };
 
 // `metrics:` map.
@@ -162,6 +186,12 @@ struct Config {
   Duration tcp_keepintvl{10000};    // TCP_KEEPINTVL: between probes, 1s-32767s
   int tcp_keepcnt = 6;              // TCP_KEEPCNT: unanswered probes before the connection is dropped, 1-127
 
+  // TLS toward clients (answering SSLRequest, direct TLS) and toward servers.
+  Tls client_tls;                                   // client_tls_*; sslmode default disable
+  Tls server_tls = prefer_tls();                    // server_tls_*; sslmode default prefer
+  ChannelBinding server_channel_binding = ChannelBinding::Prefer;   // SCRAM-SHA-256-PLUS toward servers over TLS
+  ChannelBinding client_channel_binding = ChannelBinding::Prefer;   // offer (prefer) or demand (require) it of TLS clients
+
   LogLevel log_level = LogLevel::Info;
   Metrics metrics;
   Lockd lockd;
@@ -169,7 +199,17 @@ struct Config {
   Cache cache;
 
   std::vector<Database> databases;
+
+  // Line of each key that was set: "client_tls_cert_file", "databases.app.server_tls_ca_file".
+  std::map<std::string, int> lines;
+  // "file:line: " for a key (or "file: " when it has no line), for messages about its value.
+  std::string where(const std::string& key) const;
 };
+
+// The server-side TLS settings of an entry: server_tls_* with its overrides.
+Tls server_tls_for(const Config& cfg, const Database& db);
+// The config key behind a server TLS file of an entry, for Config::where().
+std::string server_tls_key(const Database& db, const std::string& key);
 
 // Outcome of loading: exactly one of config / error is set.
 // error is "file:line: message" (line 1-based) or "file: message".
@@ -190,6 +230,10 @@ std::string_view to_string(LogLevel l);
 std::string_view to_string(MigrationFormat f);
 std::string_view to_string(CacheMode m);
 std::string_view to_string(Compression c);
+std::string_view to_string(SslMode m);
+std::string_view to_string(ChannelBinding b);
+// "tlsv1.2,tlsv1.3"
+std::string tls_protocol_names(uint8_t protocols);
 // kServerAuth* bits as their YAML names, comma-separated ("scram-sha-256,md5").
 std::string server_auth_method_names(uint8_t methods);
 // "listen,temp": the pin_on names of kPin* bits, alphabetical; "" for none.

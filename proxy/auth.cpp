@@ -285,17 +285,28 @@ ScramSecret dummy_scram_secret(std::string_view user) {
 
 // ---- SCRAM server --------------------------------------------------------------
 
-ScramServer::ScramServer(ScramSecret secret) : secret_(std::move(secret)) {}
+ScramServer::ScramServer(ScramSecret secret, std::string cbind) : secret_(std::move(secret)), cbind_(std::move(cbind)) {}
 
-bool ScramServer::client_first(std::string_view msg, std::string& server_first, std::string& err) {
+bool ScramServer::client_first(std::string_view msg, std::string& server_first, std::string& err, bool plus) {
   if (done_ || !nonce_.empty()) return fail(err, "SCRAM: unexpected client-first-message");
   if (secret_.iterations <= 0) return fail(err, "SCRAM: invalid secret");
   // gs2-header: cbind-flag "," [authzid] ","
   size_t c1 = msg.find(','), c2 = c1 == std::string_view::npos ? c1 : msg.find(',', c1 + 1);
   if (c2 == std::string_view::npos) return fail(err, "SCRAM: malformed client-first-message (gs2 header)");
   std::string_view flag = msg.substr(0, c1), authzid = msg.substr(c1 + 1, c2 - c1 - 1);
-  if (flag.substr(0, 2) == "p=") return fail(err, "SCRAM: channel binding is not supported");
-  if (flag != "n" && flag != "y") return fail(err, "SCRAM: malformed client-first-message (channel binding flag)");
+  if (plus && cbind_.empty()) return fail(err, "SCRAM: SCRAM-SHA-256-PLUS was not offered");
+  if (flag.substr(0, 2) == "p=") {
+    if (!plus) return fail(err, "SCRAM: client selected SCRAM-SHA-256 but asked for channel binding");
+    if (flag.substr(2) != kChannelBindingType)
+      return fail(err, "SCRAM: unsupported channel binding type " + std::string(flag.substr(2)));
+  } else if (plus) {
+    return fail(err, "SCRAM: client selected SCRAM-SHA-256-PLUS without channel binding");
+  } else if (flag == "y" && !cbind_.empty()) {
+    // The client could bind and believes we cannot: someone removed PLUS from our offer.
+    return fail(err, "SCRAM: channel binding negotiation error");
+  } else if (flag != "n" && flag != "y") {
+    return fail(err, "SCRAM: malformed client-first-message (channel binding flag)");
+  }
   if (!authzid.empty()) return fail(err, "SCRAM: authorization identity is not supported");
 
   std::string_view bare = msg.substr(c2 + 1);
@@ -309,7 +320,8 @@ bool ScramServer::client_first(std::string_view msg, std::string& server_first, 
 
   std::string server_part = random_b64(kNonceBytes);
   if (server_part.empty()) return fail(err, "SCRAM: could not generate nonce");
-  cbind_flag_ = flag[0];
+  gs2_header_ = msg.substr(0, c2 + 1);
+  plus_ = plus;
   nonce_ = std::string(*client_nonce) + server_part;
   client_first_bare_ = bare;
   server_first_ = "r=" + nonce_ + ",s=" + b64_encode(secret_.salt) + ",i=" + std::to_string(secret_.iterations);
@@ -327,8 +339,9 @@ bool ScramServer::client_final(std::string_view msg, std::string& server_final, 
   auto attrs = split(without_proof, ',');
   auto cbind = attr(attrs[0], 'c');
   if (!cbind) return fail(err, "SCRAM: malformed client-final-message (missing c=)");
-  if (*cbind != (cbind_flag_ == 'y' ? "eSws" : "biws"))   // base64 of "y,," / "n,,"
-    return fail(err, "SCRAM: unexpected channel-binding attribute");
+  if (*cbind != b64_encode(gs2_header_ + (plus_ ? cbind_ : std::string())))
+    return fail(err, plus_ ? "SCRAM: channel binding does not match this TLS connection"
+                           : "SCRAM: unexpected channel-binding attribute");
   auto r = attrs.size() >= 2 ? attr(attrs[1], 'r') : std::nullopt;
   if (!r) return fail(err, "SCRAM: malformed client-final-message (missing r=)");
   if (*r != nonce_) return fail(err, "SCRAM: nonce mismatch");
@@ -350,14 +363,20 @@ bool ScramServer::client_final(std::string_view msg, std::string& server_final, 
 
 // ---- SCRAM client --------------------------------------------------------------
 
-ScramClient::ScramClient(std::string password) : password_(std::move(password)) {}
+ScramClient::ScramClient(std::string password, char flag, std::string cbind)
+    : password_(std::move(password)), flag_(flag), cbind_(std::move(cbind)) {}
+
+// The gs2 header for our flag: "n,,", "y,," or "p=tls-server-end-point,,".
+static std::string gs2_header(char flag) {
+  return flag == 'p' ? "p=" + std::string(kChannelBindingType) + ",," : std::string(1, flag) + ",,";
+}
 
 std::string ScramClient::client_first() {
   nonce_ = random_b64(kNonceBytes);   // empty on RNG failure: server_first() then fails
   client_first_bare_ = "n=,r=" + nonce_;
   auth_message_.clear();
   verified_ = spent_ = false;
-  return "n,," + client_first_bare_;
+  return gs2_header(flag_) + client_first_bare_;
 }
 
 bool ScramClient::server_first(std::string_view msg, std::string& client_final, std::string& err) {
@@ -388,7 +407,8 @@ bool ScramClient::server_first(std::string_view msg, std::string& client_final, 
   if (!salted) return bad("SCRAM: internal crypto error");
   salted_password_ = *salted;
   OPENSSL_cleanse(salted->data(), salted->size());
-  std::string without_proof = "c=biws,r=" + std::string(*r);
+  std::string without_proof =
+      "c=" + b64_encode(gs2_header(flag_) + (flag_ == 'p' ? cbind_ : std::string())) + ",r=" + std::string(*r);
   std::string auth_message = client_first_bare_ + "," + std::string(msg) + "," + without_proof;
   auto client_key = hmac(salted_password_, "Client Key");
   auto stored = client_key ? sha256(view(*client_key)) : std::nullopt;

@@ -51,27 +51,39 @@ ScramSecret dummy_scram_secret(const DummyKey& key, std::string_view user);
 // The same with a process-wide key, made on first use.
 ScramSecret dummy_scram_secret(std::string_view user);
 
-// Server side of SCRAM-SHA-256 (no channel binding). One object per login attempt.
+// tls-server-end-point, the one channel binding type PostgreSQL and pgsidecar use.
+constexpr std::string_view kChannelBindingType = "tls-server-end-point";
+
+// Server side of SCRAM-SHA-256 and SCRAM-SHA-256-PLUS. One object per login attempt.
 class ScramServer {
  public:
-  explicit ScramServer(ScramSecret secret);
-  // client-first-message -> server-first-message. False + err on a malformed message.
-  bool client_first(std::string_view msg, std::string& server_first, std::string& err);
+  // cbind: the connection's tls-server-end-point data when SCRAM-SHA-256-PLUS is
+  // offered (the connection runs TLS); "" when it is not.
+  explicit ScramServer(ScramSecret secret, std::string cbind = {});
+  // client-first-message -> server-first-message; plus: the client chose
+  // SCRAM-SHA-256-PLUS. False + err on a malformed message or a channel binding
+  // flag that does not fit the mechanism (a "y" where PLUS was offered is a downgrade).
+  bool client_first(std::string_view msg, std::string& server_first, std::string& err, bool plus = false);
   // client-final-message -> server-final-message ("v=..."). False + err on bad proof/format.
   bool client_final(std::string_view msg, std::string& server_final, std::string& err);
 
  private:
   ScramSecret secret_;
+  std::string cbind_;
   std::string client_first_bare_, server_first_, nonce_;
-  char cbind_flag_ = 'n';   // gs2 flag the client sent: n or y (never p)
+  std::string gs2_header_;   // "n,,", "y,," or "p=tls-server-end-point,,"
+  bool plus_ = false;        // channel binding in use: c= carries cbind_
   bool done_ = false;       // client_final was attempted: the object is spent
 };
 
-// Client side of SCRAM-SHA-256, used to log in to PostgreSQL with a plain password.
+// Client side of SCRAM-SHA-256(-PLUS), used to log in to PostgreSQL with a plain password.
 class ScramClient {
  public:
-  explicit ScramClient(std::string password);
-  std::string client_first();   // "n,,n=,r=<nonce>"
+  // flag: 'p' binds cbind (SCRAM-SHA-256-PLUS), 'y' says we could bind but the
+  // server offered no PLUS, 'n' that we cannot (no TLS).
+  explicit ScramClient(std::string password, char flag = 'n', std::string cbind = {});
+  std::string client_first();   // "n,,n=,r=<nonce>" (or "y,," / "p=tls-server-end-point,,")
+  bool plus() const { return flag_ == 'p'; }
   // server-first-message -> client-final-message. False + err on a malformed message,
   // a nonce that does not extend ours, a bad salt, or more than kMaxScramIterations.
   bool server_first(std::string_view msg, std::string& client_final, std::string& err);
@@ -83,6 +95,8 @@ class ScramClient {
 
  private:
   std::string password_, nonce_, client_first_bare_, auth_message_;
+  char flag_ = 'n';
+  std::string cbind_;
   std::array<uint8_t, 32> salted_password_{};
   bool verified_ = false;
   bool spent_ = false;   // a step failed or the exchange ended: every later step fails

@@ -60,9 +60,31 @@ void ClientSession::on_read() {
   }
 }
 
+bool ClientSession::tls_offered() const { return proxy_.client_tls() && !unix_socket(); }
+
+void ClientSession::on_tls_ready() {
+  // Direct TLS is told from other protocols by ALPN, as PostgreSQL does.
+  if (direct_tls_ && tls()->alpn() != "postgresql")
+    protocol_violation("direct TLS connection without ALPN protocol \"postgresql\"");
+}
+
+void ClientSession::on_tls_failed(const std::string& reason) {
+  LOG_INFO("client %u: %s", cancel_pid_, reason.c_str());
+  proxy_.tls_handshake_failed();
+  close();
+}
+
 // Startup phase: SSLRequest / GSSENCRequest / CancelRequest / StartupMessage.
 bool ClientSession::handle_startup_packet() {
   if (in_size() < 4) return false;
+  // PostgreSQL 17's direct TLS: a TLS handshake record instead of a startup packet.
+  if (in_data()[0] == 0x16 && !tls()) {
+    std::string_view hello(reinterpret_cast<const char*>(in_data()), in_size());
+    in_consume(in_size());
+    direct_tls_ = true;
+    if (!tls_offered() || !start_tls(proxy_.client_tls(), "", hello)) close();   // no TLS to speak: nothing to say
+    return false;
+  }
   uint32_t len = pg::get_u32(in_data());
   if (len < 8 || len > pg::kMaxStartupLen) {
     protocol_violation("invalid length of startup packet");
@@ -81,10 +103,20 @@ bool ClientSession::handle_startup_packet() {
     case pg::kGssEncRequest: {
       // One of each per connection, as PostgreSQL allows; another is an unknown protocol to it.
       uint8_t bit = sp.code == pg::kSslRequest ? 1 : 2;
-      if (encryption_asked_ & bit) break;
+      if ((encryption_asked_ & bit) || tls()) break;
       encryption_asked_ |= bit;
-      send("N");   // no TLS/GSS yet: the client goes on in plain text or gives up
-      return true;
+      if (bit == 2 || !tls_offered()) {
+        send("N");   // the client goes on in plain text or gives up
+        return true;
+      }
+      // Bytes sent before our answer were never encrypted: a man in the middle (CVE-2021-23214).
+      if (in_size() > 0) {
+        protocol_violation("received unencrypted data after SSL request");
+        return false;
+      }
+      send("S");
+      if (!start_tls(proxy_.client_tls(), "")) close();
+      return false;
     }
     case pg::kCancelRequest:
       // Closed once the server has processed the cancel (or now, if there is nothing to cancel).
@@ -129,6 +161,10 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
     }
   }
   if (user_.empty()) return fatal("28000", "no PostgreSQL user name specified in startup packet");
+  const tls::ContextPtr& tls_ctx = proxy_.client_tls();
+  if (!tls() && !unix_socket() && tls_ctx && tls_ctx->mode >= conf::SslMode::Require)
+    return fatal("28000", "pgsidecar accepts only TLS connections (client_tls_sslmode " +
+                              std::string(conf::to_string(tls_ctx->mode)) + "): connect with sslmode=require or stricter");
   if (database_.empty()) database_ = user_;
   if (proxy_.shutting_down()) return fatal("57P03", "the database system is shutting down");
   if (proxy_.client_count() > proxy_.config().max_client_conn)
@@ -159,13 +195,30 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
   }
 
   if (proxy_.config().auth_type == conf::AuthType::Trust) return auth_ok();
+  if (proxy_.config().auth_type == conf::AuthType::Cert) {
+    // The client certificate verified against client_tls_ca_file; its CN is the user.
+    if (tls() && tls()->peer_common_name() == user_) return auth_ok();
+    LOG_INFO("client %u: certificate authentication failed for user \"%s\"", cancel_pid_, user_.c_str());
+    return fatal("28000", "certificate authentication failed for user \"" + user_ +
+                              "\": the client certificate's common name must be the user name");
+  }
   const auth::ScramSecret* secret = proxy_.scram_secret(user_);
   // An unknown user runs the same exchange against a dummy secret of its own (a
   // salt per name, as a real user has) and fails at the end.
-  scram_ = std::make_unique<auth::ScramServer>(secret ? *secret : auth::dummy_scram_secret(user_));
+  // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to this connection (client_channel_binding).
+  conf::ChannelBinding binding = proxy_.config().client_channel_binding;
+  std::string cbind = tls() && binding != conf::ChannelBinding::Disable ? tls()->server_end_point() : "";
+  if (binding == conf::ChannelBinding::Require && cbind.empty())
+    return fatal("28000", "pgsidecar requires SCRAM channel binding (client_channel_binding require): connect with "
+                          "TLS and channel_binding=require");
+  scram_ = std::make_unique<auth::ScramServer>(secret ? *secret : auth::dummy_scram_secret(user_), cbind);
   state_ = State::Auth;
   std::string out;
-  pg::write_auth(out, pg::kAuthSasl, std::string_view("SCRAM-SHA-256\0\0", 15));
+  using namespace std::string_view_literals;
+  pg::write_auth(out, pg::kAuthSasl,
+                 cbind.empty()                                  ? "SCRAM-SHA-256\0\0"sv
+                 : binding == conf::ChannelBinding::Require ? "SCRAM-SHA-256-PLUS\0\0"sv
+                                                                : "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"sv);
   send(out);
 }
 
@@ -177,11 +230,14 @@ bool ClientSession::handle_password_message(char, const uint8_t* body, size_t le
     std::string_view mech = r.cstr();
     uint32_t n = r.u32();
     std::string_view data = r.bytes(n == 0xffffffff ? 0 : n);
-    if (!r.ok() || mech != "SCRAM-SHA-256") {
-      protocol_violation("expected SASLInitialResponse with mechanism SCRAM-SHA-256");
+    bool plus = mech == "SCRAM-SHA-256-PLUS";
+    bool offered = plus ? tls() && proxy_.config().client_channel_binding != conf::ChannelBinding::Disable
+                        : mech == "SCRAM-SHA-256" && proxy_.config().client_channel_binding != conf::ChannelBinding::Require;
+    if (!r.ok() || !offered) {
+      protocol_violation("expected SASLInitialResponse with a mechanism pgsidecar offered");
       return false;
     }
-    if (!scram_->client_first(data, reply, err)) {
+    if (!scram_->client_first(data, reply, err, plus)) {
       protocol_violation("malformed SCRAM client-first-message: " + err);
       return false;
     }

@@ -98,6 +98,9 @@ class ClientSession final : public Conn, public pool::Waiter {
   void on_read_end(int status) override;
   void on_drained() override;
   void on_closed() override;
+  void on_tls_ready() override;
+  void on_tls_failed(const std::string& reason) override;
+  bool tls_offered() const;   // an SSLRequest is answered 'S'
 
   bool handle_startup_packet();
   void handle_startup_params(const pg::StartupPacket& sp);
@@ -167,6 +170,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   pool::Time started_;
   pool::Time last_active_{};               // last read from the client or ReadyForQuery to it (timeouts)
   uint8_t encryption_asked_ = 0;           // SSLRequest (1) / GSSENCRequest (2) answered already
+  bool direct_tls_ = false;                // the client began with a TLS handshake (no SSLRequest)
   State state_ = State::Startup;
   PoolEntry* pool_entry_ = nullptr;
   ServerConn* server_ = nullptr;

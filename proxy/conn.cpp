@@ -13,6 +13,9 @@ namespace {
 // the next read can start, so one buffer serves all (the loop is single-threaded).
 constexpr size_t kScratchLen = 64 * 1024;
 uint8_t g_scratch[kScratchLen];
+// TLS: ciphertext is read into g_scratch and decrypted here (or after unread bytes in own_).
+constexpr size_t kPlainLen = 64 * 1024, kMinRoom = 16 * 1024 + 256;   // room for a whole TLS record
+uint8_t g_plain[kPlainLen];
 }  // namespace
 
 Conn::Conn(uv_loop_t* loop) : loop_(loop) { h_.handle.data = this; }
@@ -132,6 +135,10 @@ void Conn::read_stop() {
 
 void Conn::alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<Conn*>(h->data);
+  if (c->tls_) {   // ciphertext: consumed by tls_input() before the next read
+    *buf = uv_buf_init(reinterpret_cast<char*>(g_scratch), kScratchLen);
+    return;
+  }
   if (c->rpos_ >= c->own_len_) {
     c->rpos_ = c->own_len_ = c->view_len_ = 0;
     *buf = uv_buf_init(reinterpret_cast<char*>(g_scratch), kScratchLen);
@@ -159,6 +166,10 @@ void Conn::read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     c->on_read_end(int(nread));
     return;
   }
+  if (c->tls_) {
+    c->tls_input(reinterpret_cast<const uint8_t*>(buf->base), size_t(nread));
+    return;
+  }
   if (reinterpret_cast<uint8_t*>(buf->base) == g_scratch) {
     c->view_ = g_scratch;
     c->view_len_ = size_t(nread);
@@ -176,7 +187,7 @@ void Conn::read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 // connection's own buffer. Invariant outside read_cb: view_ is own_, unread bytes
 // are own_[rpos_, own_len_), and in_consume() may advance rpos_ at any time.
 void Conn::keep_unread() {
-  if (view_ == g_scratch) {
+  if (view_ == g_scratch || view_ == g_plain) {
     size_t left = view_len_ - rpos_;
     if (left) {
       if (own_.size() < left) own_.resize(std::max<size_t>(left, 4096));
@@ -200,6 +211,10 @@ bool Conn::send(std::string_view bytes) {
 
 bool Conn::send(const uv_buf_t* bufs, unsigned n) {
   if (closing_ || !initialized_) return false;
+  return tls_ ? tls_send(bufs, n) : raw_send(bufs, n);
+}
+
+bool Conn::raw_send(const uv_buf_t* bufs, unsigned n) {
   size_t skip = 0;
   if (queued() == 0) {
     int rc = uv_try_write(&h_.stream, bufs, n);
@@ -218,6 +233,109 @@ bool Conn::send(const uv_buf_t* bufs, unsigned n) {
   if (!out_pending_.empty() && out_inflight_.empty()) start_write();
   if (over_high_water()) high_ = true;
   return true;
+}
+
+bool Conn::start_tls(const tls::ContextPtr& ctx, const std::string& host, std::string_view early) {
+  auto stream = std::make_unique<tls::Stream>(ctx, host);
+  if (!stream->ok()) return false;
+  tls_ = std::move(stream);
+  std::string copy(early);   // early may lie in the buffers plaintext is about to be written to
+  tls_input(reinterpret_cast<const uint8_t*>(copy.data()), copy.size());   // toward a server: the ClientHello
+  return true;
+}
+
+// Small pieces are gathered so that a batch of messages makes one TLS record.
+bool Conn::tls_send(const uv_buf_t* bufs, unsigned n) {
+  if (!tls_->handshake_done()) return false;
+  uint8_t gather[16 * 1024];
+  size_t used = 0;
+  bool ok = true;
+  for (unsigned i = 0; i < n && ok; i++) {
+    const auto* p = reinterpret_cast<const uint8_t*>(bufs[i].base);
+    size_t len = bufs[i].len;
+    if (used + len > sizeof gather && used > 0) {
+      ok = tls_->write(gather, used);
+      used = 0;
+    }
+    if (len >= sizeof gather) {
+      ok = ok && tls_->write(p, len);
+    } else {
+      std::memcpy(gather + used, p, len);
+      used += len;
+    }
+  }
+  if (ok && used > 0) ok = tls_->write(gather, used);
+  if (!ok) {
+    tls::Stream::output().clear();
+    close();
+    return false;
+  }
+  return flush_tls();
+}
+
+// Sends the ciphertext the last TLS call produced.
+bool Conn::flush_tls() {
+  std::string& out = tls::Stream::output();
+  if (out.empty()) return true;
+  uv_buf_t b = uv_buf_init(out.data(), unsigned(out.size()));
+  bool ok = closing_ ? false : raw_send(&b, 1);
+  out.clear();
+  if (out.capacity() > 1024 * 1024) std::string().swap(out);
+  return ok;
+}
+
+// Ciphertext read from the socket: the handshake, then every whole record is
+// decrypted, after the unread bytes in own_ or into g_plain when there are none,
+// and handed to on_read() as one read would be.
+void Conn::tls_input(const uint8_t* p, size_t n) {
+  tls_->input(p, n);
+  if (!tls_->handshake_done()) {
+    tls::Stream::Step step = tls_->handshake();
+    flush_tls();
+    if (closing_ || step == tls::Stream::Step::More) return;
+    if (step == tls::Stream::Step::Failed) {
+      read_stop();
+      on_tls_failed(tls_->error());
+      return;
+    }
+    on_tls_ready();
+    if (closing_) return;
+  }
+  bool in_own = rpos_ < own_len_;
+  size_t len = 0;
+  if (in_own) {
+    std::memmove(own_.data(), own_.data() + rpos_, own_len_ - rpos_);
+    len = own_len_ - rpos_;
+  }
+  rpos_ = own_len_ = 0;
+  long got = 0;
+  for (;;) {   // bounded: the input is finite and every round consumes some or ends
+    uint8_t* dst = g_plain;
+    size_t cap = kPlainLen;
+    if (!in_own && cap - len < kMinRoom) {
+      if (own_.size() < len + 2 * kMinRoom) own_.resize(len + 2 * kMinRoom);
+      std::memcpy(own_.data(), g_plain, len);
+      in_own = true;
+    }
+    if (in_own) {
+      if (own_.size() - len < kMinRoom) own_.resize(std::max(len + 2 * kMinRoom, own_.size() * 2));
+      dst = own_.data();
+      cap = own_.size();
+    }
+    got = tls_->read(dst + len, cap - len);
+    if (got <= 0) break;
+    len += size_t(got);
+  }
+  flush_tls();
+  if (in_own) own_len_ = len;
+  view_ = in_own ? own_.data() : g_plain;
+  view_len_ = len;
+  if (len > 0 && !closing_) on_read();
+  keep_unread();
+  if (got < 0 && !closing_) {
+    read_stop();
+    on_read_end(UV_EOF);
+  }
 }
 
 void Conn::start_write() {

@@ -8,10 +8,13 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "proxy/tls.h"
 
 namespace proxy {
 
@@ -28,6 +31,7 @@ class Conn {
   // or a unix socket directory (starts with '/'). Ends in on_connected(status).
   void connect(const std::string& host, int port);
   uv_stream_t* stream() { return &h_.stream; }
+  bool unix_socket() const { return initialized_ && h_.handle.type == UV_NAMED_PIPE; }
   // TCP keepalive (tcp_keepalive, tcp_keepidle/keepintvl/keepcnt); a no-op on unix sockets.
   void set_keepalive(bool on, int idle_s, int interval_s, int count);
   uv_loop_t* loop() const { return loop_; }
@@ -41,6 +45,13 @@ class Conn {
   bool send(std::string_view bytes);
   size_t queued() const { return out_pending_.size() + out_inflight_.size(); }
   bool over_high_water() const { return queued() > kHighWater; }
+
+  // From now on the connection runs TLS (after an SSLRequest answered 'S', or
+  // direct TLS): `early` is ciphertext already received and consumed from the
+  // input. Toward a server, host is its name (SNI, verify-full). Ends in
+  // on_tls_ready() or on_tls_failed(); false if the TLS state cannot be made.
+  bool start_tls(const tls::ContextPtr& ctx, const std::string& host, std::string_view early = {});
+  const tls::Stream* tls() const { return tls_.get(); }
 
   void close();               // idempotent; on_closed() then delete this, asynchronously
   void close_after_flush();   // close once everything queued has been written
@@ -64,6 +75,8 @@ class Conn {
   virtual void on_drained() {}                // write queue fell below kLowWater after being above kHighWater
   virtual void on_closed() {}                 // handle is closed; `this` is deleted right after
   virtual void on_connected(int) {}           // result of connect(): 0 or a libuv error
+  virtual void on_tls_ready() {}              // handshake done: plaintext flows from now on
+  virtual void on_tls_failed(const std::string&) {}   // handshake failed (reading has stopped)
 
  private:
   static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -76,6 +89,10 @@ class Conn {
   std::pair<std::string, int> address(bool peer) const;
   void start_write();
   void keep_unread();
+  bool raw_send(const uv_buf_t* bufs, unsigned n);
+  bool tls_send(const uv_buf_t* bufs, unsigned n);
+  bool flush_tls();
+  void tls_input(const uint8_t* p, size_t n);
 
   uv_loop_t* loop_;
   union {
@@ -92,6 +109,7 @@ class Conn {
   const uint8_t* view_ = nullptr;
   size_t view_len_ = 0, rpos_ = 0;
   std::string out_pending_, out_inflight_;
+  std::unique_ptr<tls::Stream> tls_;   // null: plain
   bool reading_ = false, closing_ = false, close_when_flushed_ = false, high_ = false, initialized_ = false, resolving_ = false;
 };
 

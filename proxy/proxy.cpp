@@ -82,6 +82,7 @@ const auth::ScramSecret* Proxy::scram_secret(const std::string& user) const {
 }
 
 bool Proxy::start(std::string& err) {
+  if (!tls::build(cfg_, tls_, err)) return false;
   // Metrics first: if they cannot listen, no client is accepted by a daemon about to exit.
   if (!cfg_.metrics.listen.empty() && !metrics_endpoint_.start(cfg_.metrics.listen, err)) return false;
   if (!cfg_.listen_addr.empty()) {
@@ -239,8 +240,9 @@ pool::Settings Proxy::settings_for(const conf::Database& db) const {
 }
 
 static ServerTarget target_for(const conf::Database& db, const std::string& database, const std::string& user,
-                               const Userlist& users) {
+                               const Userlist& users, const tls::Contexts& contexts) {
   ServerTarget t;
+  t.tls = contexts.for_database(db.name);
   t.host = db.host;
   t.port = db.port;
   t.dbname = db.dbname.empty() ? database : db.dbname;
@@ -258,7 +260,7 @@ std::string Proxy::control_conninfo(const std::string& database, const std::stri
                                     const std::string& purpose) const {
   const conf::Database* db = conf::find_database(cfg_, database);
   if (!db) return "";
-  ServerTarget t = target_for(*db, database, user, users_);
+  ServerTarget t = target_for(*db, database, user, users_, tls_);
   auto quoted = [](const std::string& v) {
     std::string q = "'";
     for (char c : v) q += (c == '\\' || c == '\'') ? std::string("\\") + c : std::string(1, c);
@@ -267,6 +269,13 @@ std::string Proxy::control_conninfo(const std::string& database, const std::stri
   std::string s = "host=" + quoted(t.host) + " port=" + std::to_string(t.port) + " dbname=" + quoted(t.dbname) +
                   " application_name='pgsidecar " + purpose + "' options='-c client_min_messages=warning'";
   if (!t.user.empty()) s += " user=" + quoted(t.user);
+  // TLS as the pools use it (libpq's sslmode names are the same); unix sockets never use TLS.
+  conf::Tls tls = conf::server_tls_for(cfg_, *db);
+  if (t.host.empty() || t.host[0] != '/') {
+    s += " sslmode=" + std::string(conf::to_string(tls.sslmode));
+    if (!tls.ca_file.empty()) s += " sslrootcert=" + quoted(tls.ca_file);
+    if (!tls.cert_file.empty()) s += " sslcert=" + quoted(tls.cert_file) + " sslkey=" + quoted(tls.key_file);
+  }
   if (!t.password.empty()) s += " password=" + quoted(t.password);
   return s;
 }
@@ -287,7 +296,7 @@ PoolEntry* Proxy::pool_for(const std::string& database, const std::string& user)
   auto it = pools_.find(key);
   if (it != pools_.end()) return it->second.get();
   auto entry = std::make_unique<PoolEntry>();
-  entry->target = std::make_unique<ServerTarget>(target_for(*db, database, user, users_));
+  entry->target = std::make_unique<ServerTarget>(target_for(*db, database, user, users_, tls_));
   pool::Settings settings = settings_for(*db);
   entry->mode = settings.mode;
   set_pinning(*entry, *db);
@@ -493,7 +502,10 @@ void Proxy::prune_pools() {
   }
 }
 
-void Proxy::reload(conf::Config cfg, Userlist users) {
+bool Proxy::reload(conf::Config cfg, Userlist users, std::string& err) {
+  tls::Contexts contexts;
+  if (!tls::build(cfg, contexts, err)) return false;
+  tls_ = std::move(contexts);
   if (cfg.listen_addr != cfg_.listen_addr || cfg.listen_port != cfg_.listen_port ||
       cfg.unix_socket_dir != cfg_.unix_socket_dir)
     LOG_WARN("reload: listen_addr/listen_port/unix_socket_dir changes take effect only after a restart");
@@ -512,7 +524,7 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
     const std::string& database = e->pool->database();
     const conf::Database* db = conf::find_database(cfg_, database);
     if (!db) continue;   // removed: existing clients finish, new ones are refused
-    ServerTarget target = target_for(*db, database, e->pool->user(), users_);
+    ServerTarget target = target_for(*db, database, e->pool->user(), users_, tls_);
     if (!target.same_database(*e->target) || target.user != e->target->user)
       e->pool->close_idle("its database entry now points at another server");   // linked ones go when released
     *e->target = std::move(target);
@@ -529,6 +541,7 @@ void Proxy::reload(conf::Config cfg, Userlist users) {
     e->pool->set_settings(s);
   }
   LOG_INFO("configuration reloaded");
+  return true;
 }
 
 void Proxy::shutdown(bool fast, std::function<void()> done) {

@@ -21,6 +21,7 @@
 #include "pool/pool.h"
 #include "pool/statements.h"
 #include "proxy/auth.h"
+#include "proxy/tls.h"
 
 namespace proxy {
 
@@ -60,8 +61,10 @@ class Proxy {
 
   // Binds the listeners and starts the janitor. False + err if a listener fails.
   bool start(std::string& err);
-  // SIGHUP: new pool sizes, timeouts, databases and users; listeners stay.
-  void reload(conf::Config cfg, Userlist users);
+  // SIGHUP: new pool sizes, timeouts, databases, users and TLS certificates (new
+  // connections use them); listeners stay. False + err, and nothing changes, if a
+  // TLS file cannot be used.
+  bool reload(conf::Config cfg, Userlist users, std::string& err);
   // Stops accepting. Graceful: clients leave as their transactions end, or at
   // shutdown_timeout. Fast: everyone now. done runs once nothing is left.
   void shutdown(bool fast, std::function<void()> done);
@@ -70,6 +73,9 @@ class Proxy {
   uv_loop_t* loop() const { return loop_; }
   const conf::Config& config() const { return cfg_; }
   const Userlist& users() const { return users_; }
+  // TLS toward clients; null when client_tls_sslmode is disable.
+  const tls::ContextPtr& client_tls() const { return tls_.clients; }
+  void tls_handshake_failed() { tls_handshake_failures_++; }
   const auth::ScramSecret* scram_secret(const std::string& user) const;
   bool shutting_down() const { return shutting_down_; }
   int client_count() const { return int(clients_.size()); }
@@ -156,6 +162,7 @@ class Proxy {
   uv_loop_t* loop_;
   conf::Config cfg_;
   Userlist users_;
+  tls::Contexts tls_;
   pool::StatementRegistry statements_;
   cache::SchemaVersion schema_;
   cache::StatementCache sql_;
@@ -172,6 +179,7 @@ class Proxy {
   std::unique_ptr<cache::ResultCache> result_cache_;
   unsigned janitor_ticks_ = 0;
   uint64_t reloads_ = 0;
+  uint64_t tls_handshake_failures_ = 0;
   pool::Time started_ = pool::Clock::now();
   std::function<void()> reload_hook_, shutdown_hook_;
   std::function<void(metrics::LockdSnapshot&)> lockd_metrics_;

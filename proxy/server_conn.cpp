@@ -59,9 +59,63 @@ void ServerConn::on_connected(int status) {
                 {}});
     return;
   }
-  state_ = State::Login;
   proxy_.keepalive(*this);
   read_start();
+  if (target_.wants_tls()) {
+    state_ = State::TlsRequest;
+    std::string out;
+    pg::Writer(out, 0).u32(pg::kSslRequest).finish();
+    send(out);
+    return;
+  }
+  send_startup();
+}
+
+void ServerConn::tls_answer() {
+  const tls::Context& ctx = *target_.tls;
+  char answer = char(in_data()[0]);
+  in_consume(1);
+  std::string server = target_.host + ":" + std::to_string(target_.port);
+  if (answer == 'S') {
+    // Anything after 'S' came unencrypted, before the handshake: a man in the middle (CVE-2021-23222).
+    if (in_size() > 0) {
+      fail_login({"FATAL", "08P01", "server " + server + " sent unencrypted data after accepting TLS", {}});
+      return;
+    }
+    state_ = State::TlsHandshake;
+    if (!start_tls(target_.tls, target_.host))
+      fail_login({"FATAL", "08006", "could not set up TLS toward server " + server, {}});
+    return;
+  }
+  if (answer == 'N' && ctx.mode < conf::SslMode::Require) return send_startup();
+  if (answer == 'N') {
+    fail_login({"FATAL", "08001",
+                "server " + server + " does not support TLS, and server_tls_sslmode is " +
+                    std::string(conf::to_string(ctx.mode)),
+                {}});
+    return;
+  }
+  fail_login({"FATAL", "08P01", "server " + server + " answered the TLS request with neither S nor N", {}});
+}
+
+void ServerConn::on_tls_ready() { send_startup(); }
+
+void ServerConn::on_tls_failed(const std::string& reason) {
+  const tls::Context& ctx = *target_.tls;
+  std::string hint;
+  if (reason.find("hostname mismatch") != std::string::npos || reason.find("IP address mismatch") != std::string::npos)
+    hint = " (server_tls_sslmode verify-full: the certificate does not name \"" + target_.host +
+           "\"; connect by a name it lists, or use verify-ca)";
+  else if (reason.find("certificate verify failed") != std::string::npos)
+    hint = " (server_tls_sslmode " + std::string(conf::to_string(ctx.mode)) + ": no trusted CA in " +
+           (ctx.ca_file.empty() ? std::string("the system's CA store; set server_tls_ca_file") : "server_tls_ca_file " + ctx.ca_file) +
+           " signed the server's certificate)";
+  fail_login({"FATAL", "08006",
+              "TLS with server " + target_.host + ":" + std::to_string(target_.port) + " failed: " + reason + hint, {}});
+}
+
+void ServerConn::send_startup() {
+  state_ = State::Login;
   std::vector<std::pair<std::string, std::string>> params = {{"user", target_.user}, {"database", target_.dbname}};
   params.insert(params.end(), startup_params_.begin(), startup_params_.end());
   std::string out;
@@ -70,7 +124,7 @@ void ServerConn::on_connected(int status) {
 }
 
 void ServerConn::fail_login(pg::ErrorInfo e) {
-  if (state_ != State::Connecting && state_ != State::Login && state_ != State::Resolving) return;
+  if (!logging_in()) return;
   LOG_WARN("server login failed for %s@%s:%d/%s: %s %s", target_.user.c_str(), target_.host.c_str(), target_.port,
            target_.dbname.c_str(), e.code.c_str(), e.message.c_str());
   state_ = State::Idle;   // no longer logging in; the pool retires us
@@ -80,6 +134,9 @@ void ServerConn::fail_login(pg::ErrorInfo e) {
 
 void ServerConn::on_read() {
   switch (state_) {
+    case State::TlsRequest:
+      if (in_size() > 0) tls_answer();
+      break;
     case State::Login: {
       while (state_ == State::Login) {
         const uint8_t* p = in_data();
@@ -157,8 +214,17 @@ bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
                 {}});
     return false;
   };
+  conf::ChannelBinding binding = proxy_.config().server_channel_binding;
+  if (binding == conf::ChannelBinding::Require && (code == pg::kAuthCleartext || code == pg::kAuthMd5)) {
+    fail_login({"FATAL", "08P01", "server asked for a password without SCRAM channel binding, and server_channel_binding is require", {}});
+    return false;
+  }
   switch (code) {
     case pg::kAuthOk:
+      if (binding == conf::ChannelBinding::Require && !(scram_ && scram_->plus())) {
+        fail_login({"FATAL", "08P01", "server logged pgsidecar in without SCRAM channel binding, and server_channel_binding is require", {}});
+        return false;
+      }
       if (scram_ && !scram_->verified()) {
         fail_login({"FATAL", "08P01", "server sent AuthenticationOk before its SCRAM signature was verified", {}});
         return false;
@@ -179,17 +245,30 @@ bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
     }
     case pg::kAuthSasl: {
       if (!allowed(conf::kServerAuthScram, "SCRAM-SHA-256")) return false;
-      bool has_scram = false;
-      for (std::string_view mech = r.cstr(); r.ok() && !mech.empty(); mech = r.cstr())
+      bool has_scram = false, has_plus = false;
+      for (std::string_view mech = r.cstr(); r.ok() && !mech.empty(); mech = r.cstr()) {
         has_scram |= mech == "SCRAM-SHA-256";
-      if (!has_scram) {
+        has_plus |= mech == "SCRAM-SHA-256-PLUS";
+      }
+      // Channel binding (server_channel_binding) over TLS: PLUS when offered; "y" when
+      // we could bind but the server did not offer it, so a server that did can tell a downgrade.
+      std::string cbind = tls() && binding != conf::ChannelBinding::Disable ? tls()->server_end_point() : "";
+      char flag = cbind.empty() ? 'n' : has_plus ? 'p' : 'y';
+      if (binding == conf::ChannelBinding::Require && flag != 'p') {
+        fail_login({"FATAL", "08P01",
+                    "server offers no SCRAM-SHA-256-PLUS" + std::string(tls() ? "" : " (the connection does not use TLS)") +
+                        ", and server_channel_binding is require",
+                    {}});
+        return false;
+      }
+      if (!(flag == 'p' ? has_plus : has_scram)) {
         fail_login({"FATAL", "08P01", "server offers no SASL mechanism pgsidecar supports (SCRAM-SHA-256)", {}});
         return false;
       }
       if (!need_password()) return false;
-      scram_ = std::make_unique<auth::ScramClient>(target_.password);
+      scram_ = std::make_unique<auth::ScramClient>(target_.password, flag, cbind);
       std::string first = scram_->client_first();
-      pg::Writer(out, 'p').cstr("SCRAM-SHA-256").u32(uint32_t(first.size())).bytes(first).finish();
+      pg::Writer(out, 'p').cstr(flag == 'p' ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256").u32(uint32_t(first.size())).bytes(first).finish();
       break;
     }
     case pg::kAuthSaslContinue: {
@@ -702,7 +781,7 @@ void ServerConn::close_member(std::string_view reason) {
 }
 
 void ServerConn::on_read_end(int status) {
-  if (state_ == State::Connecting || state_ == State::Login) {
+  if (logging_in()) {
     fail_login({"FATAL", "08006", std::string("server closed the connection during login: ") + uv_strerror(status), {}});
     return;
   }

@@ -31,6 +31,9 @@ struct ServerTarget {
   std::string host;   // hostname/IP, or a unix socket directory (starts with '/')
   int port = 5432;
   std::string dbname, user, password;
+  tls::ContextPtr tls;   // null: plain (server_tls_sslmode disable)
+  // TLS is asked for: server_tls_sslmode prefer or stricter, over TCP.
+  bool wants_tls() const { return tls && tls->mode >= conf::SslMode::Prefer && !host.empty() && host[0] != '/'; }
   // The same server and database (the login aside).
   bool same_database(const ServerTarget& o) const { return host == o.host && port == o.port && dbname == o.dbname; }
 };
@@ -185,7 +188,7 @@ class ServerConn final : public Conn, public pool::Member {
   void tick(pool::Time now) override;
 
  private:
-  enum class State { Resolving, Connecting, Login, Idle, Linked, Internal };
+  enum class State { Resolving, Connecting, TlsRequest, TlsHandshake, Login, Idle, Linked, Internal };
 
   void on_read() override;
   void on_read_end(int status) override;
@@ -193,6 +196,11 @@ class ServerConn final : public Conn, public pool::Member {
   void on_closed() override;
 
   void on_connected(int status) override;
+  void on_tls_ready() override;
+  void on_tls_failed(const std::string& reason) override;
+  void tls_answer();   // the server's answer to SSLRequest
+  void send_startup();
+  bool logging_in() const { return state_ < State::Idle; }
   void settle_pending_settings();
   void settle_replies();
   void observe_durations();

@@ -162,7 +162,7 @@ TEST(Scram, ParseSecretRejectsOtherFormats) {
 TEST(Scram, ServerRejectsMalformedClientFirst) {
   struct Case { const char* msg; const char* err; };
   for (const Case& c : std::initializer_list<Case>{
-           {"p=tls-server-end-point,,n=,r=abc", "channel binding is not supported"},
+           {"p=tls-server-end-point,,n=,r=abc", "selected SCRAM-SHA-256 but asked for channel binding"},
            {"n,,n=", "missing r="},
            {"n,,n=,x=abc", "missing r="},
            {"n,,n=,r=", "invalid client nonce"},
@@ -178,6 +178,48 @@ TEST(Scram, ServerRejectsMalformedClientFirst) {
     EXPECT_FALSE(server.client_first(c.msg, out, err)) << c.msg;
     EXPECT_NE(err.find(c.err), std::string::npos) << c.msg << " -> " << err;
   }
+}
+
+// ---- SCRAM-SHA-256-PLUS (tls-server-end-point) ------------------------------------
+
+// A full exchange with channel binding data on each side; "" if both accept, else the error.
+std::string bound_exchange(const std::string& server_cb, char flag, const std::string& client_cb, bool plus) {
+  auth::ScramServer server(auth::make_scram_secret("pw", 4096), server_cb);
+  auth::ScramClient client("pw", flag, client_cb);
+  std::string server_first, client_final, server_final, err;
+  if (!server.client_first(client.client_first(), server_first, err, plus)) return err;
+  if (!client.server_first(server_first, client_final, err)) return err;
+  if (!server.client_final(client_final, server_final, err)) return err;
+  if (!client.server_final(server_final, err)) return err;
+  return "";
+}
+
+TEST(Scram, ChannelBindingMatchingTlsConnection) {
+  std::string cb(32, '\x5a');
+  EXPECT_EQ(bound_exchange(cb, 'p', cb, true), "");
+  auth::ScramClient client("pw", 'p', cb);
+  EXPECT_EQ(client.client_first().substr(0, 24), "p=tls-server-end-point,,");
+  EXPECT_TRUE(client.plus());
+}
+
+TEST(Scram, ChannelBindingOfAnotherConnectionFails) {
+  // A man in the middle terminates TLS itself: the client binds to its certificate, not ours.
+  EXPECT_NE(bound_exchange(std::string(32, 'a'), 'p', std::string(32, 'b'), true).find("channel binding does not match"),
+            std::string::npos);
+}
+
+TEST(Scram, ChannelBindingFlagsMustFitTheMechanism) {
+  std::string cb(32, 'c');
+  // y: the client could bind but believes we offered no PLUS: a downgrade when we did.
+  EXPECT_NE(bound_exchange(cb, 'y', "", false).find("negotiation error"), std::string::npos);
+  EXPECT_EQ(bound_exchange("", 'y', "", false), "");   // no TLS here: y is fine
+  EXPECT_EQ(bound_exchange(cb, 'n', "", false), "");   // plain SCRAM-SHA-256 is still offered beside PLUS
+  EXPECT_NE(bound_exchange(cb, 'n', "", true).find("PLUS without channel binding"), std::string::npos);
+  EXPECT_NE(bound_exchange("", 'p', cb, true).find("was not offered"), std::string::npos);
+  auth::ScramServer server(auth::make_scram_secret("pw", 4096), cb);
+  std::string out, err;
+  EXPECT_FALSE(server.client_first("p=tls-unique,,n=,r=abc", out, err, true));
+  EXPECT_NE(err.find("unsupported channel binding type"), std::string::npos) << err;
 }
 
 TEST(Scram, ServerAcceptsClientFirstAndExtendsNonce) {

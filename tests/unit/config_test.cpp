@@ -208,7 +208,7 @@ TEST(Config, BadEnumHasLine) {
             "test.yaml:2: pool_mode must be session or transaction, got 'sesion'");
   EXPECT_EQ(load_err("databases:\n  app:\n    host: x\n\n    pool_mode: sesion\n"),
             "test.yaml:5: pool_mode must be session or transaction, got 'sesion'");
-  EXPECT_EQ(load_err("auth_type: md5\n"), "test.yaml:1: auth_type must be trust or scram-sha-256, got 'md5'");
+  EXPECT_EQ(load_err("auth_type: md5\n"), "test.yaml:1: auth_type must be trust, scram-sha-256 or cert, got 'md5'");
   EXPECT_EQ(load_err("log_level: verbose\n"),
             "test.yaml:1: log_level must be debug, info, warn or error, got 'verbose'");
   EXPECT_EQ(load_err("server_reset_query_always: yes\n"),
@@ -615,4 +615,32 @@ TEST(Config, StrayCommaIsAnErrorNotAHang) {
   EXPECT_EQ(load_err("listen_port: 1\n---\n,\n"), "test.yaml:3: only one YAML document is allowed");
   EXPECT_EQ(load_err("listen_port: 1\n...\n---\nlog_level: info\n"), "test.yaml:4: only one YAML document is allowed");
   EXPECT_EQ(load_ok("---\nlisten_port: 7\n...\n").listen_port, 7);
+}
+
+TEST(Config, TlsSettings) {
+  conf::Config d;
+  EXPECT_EQ(d.client_tls.sslmode, conf::SslMode::Disable);
+  EXPECT_EQ(d.server_tls.sslmode, conf::SslMode::Prefer);
+  EXPECT_EQ(d.server_tls.protocols, conf::kTls12 | conf::kTls13);
+  EXPECT_EQ(d.server_channel_binding, conf::ChannelBinding::Prefer);
+  conf::Config c = load_ok(
+      "client_tls_sslmode: require\nclient_tls_key_file: /k\nclient_tls_cert_file: /c\n"
+      "client_tls_protocols: tlsv1.3\nserver_tls_sslmode: verify-full\nserver_tls_ca_file: /ca\n"
+      "databases:\n  app: {host: x, server_tls_sslmode: disable}\n  b: {host: y, server_tls_ca_file: /other}\n");
+  EXPECT_EQ(c.client_tls.sslmode, conf::SslMode::Require);
+  EXPECT_EQ(c.client_tls.protocols, conf::kTls13);
+  EXPECT_EQ(conf::server_tls_for(c, c.databases[0]).sslmode, conf::SslMode::Disable);
+  EXPECT_EQ(conf::server_tls_for(c, c.databases[1]).sslmode, conf::SslMode::VerifyFull);
+  EXPECT_EQ(conf::server_tls_for(c, c.databases[1]).ca_file, "/other");
+  EXPECT_EQ(c.where("server_tls_ca_file"), "test.yaml:6: ");
+  EXPECT_EQ(c.where(conf::server_tls_key(c.databases[1], "server_tls_ca_file")), "test.yaml:9: ");
+  EXPECT_EQ(load_err("client_tls_sslmode: require\n"),
+            "test.yaml:1: client_tls_sslmode require requires client_tls_key_file and client_tls_cert_file");
+  EXPECT_EQ(load_err("client_tls_sslmode: verify-ca\nclient_tls_key_file: /k\nclient_tls_cert_file: /c\n"),
+            "test.yaml:1: client_tls_sslmode verify-ca requires client_tls_ca_file (the CA of client certificates)");
+  EXPECT_EQ(load_err("\nauth_type: cert\n"),
+            "test.yaml:2: auth_type cert requires client_tls_sslmode verify-ca or verify-full");
+  EXPECT_EQ(load_err("server_tls_sslmode: sure\n").rfind("test.yaml:1: server_tls_sslmode must be disable, allow", 0), 0u);
+  EXPECT_EQ(load_err("server_tls_protocols: [tlsv1.1]\n").rfind("test.yaml:1: server_tls_protocols has an unknown", 0), 0u);
+  EXPECT_EQ(load_err("server_tls_key_file: /k\n"), "test.yaml:1: server_tls_key_file and server_tls_cert_file go together");
 }
