@@ -12,7 +12,11 @@
 #      pgsidecar with its /metrics scraped every second during the run, and
 #      "pgsidecar-base" for a second pgsidecar binary, PGSIDECAR_BASE_BIN, on PORT+4:
 #      a change against its parent in one interleaved run),
-#      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench).
+#      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench),
+#      PGBOUNCER_BIN (pgbouncer on PATH; e.g. /tmp/pgbouncer-1.25/bin/pgbouncer),
+#      TLS (0; 1 = TLS on every hop: pgbench with sslmode=require to each target, and
+#      both poolers to PostgreSQL with server_tls_sslmode require, on a self-signed
+#      certificate made here).
 # Raw per-run figures go to bench/results/compare-<time>.csv, with the proxy's CPU
 # time per transaction (user+system from /proc over the run / transactions).
 set -euo pipefail
@@ -32,6 +36,8 @@ targets="${TARGETS:-direct pgbouncer pgsidecar}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 base_bin="${PGSIDECAR_BASE_BIN:-}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-bench}"
+pgbouncer_bin="${PGBOUNCER_BIN:-pgbouncer}"
+tls="${TLS:-0}"
 pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
 declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)) [pgsidecar-scraped]=$((port + 2))
@@ -75,17 +81,28 @@ rm -rf "$dir"
 install -d -m 755 "$dir"
 install -d -o postgres -g postgres -m 700 "$pgdata" "$dir/pgbouncer"
 as_postgres "$pgbin/initdb" -D "$pgdata" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
+ssl_opts=""
+if ((tls)); then
+  echo "== TLS on every hop (self-signed certificate for 127.0.0.1)"
+  install -d -o postgres -g postgres -m 700 "$dir/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" 2>/dev/null
+  chown postgres:postgres "$dir/tls"/*.pem
+  chmod 600 "$dir/tls/key.pem"
+  ssl_opts="-c ssl=on -c ssl_cert_file=$dir/tls/cert.pem -c ssl_key_file=$dir/tls/key.pem"
+  export PGSSLMODE=require
+fi
 # synchronous_commit=off: TPC-B would otherwise measure this disk's fsync, not the pools.
 as_postgres "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -o "-p $port -k $pgdata \
   -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB \
-  -c synchronous_commit=off" start >/dev/null
+  -c synchronous_commit=off $ssl_opts" start >/dev/null
 as_postgres psql -h "$pgdata" -p "$port" -U postgres -X -q -d postgres \
   -c "CREATE ROLE bench LOGIN SUPERUSER" -c "CREATE DATABASE bench OWNER bench"
 echo "== pgbench -i -s $scale"
 pgbench -h 127.0.0.1 -p "$port" -U bench -i -s "$scale" -q bench 2>&1 | tail -1
 
 if [[ " $targets " == *" pgbouncer "* ]]; then
-  echo "== PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') on 127.0.0.1:${target_port[pgbouncer]}"
+  echo "== PgBouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') on 127.0.0.1:${target_port[pgbouncer]}"
   echo '"bench" ""' >"$dir/pgbouncer/userlist.txt"
   cat >"$dir/pgbouncer/pgbouncer.ini" <<INI
 [databases]
@@ -104,8 +121,12 @@ pidfile = $dir/pgbouncer/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 INI
+  if ((tls)); then
+    printf 'client_tls_sslmode = require\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\nserver_tls_sslmode = require\n' \
+      "$dir/tls/key.pem" "$dir/tls/cert.pem" >>"$dir/pgbouncer/pgbouncer.ini"
+  fi
   chown -R postgres:postgres "$dir/pgbouncer"
-  as_postgres pgbouncer -d -q "$dir/pgbouncer/pgbouncer.ini"
+  as_postgres "$pgbouncer_bin" -d -q "$dir/pgbouncer/pgbouncer.ini"
   wait_port "${target_port[pgbouncer]}"
   target_pid[pgbouncer]="$(cat "$dir/pgbouncer/pgbouncer.pid")"
 fi
@@ -127,6 +148,10 @@ lockd: {socket_path: ""}
 databases:
   bench: {host: 127.0.0.1, port: $port, dbname: bench}
 YAML
+  if ((tls)); then
+    printf 'client_tls_sslmode: require\nclient_tls_key_file: %s\nclient_tls_cert_file: %s\nserver_tls_sslmode: require\n' \
+      "$dir/tls/key.pem" "$dir/tls/cert.pem" >>"$dir/$name.yaml"
+  fi
   "$binary" -c "$dir/$name.yaml" 2>"$dir/$name.log" &
   target_pid[$name]=$!
   wait_port "$listen"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Startup time and memory of pgsidecar (and PgBouncer 1.18 for scale):
+# Startup time and memory of pgsidecar (and PgBouncer for scale):
 #  - ms from exec to the first accepted TCP connection (median of RUNS, 20),
 #  - idle RSS (VmRSS) after start,
 #  - bytes of RSS per idle client, with 1,000 and 5,000 clients that completed
@@ -9,7 +9,11 @@
 # could otherwise be sitting on them.
 # Env: RUNS (20), CLIENT_COUNTS ("1000 5000"), PORT (25442: PostgreSQL; +1
 #      pgsidecar; +2 PgBouncer), TARGETS ("pgsidecar pgbouncer"),
-#      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-startup).
+#      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-startup),
+#      PGBOUNCER_BIN (/usr/sbin/pgbouncer; e.g. /tmp/pgbouncer-1.25/bin/pgbouncer),
+#      TLS (0; 1 = the idle clients connect with TLS: SSLRequest, then a TLS 1.3
+#      handshake on a self-signed certificate made here; the poolers answer 'S').
+# With TLS=1 the per-client figure is the memory of one idle TLS client connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -20,6 +24,8 @@ port="${PORT:-25442}"
 targets="${TARGETS:-pgsidecar pgbouncer}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-startup}"
+pgbouncer_bin="${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}"
+tls="${TLS:-0}"
 pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
 
@@ -78,11 +84,20 @@ max_client_conn = 10000
 log_connections = 0
 log_disconnections = 0
 INI
+if ((tls)); then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$dir/pgbouncer/key.pem" -out "$dir/pgbouncer/cert.pem" 2>/dev/null
+  chmod 600 "$dir/pgbouncer/key.pem"
+  printf 'client_tls_sslmode: prefer\nclient_tls_key_file: %s\nclient_tls_cert_file: %s\n' \
+    "$dir/pgbouncer/key.pem" "$dir/pgbouncer/cert.pem" >>"$dir/pgsidecar.yaml"
+  printf 'client_tls_sslmode = prefer\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' \
+    "$dir/pgbouncer/key.pem" "$dir/pgbouncer/cert.pem" >>"$dir/pgbouncer/pgbouncer.ini"
+fi
 chown -R postgres:postgres "$dir/pgbouncer"
 
 measure() {  # NAME PORT USER -- CMD...
-  python3 - "$runs" "$counts" "$@" <<'PY'
-import os, signal, socket, statistics, struct, subprocess, sys, time, resource
+  TLS="$tls" python3 - "$runs" "$counts" "$@" <<'PY'
+import os, signal, socket, ssl, statistics, struct, subprocess, sys, time, resource
 
 runs, counts, name, port, user = int(sys.argv[1]), [int(c) for c in sys.argv[2].split()], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 cmd = sys.argv[7:]  # argv[6] is "--"
@@ -116,8 +131,18 @@ def rss_kb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
 
+tls = os.environ.get("TLS") == "1"
+tls_ctx = ssl.create_default_context()
+tls_ctx.check_hostname = False
+tls_ctx.verify_mode = ssl.CERT_NONE
+
 def handshake():
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if tls:
+        s.sendall(struct.pack("!ii", 8, 80877103))
+        if s.recv(1) != b"S":
+            raise RuntimeError("SSLRequest refused")
+        s = tls_ctx.wrap_socket(s)
     body = struct.pack("!i", 196608) + b"user\0bench\0database\0bench\0application_name\0startup-mem\0\0"
     s.sendall(struct.pack("!i", len(body) + 4) + body)
     buf = b""
@@ -175,7 +200,7 @@ echo "$header   (startup: median of $runs)"
 for t in $targets; do
   case "$t" in
     pgsidecar) measure pgsidecar $((port + 1)) "" -- "$bin" -c "$dir/pgsidecar.yaml" ;;
-    pgbouncer) measure pgbouncer $((port + 2)) postgres -- /usr/sbin/pgbouncer -q "$dir/pgbouncer/pgbouncer.ini" ;;
+    pgbouncer) measure pgbouncer $((port + 2)) postgres -- "$pgbouncer_bin" -q "$dir/pgbouncer/pgbouncer.ini" ;;
     *) echo "startup-mem.sh: unknown target $t" >&2; exit 1 ;;
   esac
 done

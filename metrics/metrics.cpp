@@ -270,8 +270,18 @@ std::string Metrics::render(const Snapshot& snap) const {
   schema.add(double(snap.schema_version));
   Builder reloads("pgsidecar_config_reloads_total", "Configuration reloads (SIGHUP)", MetricType::Counter);
   reloads.add(double(snap.config_reloads));
+  Builder tls("pgsidecar_tls_connections", "Connections using TLS now, by side (client, server) and protocol version",
+              MetricType::Gauge);
+  for (const auto& [key, n] : snap.tls_connections) tls.add(n, {label("side", key.first), label("version", key.second)});
+  Builder tls_failures("pgsidecar_tls_handshake_failures_total", "TLS handshakes that failed, by side (client, server)",
+                       MetricType::Counter);
+  for (const char* side : {"client", "server"}) {
+    auto it = snap.tls_handshake_failures.find(side);
+    tls_failures.add(double(it == snap.tls_handshake_failures.end() ? 0 : it->second), {label("side", side)});
+  }
   for (Builder* b : {&build, &clients, &servers, &queries, &transactions, &connects, &login_failures, &wait_timeouts,
-                     &bytes, &errors, &disconnects, &pinned, &pins, &statements, &schema, &reloads})
+                     &bytes, &errors, &disconnects, &pinned, &pins, &statements, &schema, &reloads, &tls,
+                     &tls_failures})
     out.push_back(std::move(b->family));
   render_lockd(snap.lockd, out);
   render_cache(snap.cache, out);

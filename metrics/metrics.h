@@ -60,6 +60,9 @@ struct Snapshot {
            statement_reprepares = 0;
   uint64_t schema_version = 0;
   uint64_t config_reloads = 0;
+  // TLS: connections now by (side "client"/"server", version "TLSv1.3"), failed handshakes by side.
+  std::map<std::pair<std::string, std::string>, int> tls_connections;
+  std::map<std::string, uint64_t> tls_handshake_failures;
   LockdSnapshot lockd;
   CacheSnapshot cache;
 };

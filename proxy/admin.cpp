@@ -149,7 +149,8 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
         rs.row({"C", c->user(), c->database(), c->waiting ? "waiting" : "active", addr, num(port), laddr, num(lport),
                 wall_time(c->started()), wall_time(c->started()), std::to_string(waited / 1000000),
                 std::to_string(waited % 1000000), "0", num(c->cancel_pid()),
-                c->server() ? num(c->server()->backend_pid()) : "", "0", "", c->application_name(),
+                c->server() ? num(c->server()->backend_pid()) : "", "0", c->tls() ? c->tls()->describe() : "",
+                c->application_name(),
                 pin_names(c->pin().kinds)});
       }
       rs.done();
@@ -165,7 +166,8 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
           auto [laddr, lport] = s.local_address();
           rs.row({"S", s.target().user, s.target().dbname, state, s.target().host, num(s.target().port), laddr,
                   num(lport), wall_time(m.created), wall_time(m.created), "0", "0", "0", num(s.backend_pid()),
-                  s.client() ? num(s.client()->cancel_pid()) : "", num(s.backend_pid()), "",
+                  s.client() ? num(s.client()->cancel_pid()) : "", num(s.backend_pid()),
+                  s.tls() ? s.tls()->describe() : "",
                   std::string(s.tracked()[0])});
         });
       }

@@ -70,7 +70,7 @@ void ClientSession::on_tls_ready() {
 
 void ClientSession::on_tls_failed(const std::string& reason) {
   LOG_INFO("client %u: %s", cancel_pid_, reason.c_str());
-  proxy_.tls_handshake_failed();
+  proxy_.tls_handshake_failed("client");
   close();
 }
 

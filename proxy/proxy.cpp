@@ -415,6 +415,14 @@ std::string Proxy::render_metrics() {
   snap.statement_reprepares = st.reprepares;
   snap.schema_version = schema_.current();
   snap.config_reloads = reloads_;
+  for (const auto& [pid, c] : clients_)
+    if (c->tls() && c->tls()->handshake_done()) snap.tls_connections[{"client", std::string(c->tls()->version())}]++;
+  for (PoolEntry* e : pool_entries())
+    e->pool->for_each_member([&](const pool::Member& m) {
+      const auto& s = static_cast<const ServerConn&>(m);
+      if (s.tls() && s.tls()->handshake_done()) snap.tls_connections[{"server", std::string(s.tls()->version())}]++;
+    });
+  snap.tls_handshake_failures = tls_handshake_failures_;
   if (cache::ResultCache* rc = result_cache()) {
     metrics::CacheSnapshot& c = snap.cache;
     const cache::CacheStats& cs = rc->stats();
@@ -456,7 +464,11 @@ void Proxy::janitor() {
     for (auto& [pid, c] : clients_)
       if (!c->logged_in() && !c->closing() && !c->waiting && now - c->started() > cfg_.client_login_timeout)
         late.push_back(c);
-    for (ClientSession* c : late) c->fatal("08P01", "client_login_timeout: login not completed in time");
+    for (ClientSession* c : late) {
+      LOG_INFO("client %u: client_login_timeout: login not completed in time%s", c->cancel_pid(),
+               c->tls() && !c->tls()->handshake_done() ? " (TLS handshake)" : "");
+      c->fatal("08P01", "client_login_timeout: login not completed in time");
+    }
   }
   janitor_timeouts(now);
   if (janitor_ticks_ % 10 == 0) prune_pools();   // every second

@@ -75,7 +75,7 @@ class Proxy {
   const Userlist& users() const { return users_; }
   // TLS toward clients; null when client_tls_sslmode is disable.
   const tls::ContextPtr& client_tls() const { return tls_.clients; }
-  void tls_handshake_failed() { tls_handshake_failures_++; }
+  void tls_handshake_failed(const char* side) { tls_handshake_failures_[side]++; }
   const auth::ScramSecret* scram_secret(const std::string& user) const;
   bool shutting_down() const { return shutting_down_; }
   int client_count() const { return int(clients_.size()); }
@@ -179,7 +179,7 @@ class Proxy {
   std::unique_ptr<cache::ResultCache> result_cache_;
   unsigned janitor_ticks_ = 0;
   uint64_t reloads_ = 0;
-  uint64_t tls_handshake_failures_ = 0;
+  std::map<std::string, uint64_t> tls_handshake_failures_;   // by side: "client", "server"
   pool::Time started_ = pool::Clock::now();
   std::function<void()> reload_hook_, shutdown_hook_;
   std::function<void(metrics::LockdSnapshot&)> lockd_metrics_;

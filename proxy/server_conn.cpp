@@ -102,6 +102,7 @@ void ServerConn::on_tls_ready() { send_startup(); }
 
 void ServerConn::on_tls_failed(const std::string& reason) {
   const tls::Context& ctx = *target_.tls;
+  proxy_.tls_handshake_failed("server");
   std::string hint;
   if (reason.find("hostname mismatch") != std::string::npos || reason.find("IP address mismatch") != std::string::npos)
     hint = " (server_tls_sslmode verify-full: the certificate does not name \"" + target_.host +

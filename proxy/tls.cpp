@@ -74,10 +74,15 @@ std::shared_ptr<Context> make(const conf::Tls& t, bool accept,
     if (std::string e = unreadable(t.key_file); !e.empty()) return fail("key_file", e);
     if (SSL_CTX_use_certificate_chain_file(c->ctx, t.cert_file.c_str()) != 1)
       return fail("cert_file", "no PEM certificate in " + t.cert_file + ": " + openssl_error());
-    if (SSL_CTX_use_PrivateKey_file(c->ctx, t.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
-      return fail("key_file", "no PEM private key in " + t.key_file + ": " + openssl_error());
-    if (SSL_CTX_check_private_key(c->ctx) != 1)
+    // OpenSSL checks the key against the certificate as it loads it (same key type) or in check_private_key.
+    bool loaded = SSL_CTX_use_PrivateKey_file(c->ctx, t.key_file.c_str(), SSL_FILETYPE_PEM) == 1;
+    bool mismatch = loaded ? SSL_CTX_check_private_key(c->ctx) != 1
+                           : ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+    if (mismatch) {
+      ERR_clear_error();
       return fail("key_file", t.key_file + " does not match the certificate in " + t.cert_file);
+    }
+    if (!loaded) return fail("key_file", "no PEM private key in " + t.key_file + ": " + openssl_error());
   }
   bool verify = t.sslmode == conf::SslMode::VerifyCa || t.sslmode == conf::SslMode::VerifyFull;
   if (!t.ca_file.empty()) {
@@ -245,6 +250,11 @@ bool Stream::write(const uint8_t* p, size_t n) {
 }
 
 std::string_view Stream::version() const { return done_ ? SSL_get_version(ssl_) : ""; }
+
+std::string Stream::describe() const {
+  if (!done_) return "";
+  return std::string(SSL_get_version(ssl_)) + "/" + SSL_CIPHER_get_name(SSL_get_current_cipher(ssl_));
+}
 
 std::string_view Stream::alpn() const {
   const unsigned char* p = nullptr;

@@ -73,6 +73,7 @@ class Stream {
   const std::string& error() const { return error_; }
   std::string_view version() const;          // "TLSv1.3"; "" before the handshake
   std::string_view alpn() const;             // the protocol agreed by ALPN, "" if none
+  std::string describe() const;              // "TLSv1.3/TLS_AES_256_GCM_SHA384" (SHOW CLIENTS/SERVERS)
   // Toward clients: the client certificate's CN when it verified ("" if none).
   std::string peer_common_name() const;
   // tls-server-end-point channel binding (RFC 5929): the hash of the server's
