@@ -43,6 +43,7 @@ struct Tls {
   std::string key_file, cert_file, ca_file;   // PEM; "" = none (ca_file toward servers: the system's CAs)
   uint8_t protocols = kTls12 | kTls13;        // kTls* bits, contiguous
   std::string ciphers = "default";            // OpenSSL cipher list for TLS 1.2; "default" = OpenSSL's
+  bool operator==(const Tls&) const = default;
 };
 inline Tls prefer_tls() {
   Tls t;

@@ -23,6 +23,7 @@ void ClientSession::fatal(std::string_view code, std::string_view message) {
   pg::write_error(out, "FATAL", code, message);
   send(out);
   close_after_flush();
+  fatal_at_ = pool::Clock::now();
 }
 
 void ClientSession::protocol_violation(std::string_view message) {
@@ -717,6 +718,8 @@ void ClientSession::resume_reading() { update_reading(); }
 // Janitor (every 100 ms): the PgBouncer timeouts, 0 = off. Activity is the last
 // read from the client or ReadyForQuery to it.
 void ClientSession::check_timeouts(pool::Time now) {
+  // A peer that does not read its last error within kFlushBeforeClose is closed anyway.
+  if (fatal_at_ != pool::Time{} && now - fatal_at_ >= kFlushBeforeClose) close();
   if (state_ != State::Ready || admin_ || closing()) return;
   pin_log(now);
   const conf::Config& cfg = proxy_.config();

@@ -93,6 +93,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   using StatementMap = std::unordered_map<std::string, pool::StatementPtr, NameHash, std::equal_to<>>;
   static constexpr size_t kMaxBufferedWhileWaiting = 64 * 1024;
   static constexpr size_t kMaxRetryBytes = 8 * 1024;   // largest Bind..Sync kept for a re-run
+  static constexpr std::chrono::seconds kFlushBeforeClose{5};   // see fatal_at_
 
   void on_read() override;
   void on_read_end(int status) override;
@@ -169,6 +170,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   uint32_t cancel_pid_, cancel_key_;
   pool::Time started_;
   pool::Time last_active_{};               // last read from the client or ReadyForQuery to it (timeouts)
+  pool::Time fatal_at_{};                  // a FATAL was sent: closed once written, or kFlushBeforeClose after
   uint8_t encryption_asked_ = 0;           // SSLRequest (1) / GSSENCRequest (2) answered already
   bool direct_tls_ = false;                // the client began with a TLS handshake (no SSLRequest)
   State state_ = State::Startup;

@@ -246,7 +246,10 @@ bool Conn::start_tls(const tls::ContextPtr& ctx, const std::string& host, std::s
 
 // Small pieces are gathered so that a batch of messages makes one TLS record.
 bool Conn::tls_send(const uv_buf_t* bufs, unsigned n) {
-  if (!tls_->handshake_done()) return false;
+  if (!tls_->handshake_done()) {   // nothing can be said before the handshake: give up on the peer
+    close();
+    return false;
+  }
   uint8_t gather[16 * 1024];
   size_t used = 0;
   bool ok = true;
@@ -332,7 +335,7 @@ void Conn::tls_input(const uint8_t* p, size_t n) {
   view_len_ = len;
   if (len > 0 && !closing_) on_read();
   keep_unread();
-  if (got < 0 && !closing_) {
+  if (got < 0 && !closing()) {
     read_stop();
     on_read_end(UV_EOF);
   }

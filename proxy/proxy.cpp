@@ -272,7 +272,10 @@ std::string Proxy::control_conninfo(const std::string& database, const std::stri
   // TLS as the pools use it (libpq's sslmode names are the same); unix sockets never use TLS.
   conf::Tls tls = conf::server_tls_for(cfg_, *db);
   if (t.host.empty() || t.host[0] != '/') {
-    s += " sslmode=" + std::string(conf::to_string(tls.sslmode));
+    // libpq's allow retries a refused plain login with TLS; pgsidecar's allow is plain.
+    conf::SslMode mode = tls.sslmode == conf::SslMode::Allow ? conf::SslMode::Disable : tls.sslmode;
+    s += " sslmode=" + std::string(conf::to_string(mode));
+    if (cfg_.server_channel_binding == conf::ChannelBinding::Require) s += " channel_binding=require";
     if (!tls.ca_file.empty()) s += " sslrootcert=" + quoted(tls.ca_file);
     if (!tls.cert_file.empty()) s += " sslcert=" + quoted(tls.cert_file) + " sslkey=" + quoted(tls.key_file);
   }
@@ -537,8 +540,8 @@ bool Proxy::reload(conf::Config cfg, Userlist users, std::string& err) {
     const conf::Database* db = conf::find_database(cfg_, database);
     if (!db) continue;   // removed: existing clients finish, new ones are refused
     ServerTarget target = target_for(*db, database, e->pool->user(), users_, tls_);
-    if (!target.same_database(*e->target) || target.user != e->target->user)
-      e->pool->close_idle("its database entry now points at another server");   // linked ones go when released
+    if (!target.same_login(*e->target))
+      e->pool->close_idle("its database entry changed at a reload");   // linked ones go when released
     *e->target = std::move(target);
     pool::Settings s = settings_for(*db);
     if (s.mode != e->mode) {

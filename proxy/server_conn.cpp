@@ -25,6 +25,7 @@ const char* disconnect_label(std::string_view reason) {
       {"idle timeout or lifetime", "idle_timeout"},
       {"pool shrunk", "pool_resize"},
       {"pool_mode changed", "pool_resize"},
+      {"its database entry", "reload"},
       {"pool full", "pool_resize"},
       {"login failed", "login_failed"},
       {"server_check_query failed", "check_failed"},
@@ -177,6 +178,12 @@ bool ServerConn::handle_login_message(char type, const uint8_t* body, size_t len
       return true;
     }
     case 'Z':
+      // A server (or a man in the middle) that skips authentication altogether is
+      // refused too, or every check in handle_auth could be bypassed.
+      if (!authenticated_) {
+        fail_login({"FATAL", "08P01", "server sent ReadyForQuery before AuthenticationOk", {}});
+        return false;
+      }
       state_ = State::Idle;
       tx_status_ = 'I';
       login_tracked_ = tracked_;
@@ -231,6 +238,7 @@ bool ServerConn::handle_auth(const uint8_t* body, size_t len) {
         return false;
       }
       scram_.reset();
+      authenticated_ = true;
       return true;
     case pg::kAuthCleartext:
       if (!allowed(conf::kServerAuthCleartext, "password (cleartext)") || !need_password()) return false;
@@ -619,10 +627,8 @@ void ServerConn::release_to_pool() {
   if (client_ && needs_discard_) client_->server_state_wiped();
   client_ = nullptr;
   state_ = State::Idle;
-  // A reload pointed the database elsewhere: nobody gets the old server again.
-  const ServerTarget& now = *entry_.target;
-  if (!now.same_database(target_) || now.user != target_.user)
-    return close_member("its database entry now points at another server");
+  // A reload pointed the database elsewhere or changed its TLS: nobody gets the old server again.
+  if (!entry_.target->same_login(target_)) return close_member("its database entry changed at a reload");
   // A cancel sent for the last client's query may not have reached PostgreSQL yet:
   // nobody else gets this server until it has (or cancel_wait_timeout passes).
   if (proxy_.park_while_cancelling(this)) return;

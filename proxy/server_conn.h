@@ -36,6 +36,11 @@ struct ServerTarget {
   bool wants_tls() const { return tls && tls->mode >= conf::SslMode::Prefer && !host.empty() && host[0] != '/'; }
   // The same server and database (the login aside).
   bool same_database(const ServerTarget& o) const { return host == o.host && port == o.port && dbname == o.dbname; }
+  // The same server, database, login and TLS settings: a server made for one serves the other.
+  bool same_login(const ServerTarget& o) const {
+    auto settings = [](const ServerTarget& t) { return t.tls ? t.tls->settings : conf::Tls{}; };
+    return same_database(o) && user == o.user && settings(*this) == settings(o);
+  }
 };
 
 // Plan cache, transaction mode: how to treat the reply to one Parse or Close sent
@@ -232,6 +237,7 @@ class ServerConn final : public Conn, public pool::Member {
   TrackedValues tracked_, login_tracked_;
   uint32_t backend_pid_ = 0, backend_key_ = 0;
   std::unique_ptr<auth::ScramClient> scram_;
+  bool authenticated_ = false;   // AuthenticationOk passed every check handle_auth makes
 
   // Protocol position while linked.
   int expected_rfq_ = 0;      // ReadyForQuery messages still to come for what the client sent

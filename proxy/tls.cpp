@@ -53,6 +53,7 @@ std::shared_ptr<Context> make(const conf::Tls& t, bool accept,
                               const std::function<std::string(const std::string&)>& key_name, std::string& err,
                               std::string& bad_key) {
   auto c = std::make_shared<Context>();
+  c->settings = t;
   c->mode = t.sslmode;
   c->accept = accept;
   c->ca_file = t.ca_file;
@@ -99,8 +100,12 @@ std::shared_ptr<Context> make(const conf::Tls& t, bool accept,
       if (names) SSL_CTX_set_client_CA_list(c->ctx, names);
       SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER | (verify ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
     }
+    // No resumption: no session cache, no TLS 1.2 tickets, no TLS 1.3 tickets.
     SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(c->ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(c->ctx, 0);
+    static const unsigned char kSessionContext[] = "pgsidecar";
+    SSL_CTX_set_session_id_context(c->ctx, kSessionContext, sizeof kSessionContext - 1);
     SSL_CTX_set_alpn_select_cb(c->ctx, select_alpn, nullptr);
   } else {
     SSL_CTX_set_verify(c->ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
@@ -162,6 +167,8 @@ Stream::Stream(const ContextPtr& ctx, const std::string& host) : ctx_(ctx) {
   BIO_set_data(bio, this);
   BIO_set_init(bio, 1);
   SSL_set_bio(ssl, bio, bio);   // one reference, owned by ssl
+  SSL_set_msg_callback(ssl, on_message);
+  SSL_set_msg_callback_arg(ssl, this);
   if (ctx_->accept) {
     SSL_set_accept_state(ssl);
   } else {
@@ -201,6 +208,14 @@ int Stream::bio_read(BIO* b, char* data, int len) {
 
 long Stream::bio_ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
 
+// Handshake messages the peer sends once the handshake is done (TLS 1.3 KeyUpdate,
+// a TLS 1.2 renegotiation ClientHello) each make OpenSSL answer: a peer sending them
+// without reading the answers would grow our output without bound. A few are normal.
+void Stream::on_message(int write_p, int, int content_type, const void*, size_t, SSL*, void* arg) {
+  auto* s = static_cast<Stream*>(arg);
+  if (!write_p && content_type == SSL3_RT_HANDSHAKE && s->done_) s->late_handshakes_++;
+}
+
 bool Stream::fail(int rc, const char* what) {
   int e = SSL_get_error(ssl_, rc);
   long verify = SSL_get_verify_result(ssl_);
@@ -228,7 +243,15 @@ long Stream::read(uint8_t* dst, size_t cap) {
   // Bounded: each round that wants more input with input left consumes some of it.
   for (;;) {
     int rc = SSL_read(ssl_, dst, int(std::min<size_t>(cap, 1 << 30)));
-    if (rc > 0) return rc;
+    // One late handshake message per 16 MB read, after the first kLateHandshakes.
+    if (late_handshakes_ > kLateHandshakes + plaintext_read_ / (16 << 20)) {
+      error_ = "too many TLS handshake messages after the handshake (key updates or renegotiation attempts)";
+      return -1;
+    }
+    if (rc > 0) {
+      plaintext_read_ += uint64_t(rc);
+      return rc;
+    }
     if (SSL_get_error(ssl_, rc) == SSL_ERROR_WANT_READ) {
       if (in_len_ > 0) continue;
       return 0;

@@ -22,6 +22,7 @@ namespace proxy::tls {
 struct Context {
   ~Context();
   SSL_CTX* ctx = nullptr;
+  conf::Tls settings;         // what it was built from (a reload compares them)
   conf::SslMode mode = conf::SslMode::Disable;
   bool accept = false;        // toward clients (pgsidecar is the TLS server)
   std::string ca_file;        // for messages ("" = the system's CAs)
@@ -84,6 +85,8 @@ class Stream {
   static int bio_write(BIO* b, const char* data, int len);
   static int bio_read(BIO* b, char* data, int len);
   static long bio_ctrl(BIO* b, int cmd, long num, void* ptr);
+  static void on_message(int write_p, int version, int content_type, const void* buf, size_t len, SSL* ssl, void* arg);
+  static constexpr uint64_t kLateHandshakes = 16;
   bool fail(int rc, const char* what);
 
   ContextPtr ctx_;
@@ -91,6 +94,7 @@ class Stream {
   const uint8_t* in_ = nullptr;
   size_t in_len_ = 0;
   bool done_ = false;
+  uint64_t late_handshakes_ = 0, plaintext_read_ = 0;   // see on_message()
   std::string error_;
 };
 

@@ -3,7 +3,11 @@
 // Each test asserts rows, SQLSTATEs or counters, waits on state with bounded
 // waits, and ends by checking that the daemon still serves a fresh client.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <random>
@@ -657,3 +661,60 @@ TEST_P(HardeningBigQuery, TwoMegabyteSimpleQuery) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, HardeningBigQuery, ::testing::Values("session", "transaction"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// A server (or a man in the middle) that answers the startup packet with
+// BackendKeyData and ReadyForQuery, skipping authentication altogether, must not
+// get the client's queries: the login fails with 08P01.
+TEST(Hardening, ServerSkippingAuthenticationIsRefused) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof addr;
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(lfd, 8), 0);
+  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen), 0);
+  int fake_port = ntohs(addr.sin_port);
+  std::atomic<bool> got_query{false};
+  std::thread fake([&] {
+    // Each connection: read the startup packet, answer K and Z, then watch for a Query.
+    for (int n = 0; n < 4; n++) {
+      pollfd p{lfd, POLLIN, 0};
+      if (poll(&p, 1, 10000) <= 0) return;
+      int fd = accept(lfd, nullptr, nullptr);
+      if (fd < 0) return;
+      char buf[4096];
+      ssize_t got = read(fd, buf, sizeof buf);
+      if (got > 0) {
+        std::string reply = std::string("K") + wire::be32(12) + wire::be32(1) + wire::be32(2) + "Z" + wire::be32(5) + "I";
+        (void)!write(fd, reply.data(), reply.size());
+        pollfd q{fd, POLLIN, 0};
+        if (poll(&q, 1, 2000) > 0 && read(fd, buf, sizeof buf) > 0 && buf[0] == 'Q') got_query = true;
+      }
+      close(fd);
+    }
+  });
+  DaemonConfig cfg = base_config();
+  cfg.db("fake", "{host: 127.0.0.1, port: " + std::to_string(fake_port) + ", server_tls_sslmode: disable}");
+  Daemon d(cfg);
+  START_DAEMON(d);
+  ConnectResult c = pg_connect(d.conninfo("app", "fake"));
+  if (c.ok()) {
+    QResult r = exec(c.conn, "SELECT 'secret'");
+    EXPECT_FALSE(r.ok) << r.describe();
+    EXPECT_EQ(r.sqlstate, "08P01") << r.describe();
+  } else {
+    EXPECT_EQ(c.sqlstate, "08P01") << c.error;
+    EXPECT_NE(c.error.find("before AuthenticationOk"), std::string::npos) << c.error;
+  }
+  shutdown(lfd, SHUT_RDWR);
+  close(lfd);
+  fake.join();
+  EXPECT_FALSE(got_query) << "a query reached a server that never authenticated pgsidecar";
+  ConnPtr ok = must_connect(d.conninfo());
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(exec(ok, "SELECT 1").scalar(), "1");
+}
