@@ -218,7 +218,7 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-static int tcp_connect(int port, int timeout_ms) {
+int tcp_connect(int port, int timeout_ms) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return -1;
   sockaddr_in a{};

@@ -45,6 +45,8 @@ ProcResult run_process(const std::vector<std::string>& argv, int timeout_ms,
 
 // Free TCP port on 127.0.0.1 (bound and released; tiny race accepted).
 int free_port();
+// A blocking TCP connection to 127.0.0.1:port (TCP_NODELAY), -1 if refused or not within timeout_ms.
+int tcp_connect(int port, int timeout_ms = 5000);
 // True if a TCP connect to 127.0.0.1:port succeeds within timeout_ms.
 bool port_accepts(int port, int timeout_ms = 200);
 

@@ -18,20 +18,6 @@ using namespace itest;
 
 namespace {
 
-// A TCP connection to 127.0.0.1:port (blocking), -1 if refused.
-int tcp_connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // Reads into *got until the peer closes (EOF or reset): true, or false after timeout_ms.
 bool wait_eof(int fd, int timeout_ms, std::string* got = nullptr) {
   auto t0 = Clock::now();

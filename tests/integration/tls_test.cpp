@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -283,15 +284,8 @@ std::string joined(const std::vector<std::string>& v) {
 
 // HTTP GET /metrics on 127.0.0.1:port: the body, "" if none.
 std::string scrape(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return "";
-  }
+  int fd = tcp_connect(port);
+  if (fd < 0) return "";
   std::string req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", out;
   send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   auto t0 = Clock::now();
@@ -788,4 +782,43 @@ TEST_F(Tls, BulkDataBothWays) {
   EXPECT_EQ(sums.at(0, 1), std::to_string(id_sum));
   EXPECT_EQ(sums.at(0, 2), std::to_string(len_sum));
   exec(c, "DROP TABLE " + table);
+}
+
+// 13. PostgreSQL 17's direct TLS: a TLS handshake instead of an SSLRequest, with
+// ALPN "postgresql" (libpq here is 15, so OpenSSL plays the client). Without that
+// ALPN the connection is refused, as PostgreSQL refuses it.
+namespace {
+// Handshake (blocking) on a fresh TCP connection; then the startup packet, and the
+// first message type of the answer ('R' ... 'Z' on success); "" if anything failed.
+std::string direct_tls_login(int port, const char* alpn_wire, size_t alpn_len) {
+  int fd = tcp_connect(port);
+  if (fd < 0) return "";
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_load_verify_locations(ctx, g_certs.ca.crt.c_str(), nullptr);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  if (alpn_len) SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(alpn_wire), unsigned(alpn_len));
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  std::string answer;
+  if (SSL_connect(ssl) == 1) {
+    std::string sp = wire::startup({{"user", "app"}, {"database", "app"}});
+    char buf[1];
+    if (SSL_write(ssl, sp.data(), int(sp.size())) > 0 && SSL_read(ssl, buf, 1) == 1) answer = std::string(1, buf[0]);
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
+  return answer;
+}
+}  // namespace
+
+TEST_F(Tls, DirectTlsNeedsAlpnPostgresql) {
+  Daemon d(client_tls_config("prefer"));
+  START_DAEMON(d);
+  EXPECT_EQ(direct_tls_login(d.port(), "\x0apostgresql", 11), "R");   // AuthenticationOk (trust)
+  EXPECT_EQ(direct_tls_login(d.port(), "\x08http/1.1", 9), "");       // no common protocol: handshake refused
+  EXPECT_EQ(direct_tls_login(d.port(), "", 0), "E");                  // no ALPN at all: 08P01
+  expect_serving(d, "direct TLS");
 }
