@@ -2,10 +2,10 @@
 // handed across in pieces of every size down to one byte, as reads would deliver it.
 #include "proxy/tls.h"
 
+#include "tests/support/self_signed_cert.h"
+
 #include <gtest/gtest.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,36 +22,7 @@ struct Files {
   Files() {
     char tmpl[] = "/tmp/pgsidecar-tls-unit-XXXXXX";
     dir = mkdtemp(tmpl);
-    key = dir + "/key.pem";
-    cert = dir + "/cert.pem";
-    EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-    X509* x = X509_new();
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, pkey);
-    X509_NAME* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
-    X509_set_issuer_name(x, name);
-    X509V3_CTX v3;
-    X509V3_set_ctx_nodb(&v3);
-    X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
-    for (auto [nid, value] : {std::pair{NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
-                              {NID_basic_constraints, "critical,CA:TRUE"}}) {
-      X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value);
-      X509_add_ext(x, ext, -1);
-      X509_EXTENSION_free(ext);
-    }
-    X509_sign(x, pkey, EVP_sha256());
-    FILE* f = std::fopen(key.c_str(), "w");
-    PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
-    std::fclose(f);
-    f = std::fopen(cert.c_str(), "w");
-    PEM_write_X509(f, x);
-    std::fclose(f);
-    X509_free(x);
-    EVP_PKEY_free(pkey);
+    EXPECT_TRUE(testsupport::write_self_signed_cert(dir, key, cert));
   }
   ~Files() { std::system(("rm -rf " + dir).c_str()); }
 };
