@@ -3,8 +3,6 @@
 // Each test asserts rows, SQLSTATEs or counters, waits on state with bounded
 // waits, and ends by checking that the daemon still serves a fresh client.
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -666,18 +664,9 @@ INSTANTIATE_TEST_SUITE_P(Modes, HardeningBigQuery, ::testing::Values("session", 
 // BackendKeyData and ReadyForQuery, skipping authentication altogether, must not
 // get the client's queries: the login fails with 08P01.
 TEST(Hardening, ServerSkippingAuthenticationIsRefused) {
-  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  int fake_port = 0;
+  int lfd = listen_loopback(&fake_port, 8);
   ASSERT_GE(lfd, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t alen = sizeof addr;
-  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(lfd, 8), 0);
-  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen), 0);
-  int fake_port = ntohs(addr.sin_port);
   std::atomic<bool> got_query{false};
   std::thread fake([&] {
     // Each connection: read the startup packet, answer K and Z, then watch for a Query.

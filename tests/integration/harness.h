@@ -45,6 +45,9 @@ ProcResult run_process(const std::vector<std::string>& argv, int timeout_ms,
 
 // Free TCP port on 127.0.0.1 (bound and released; tiny race accepted).
 int free_port();
+// A listening TCP socket on 127.0.0.1 at a free port (SO_REUSEADDR, close-on-exec), for
+// fake servers; sets *port. -1 if bind or listen failed.
+int listen_loopback(int* port, int backlog = 16);
 // A blocking TCP connection to 127.0.0.1:port (TCP_NODELAY), -1 if refused or not within timeout_ms.
 int tcp_connect(int port, int timeout_ms = 5000);
 // True if a TCP connect to 127.0.0.1:port succeeds within timeout_ms.
