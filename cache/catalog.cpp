@@ -6,6 +6,10 @@
 
 namespace cache {
 
+namespace {
+const std::string kEveryRole;   // pg_db_role_setting.setrole 0
+}
+
 // What views' rules and RLS policies reach is read from their node trees
 // (pg_rewrite.ev_action, pg_policy.polqual/polwithcheck): pg_depend records no
 // dependency on pinned objects, so built-in functions and system catalogs would
@@ -35,7 +39,11 @@ const char* const kCatalogQuery =
     "  JOIN pg_class r ON r.oid = m[1]::oid AND r.oid <> src.rel "
     "UNION ALL "
     "SELECT 'i', c.relname, p.relname FROM pg_inherits i "
-    "  JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent";
+    "  JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+    "UNION ALL "
+    "SELECT CASE WHEN s.setdatabase = 0 THEN 'D' ELSE 'd' END, coalesce(r.rolname, ''), s.setconfig::text "
+    "  FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole "
+    " WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
 void Catalog::load(const std::vector<Row>& rows) {
   *this = Catalog();
@@ -72,6 +80,10 @@ void Catalog::load(const std::vector<Row>& rows) {
           parent.try_emplace(name, name);
           parent.try_emplace(*other, *other);
         }
+        break;
+      case 'd':
+      case 'D':
+        if (other) ((*row[0])[0] == 'd' ? defaults_[name].in_database : defaults_[name].everywhere) = *other;
         break;
       default: break;
     }
@@ -115,6 +127,18 @@ void Catalog::expand(std::vector<std::string>& relations, bool family) const {
     if (!family) continue;
     if (auto it = tree_of_.find(name); it != tree_of_.end())
       for (const std::string& r : trees_[it->second]) add(r);
+  }
+}
+
+void Catalog::append_defaults(const std::string& role, std::string& key) const {
+  for (const std::string* r : {&kEveryRole, &role}) {
+    auto it = defaults_.find(*r);
+    if (it == defaults_.end()) {
+      key.append(2, '\0');
+      continue;
+    }
+    key.append(it->second.in_database).push_back('\0');
+    key.append(it->second.everywhere).push_back('\0');
   }
 }
 

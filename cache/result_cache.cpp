@@ -138,7 +138,8 @@ void ResultCache::load_catalog(const std::string& name, Database& db) {
   db.load_started = uv_now(loop_);
   uint64_t version = schema_.current(), moves = db.moves;
   pq::Session* session = db.session.get();
-  db.session->query(kCatalogQuery, {}, [this, name, version, moves, session](pq::QueryResult r) {
+  auto started = std::chrono::steady_clock::now();
+  db.session->query(kCatalogQuery, {}, [this, name, version, moves, session, started](pq::QueryResult r) {
     auto it = databases_.find(name);
     if (it == databases_.end() || it->second.session.get() != session) return;   // forgotten meanwhile
     Database& d = it->second;
@@ -147,7 +148,10 @@ void ResultCache::load_catalog(const std::string& name, Database& db) {
     if (r.ok && d.moves != moves) {
       // Another sidecar moved the schema while this was read: read it again.
     } else if (r.ok) {
-      d.catalog.load(r.rows);
+      Catalog read;
+      read.load(r.rows);
+      if (d.ever_loaded && !read.same_defaults(d.catalog)) d.defaults_since = started;
+      d.catalog = std::move(read);
       d.catalog_version = version;
       d.ever_loaded = true;
     } else {
@@ -158,6 +162,17 @@ void ResultCache::load_catalog(const std::string& name, Database& db) {
     d.waiting.clear();
     for (Waiter& w : waiting) w.resume();
   });
+}
+
+void ResultCache::append_login_defaults(const std::string& database, const std::string& role,
+                                        std::string& key) const {
+  auto it = databases_.find(database);
+  if (it != databases_.end()) it->second.catalog.append_defaults(role, key);
+}
+
+bool ResultCache::login_current(const std::string& database, std::chrono::steady_clock::time_point created) const {
+  auto it = databases_.find(database);
+  return it == databases_.end() || it->second.defaults_since < created;
 }
 
 bool ResultCache::wait_catalog(const std::string& name, std::function<void()> resume) {

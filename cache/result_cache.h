@@ -16,6 +16,7 @@
 #pragma once
 #include <uv.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -94,6 +95,13 @@ class ResultCache {
   // yet), or writes a catalog (UPDATE pg_settings ...).
   bool may_change_session(const Classification& c, const std::string& database, const std::string& user);
 
+  // The login defaults (ALTER ROLE/DATABASE ... SET) a new session of role gets
+  // in database, as its catalog shows them, appended to a key.
+  void append_login_defaults(const std::string& database, const std::string& role, std::string& key) const;
+  // A server of database created at `created` logged in with the defaults the
+  // catalog shows: false if a read of the catalog that found them changed started after it.
+  bool login_current(const std::string& database, std::chrono::steady_clock::time_point created) const;
+
   // L1 lookup; the result stays valid until the next call into the cache.
   const StoredResult* find(std::string_view key);
   // L2 lookup on an L1 miss of a statement (c, run in database, kept ttl_ms). False
@@ -131,6 +139,9 @@ class ResultCache {
     uint64_t load_started = 0;              // uv_now() of the last read
     Catalog catalog;                        // the last read (catalog_version says whether it is current)
     bool ever_loaded = false;
+    // Start of the read that found login defaults changed: servers made before
+    // it may have logged in with others (epoch: none changed since the first read).
+    std::chrono::steady_clock::time_point defaults_since{};
     std::vector<Waiter> waiting;            // lookups waiting for the catalog
   };
 

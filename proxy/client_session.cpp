@@ -504,7 +504,10 @@ void ClientSession::forward() {
     }
     switch (type) {
       case 'X': terminate = true; break;
-      case 'Q': case 'S': case 'F': s->note_sync_point(); break;
+      case 'Q': case 'S': case 'F':
+        s->note_sync_point();
+        if (cache_) seal_writes(s->syncs_sent());
+        break;
       case 'P':
         // Without the plan cache, a named statement outlives the transaction on this
         // server; so may what an unread or session-changing one does when bound.

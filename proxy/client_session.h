@@ -72,6 +72,14 @@ class ClientSession final : public Conn, public pool::Waiter {
   // Result cache: the response to the query whose capture was armed (see
   // ServerConn::arm_capture); the transaction ended (ReadyForQuery 'I').
   void capture_done(std::string response);
+  // Result cache invalidation. Writes are kept per sync point sent (Query, Sync,
+  // FunctionCall): a ReadyForQuery outside a transaction that answers sync point
+  // `epoch` (ServerConn::syncs_done) makes the writes sent before it visible, so
+  // they are invalidated then, not at the end of a pipeline.
+  void writes_done(uint64_t epoch);
+  // A batch ran again unseen by the client: epochs no longer match; wait for idle.
+  void sync_points_shifted();
+  // Idle, or the server gone: everything sent is done.
   void transaction_ended();
 
   // Called by Proxy.
@@ -162,6 +170,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void forget_parsed(const uint8_t* msg, size_t avail);
   static bool clock_parameter(std::string_view bind_tail);
   void note_for_cache(char type, const uint8_t* msg, size_t avail);
+  void seal_writes(uint64_t epoch);   // a sync point went out: writes_ so far belong to it
   void note_statement(const cache::ClassificationPtr& c);
   void follow_setting(const cache::ClassificationPtr& c);
   void unknown_session_change();
@@ -201,7 +210,12 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool text_mode_unsure_ = false;          // sent what may change standard_conforming_strings/client_encoding
   bool cache_paused_ = false;              // replies from cache filled the socket: resumed by on_drained
   cache::ClassificationPtr unnamed_;       // the unnamed statement's, from its last Parse
-  cache::Writes writes_;                   // of the transaction in progress
+  cache::Writes writes_;                   // sent since the last sync point
+  struct SyncWrites {
+    uint64_t epoch;   // the sync point they were sent before
+    cache::Writes writes;
+  };
+  std::vector<SyncWrites> sync_writes_;    // sent before sync points not yet answered outside a transaction
   struct NamedStatement {
     std::string parse_tail;
     cache::ClassificationPtr statement;

@@ -111,7 +111,8 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
 // Everything the answer depends on besides the statement: who asks (the role, also
 // as the server login), where (database, and the server behind it), the settings that shape rows (startup
 // parameters, reported ones such as DateStyle and TimeZone, SET statements in
-// force, so search_path and role too) and the schema version.
+// force, so search_path and role too, and the login defaults of ALTER ROLE/DATABASE
+// ... SET) and the schema version.
 void ClientSession::build_cache_key(const CacheUnit& u) {
   const ServerTarget& server = *pool_entry_->target;
   key_.clear();
@@ -120,6 +121,7 @@ void ClientSession::build_cache_key(const CacheUnit& u) {
   key_.append(user_).push_back('\0');
   key_.append(server.user).push_back('\0');
   key_.append(params_key_).push_back('\0');
+  cache_->append_login_defaults(database_, server.user, key_);
   for (const std::string& value : wanted_) key_.append(value).push_back('\0');
   settings_.append_to(key_);
   key_.append(std::to_string(proxy_.schema().current())).push_back('\0');
@@ -144,6 +146,8 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
   int64_t ttl = cache_->ttl_ms(*c, database_, user_);
   if (ttl == cache::ResultCache::kNeedCatalog) return wait_for_catalog();
   if (ttl <= 0 || (u.extended && clock_parameter(u.bind_tail))) return CacheStep::Pass;
+  if (server_ && !cache_->login_current(database_, server_->created))
+    return CacheStep::Pass;   // this session started with login defaults the key no longer shows
   build_cache_key(u);
   const cache::StoredResult* r = cache_->find(key_);
   if (r && (!u.extended || r->has_row_description == u.describe)) {
@@ -374,12 +378,37 @@ void ClientSession::capture_done(std::string response) {
   // Answered by a server its database entry no longer points at (a reload): not
   // what the key (built from the entry) says.
   if (server_ && !server_->target().same_database(*pool_entry_->target)) return;
+  // Its server logged in before the login defaults in the key were read.
+  if (server_ && !cache_->login_current(database_, server_->created)) return;
   cache_->store(std::move(ps->key), std::move(response), database_, *ps->statement, ps->ttl_ms, ps->since);
+}
+
+void ClientSession::seal_writes(uint64_t epoch) {
+  if (writes_.empty()) return;
+  sync_writes_.push_back({epoch, std::move(writes_)});
+  writes_.clear();
+}
+
+void ClientSession::writes_done(uint64_t epoch) {
+  size_t n = 0;
+  for (; n < sync_writes_.size() && sync_writes_[n].epoch <= epoch; n++)
+    cache_->invalidate(database_, sync_writes_[n].writes);
+  sync_writes_.erase(sync_writes_.begin(), sync_writes_.begin() + ptrdiff_t(n));
+}
+
+void ClientSession::sync_points_shifted() {
+  for (SyncWrites& s : sync_writes_) {
+    writes_.everything |= s.writes.everything;
+    writes_.relations.insert(writes_.relations.end(), s.writes.relations.begin(), s.writes.relations.end());
+  }
+  sync_writes_.clear();
 }
 
 void ClientSession::transaction_ended() {
   text_mode_unsure_ = false;   // idle, every ParameterStatus in
-  if (!cache_ || writes_.empty()) return;
+  if (!cache_) return;
+  writes_done(UINT64_MAX);
+  if (writes_.empty()) return;
   cache_->invalidate(database_, writes_);
   writes_.clear();
 }

@@ -409,6 +409,7 @@ bool ServerConn::process_linked_step() {
         }
         if (capture_state_ != Capture::Off) capture_finish();
         if (tx_status_ == 'I' && idle_protocol()) client_->transaction_ended();
+        else if (tx_status_ == 'I') client_->writes_done(syncs_done_);   // mid-pipeline: this batch is done
         client_->note_ready();
         saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
@@ -579,6 +580,7 @@ void ServerConn::rerun_batch() {
   stats.prepares++;
   note_shared_bind();
   note_sync_point();
+  if (client_) client_->sync_points_shifted();
   send(out);
 }
 

@@ -148,6 +148,50 @@ TEST_F(ResultCache, WriteThroughTheProxyInvalidates) {
   }
 }
 
+// In a pipeline, an autocommit write is committed at its own Sync: it invalidates
+// at that ReadyForQuery, while a later batch of the same pipeline still runs.
+TEST_F(ResultCache, PipelinedWriteInvalidatesAtItsOwnSync) {
+  ASSERT_APP_SQL("DROP TABLE IF EXISTS rc_blocker; CREATE TABLE rc_blocker (x int);");
+  for (std::string mode : {"transaction", "session"}) {
+    SCOPED_TRACE(mode);
+    Daemon d(cache_config(mode));
+    START_DAEMON(d);
+    ConnPtr reader = must_connect(d.conninfo());
+    ASSERT_EQ(read(reader.get(), 9), "v9");
+    ASSERT_EQ(read(reader.get(), 9), "v9");   // now cached
+    // The pipeline's second batch waits on a lock held directly on PostgreSQL.
+    ConnPtr holder = must_connect(cluster().direct_conninfo("app", "app", "apppass"));
+    ASSERT_TRUE(exec(holder, "BEGIN; LOCK TABLE rc_blocker IN ACCESS EXCLUSIVE MODE").ok);
+    ConnPtr writer = must_connect(d.conninfo());
+    PGconn* w = writer.get();
+    ASSERT_EQ(PQenterPipelineMode(w), 1);
+    ASSERT_EQ(PQsendQueryParams(w, "UPDATE rc_items SET v = 'piped' WHERE id = 9", 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_EQ(PQpipelineSync(w), 1);
+    ASSERT_EQ(PQsendQueryParams(w, "SELECT count(*) FROM rc_blocker", 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_EQ(PQpipelineSync(w), 1);
+    ASSERT_EQ(PQflush(w), 0);
+    QResult updated = result_of(PQgetResult(w), w);
+    ASSERT_TRUE(updated.ok) << updated.describe();
+    EXPECT_EQ(PQgetResult(w), nullptr);
+    PGresult* sync = PQgetResult(w);   // the first batch's ReadyForQuery
+    ASSERT_NE(sync, nullptr);
+    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+    PQclear(sync);
+    // The second batch is still waiting for the lock; the write is visible, and so through the cache.
+    EXPECT_EQ(read(reader.get(), 9), "piped");
+    ASSERT_TRUE(exec(holder, "COMMIT").ok);
+    QResult counted = result_of(PQgetResult(w), w);
+    EXPECT_TRUE(counted.ok) << counted.describe();
+    EXPECT_EQ(PQgetResult(w), nullptr);
+    sync = PQgetResult(w);
+    ASSERT_NE(sync, nullptr);
+    PQclear(sync);
+    ASSERT_EQ(PQexitPipelineMode(w), 1);
+    ASSERT_APP_SQL("UPDATE rc_items SET v = 'v9' WHERE id = 9");
+  }
+  ASSERT_APP_SQL("DROP TABLE rc_blocker");
+}
+
 TEST_F(ResultCache, DdlInvalidatesEverything) {
   Daemon d(cache_config());
   START_DAEMON(d);

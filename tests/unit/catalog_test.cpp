@@ -68,6 +68,32 @@ TEST(Catalog, AWriteToOneMemberOfAnInheritanceTreeReachesAll) {
   EXPECT_EQ(expanded(c, {"other"}, true), (Names{"other", "other1"}));
 }
 
+TEST(Catalog, LoginDefaultsOfTheRoleAndOfEveryRoleGoIntoTheKey) {
+  auto key = [](const cache::Catalog& c, const std::string& role) {
+    std::string k;
+    c.append_defaults(role, k);
+    return k;
+  };
+  cache::Catalog none, db, role, role_in_db, other_role;
+  db.load({row("d", "", "{search_path=a}")});
+  role.load({row("D", "app", "{search_path=b}")});
+  role_in_db.load({row("d", "app", "{search_path=b}")});
+  other_role.load({row("D", "admin", "{search_path=b}")});
+  const cache::Catalog* all[] = {&none, &db, &role, &role_in_db};
+  for (const cache::Catalog* a : all)
+    for (const cache::Catalog* b : all) {
+      EXPECT_EQ(key(*a, "app") == key(*b, "app"), a == b);
+      EXPECT_EQ(a->same_defaults(*b), a == b);
+    }
+  EXPECT_EQ(key(other_role, "app"), key(none, "app"));   // another role's defaults do not apply
+  EXPECT_FALSE(other_role.same_defaults(none));          // but they are a change
+  // Settings that differ only in where a separator falls are told apart.
+  cache::Catalog one, two;
+  one.load({row("D", "app", "{\"a=1,b=2\"}")});
+  two.load({row("D", "app", "{a=1,b=2}")});
+  EXPECT_NE(key(one, "app"), key(two, "app"));
+}
+
 TEST(Catalog, LoadReplacesAndIgnoresMalformedRows) {
   cache::Catalog c;
   c.load({row("S", "s1", nullptr)});
