@@ -28,7 +28,7 @@
 
 #include "cache/catalog.h"
 #include "cache/classify.h"
-#include "cache/pq_session.h"
+#include "pq/session.h"
 #include "cache/redis.h"
 #include "cache/result_store.h"
 #include "cache/schema_version.h"

@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "cache/pq_session.h"
+#include "pq/session.h"
 #include "cache/schema_version.h"
 
 namespace cache {

@@ -16,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "cache/pq_session.h"
+#include "pq/session.h"
 
 namespace prometheus {
 class Histogram;

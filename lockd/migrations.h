@@ -16,7 +16,7 @@
 #include "cache/schema_version.h"
 #include "conf/config.h"
 #include "lockd/manifest.h"
-#include "cache/pq_session.h"
+#include "pq/session.h"
 
 namespace lockd {
 

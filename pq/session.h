@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/libpq.h"
+#include "pq/libpq.h"
 
 namespace pq {
 

@@ -1,4 +1,4 @@
-#include "cache/pq_session.h"
+#include "pq/session.h"
 
 #include "conf/log.h"
 

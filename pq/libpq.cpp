@@ -1,4 +1,4 @@
-#include "cache/libpq.h"
+#include "pq/libpq.h"
 
 #include <dlfcn.h>
 
