@@ -171,6 +171,7 @@ int rank(Kind k) {
 }
 
 struct Walker {
+  std::string_view sql;                  // the text parsed (node locations are byte offsets into it)
   bool executes = true;                  // false where DML does not run (PREPARE, plain EXPLAIN)
   std::vector<std::string_view> ctes;    // CTE names in scope
   std::vector<std::string> reads, writes, functions;
@@ -375,7 +376,26 @@ SessionEffect effect(Effect kind, std::string name = {}, std::string what = {}, 
 }
 
 // The value list of SET name TO ..., as SQL; empty if a value is not a plain constant.
-std::string set_values(const json& args) {
+// An integer constant whose value the tree leaves out: 0, and also (libpg-query
+// 15-4.0, libpg_query#243) any negative one. It is read from the text at its
+// location instead: [+-]digits, or "" when that is not what is there.
+std::string integer_at(const json& a_const, std::string_view sql) {
+  const json& at = field(a_const, "location");
+  if (!at.is_number_integer() || at.get<int64_t>() < 0 || size_t(at.get<int64_t>()) >= sql.size()) return {};
+  std::string_view rest = sql.substr(size_t(at.get<int64_t>()));
+  size_t n = rest[0] == '-' || rest[0] == '+' ? 1 : 0;
+  while (n < rest.size() && (rest[n] == ' ' || rest[n] == '\t' || rest[n] == '\n' || rest[n] == '\r')) n++;
+  size_t digits = n;
+  while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') digits++;
+  if (digits == n || digits - n > 18 || (digits < rest.size() && (std::isalnum(static_cast<unsigned char>(rest[digits])) ||
+                                                                  rest[digits] == '.' || rest[digits] == '_')))
+    return {};
+  std::string out(rest[0] == '-' ? "-" : "");
+  out += rest.substr(n, digits - n);
+  return out;
+}
+
+std::string set_values(const json& args, std::string_view sql) {
   std::string out;
   for (const json& arg : args) {
     const json& c = field(arg, "A_Const");
@@ -384,8 +404,14 @@ std::string set_values(const json& args) {
     if (const std::string* sv = str(field(field(c, "sval"), "sval"))) {
       out += quote_literal(*sv);
     } else if (const json& iv = field(c, "ival"); iv.is_object()) {
-      const json& n = field(iv, "ival");   // 0 is left out of the tree
-      out += n.is_number_integer() ? std::to_string(n.get<int64_t>()) : "0";
+      const json& n = field(iv, "ival");
+      if (n.is_number_integer()) {
+        out += std::to_string(n.get<int64_t>());
+      } else {
+        std::string v = integer_at(c, sql);
+        if (v.empty()) return {};   // not followed rather than guessed
+        out += v;
+      }
     } else if (const std::string* fv = str(field(field(c, "fval"), "fval"))) {
       if (fv->find_first_not_of("0123456789.eE+-") != std::string::npos) return {};
       out += *fv;
@@ -399,7 +425,7 @@ std::string set_values(const json& args) {
 }
 
 // SET SESSION CHARACTERISTICS AS TRANSACTION ...: the defaults it sets, one Set each.
-void session_characteristics(const json& args, std::vector<SessionEffect>& out) {
+void session_characteristics(const json& args, std::string_view sql, std::vector<SessionEffect>& out) {
   static const std::pair<std::string_view, std::string_view> kDefaults[] = {
       {"transaction_isolation", "default_transaction_isolation"},
       {"transaction_read_only", "default_transaction_read_only"},
@@ -409,7 +435,7 @@ void session_characteristics(const json& args, std::vector<SessionEffect>& out) 
     const json& def = field(item, "DefElem");
     const std::string* defname = str(field(def, "defname"));
     auto it = std::find_if(std::begin(kDefaults), std::end(kDefaults), [&](auto& d) { return defname && d.first == *defname; });
-    std::string value = set_values(json::array({field(def, "arg")}));
+    std::string value = set_values(json::array({field(def, "arg")}), sql);
     if (it == std::end(kDefaults) || value.empty()) {
       out.push_back(effect(Effect::Unknown, {}, "SET SESSION CHARACTERISTICS"));
       continue;
@@ -421,7 +447,7 @@ void session_characteristics(const json& args, std::vector<SessionEffect>& out) 
 }
 
 // SET / RESET: followed when it is a session-level change of one setting to constants.
-void set_effect(const json& body, std::vector<SessionEffect>& out) {
+void set_effect(const json& body, std::string_view sql, std::vector<SessionEffect>& out) {
   if (field(body, "is_local") == true) return;   // SET LOCAL ends with its transaction
   const std::string* kind = str(field(body, "kind"));
   const std::string* raw_name = str(field(body, "name"));
@@ -430,10 +456,10 @@ void set_effect(const json& body, std::vector<SessionEffect>& out) {
   if (*kind == "VAR_RESET_ALL") return out.push_back(effect(Effect::ResetAll));
   if (*kind == "VAR_RESET" || *kind == "VAR_SET_DEFAULT") return out.push_back(effect(Effect::Reset, name));
   if (*kind == "VAR_SET_MULTI") {   // SET TRANSACTION ... ends with it; SET SESSION CHARACTERISTICS does not
-    if (name != "transaction") session_characteristics(field(body, "args"), out);
+    if (name != "transaction") session_characteristics(field(body, "args"), sql, out);
     return;
   }
-  std::string values = *kind == "VAR_SET_VALUE" ? set_values(field(body, "args")) : std::string();
+  std::string values = *kind == "VAR_SET_VALUE" ? set_values(field(body, "args"), sql) : std::string();
   if (values.empty() || name.empty()) return out.push_back(effect(Effect::Unknown, name, "SET " + name));
   SessionEffect e = effect(Effect::Set, name);
   e.sql = "SET " + quote_ident(name) + " TO " + values;
@@ -444,7 +470,7 @@ void set_effect(const json& body, std::vector<SessionEffect>& out) {
 void session_effects(const std::string& type, const json& body, const Walker& w, Classification& c) {
   std::vector<SessionEffect>& out = c.effects;
   if (type == "VariableSetStmt") {
-    set_effect(body, out);
+    set_effect(body, w.sql, out);
   } else if (type == "DiscardStmt") {
     if (field(body, "target") == "DISCARD_ALL") out.push_back(effect(Effect::DiscardAll));
   } else if (type == "DeallocateStmt") {
@@ -600,6 +626,7 @@ Classification classify_here(std::string_view sql, bool with_fingerprint) {
     }
 
     Walker w;
+    w.sql = text;
     c.kind = Kind::Other;
     const json* only = nullptr;   // the statement node when there is one
     for (const json& s : field(tree, "stmts")) {

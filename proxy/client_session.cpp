@@ -287,6 +287,7 @@ void ClientSession::granted(pool::Member* m) {
     wanted_ = server_->login_tracked();
     for (size_t i = 0; i < wanted_.size(); i++)
       if (wanted_given_ & (1u << i)) wanted_[i] = given[i];
+    reset_to_ = wanted_;
     apply_tracked_then(&ClientSession::finish_login);
   } else {
     apply_tracked_then(&ClientSession::continue_after_apply);
@@ -302,7 +303,10 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
     sql.append("SET ").append(kTrackedParams[i]).append(" TO ").append(cache::quote_literal(wanted_[i])).append(";");
   }
   if (!(settings_ == server_->settings())) settings_.diff(server_->settings(), sql);
-  if (sql.empty()) return (this->*next)();
+  if (sql.empty()) {
+    report_restored();
+    return (this->*next)();
+  }
   server_->run_internal(sql, [this, next](const pg::ErrorInfo* err) {
     if (err) {
       // The client asked for a value the server rejects: report it as PostgreSQL would
@@ -321,8 +325,29 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
     }
     wanted_ = server_->tracked();
     server_->settings() = settings_;
+    report_restored();
     (this->*next)();
   }, proxy_.config().server_reset_timeout);
+}
+
+void ClientSession::report_restored() {
+  if (restored_ == 0) return;
+  std::string out;
+  for (size_t i = 0; i < kTrackedParams.size(); i++)
+    if (restored_ & (1u << i)) pg::write_param_status(out, kTrackedParams[i], server_->tracked()[i]);
+  restored_ = 0;
+  send(out);
+}
+
+void ClientSession::tracked_reset(int index) {
+  if (wanted_[size_t(index)] == reset_to_[size_t(index)]) return;
+  wanted_[size_t(index)] = reset_to_[size_t(index)];
+  restored_ |= 1u << unsigned(index);
+}
+
+void ClientSession::settings_reset() {
+  drop_pin(conf::kPinSet);
+  for (size_t i = 0; i < kTrackedParams.size(); i++) tracked_reset(int(i));
 }
 
 void ClientSession::finish_login() {
@@ -402,7 +427,12 @@ void ClientSession::process_once() {
     }
   }
   if (server_) {
-    if (!server_->busy_internal()) forward();
+    if (server_->busy_internal()) return;
+    // A RESET of a tracked parameter went to the server's default: set the
+    // client's own back before its next statement (at once if the server stays).
+    if (restored_ && fwd_remaining_ == 0 && server_->idle_protocol() && server_->tx_status() == 'I')
+      return apply_tracked_then(&ClientSession::continue_after_apply);
+    forward();
     return;
   }
   if (in_size() == 0) return;

@@ -67,7 +67,13 @@ class ClientSession final : public Conn, public pool::Waiter {
   // state, the server is asked first and released if nothing is left.
   bool release_at_transaction_end();
   // A RESET ALL or DISCARD ALL succeeded: no setting pins any more.
-  void settings_reset() { drop_pin(conf::kPinSet); }
+  // RESET ALL or DISCARD ALL succeeded: the Set pin goes, and every tracked
+  // parameter returns to this client's own startup value.
+  void settings_reset();
+  // RESET of tracked parameter `index` succeeded. The server returned it to its
+  // own default; a direct connection returns to the client's startup value, so
+  // that is set again before the client's next statement.
+  void tracked_reset(int index);
 
   // Result cache: the response to the query whose capture was armed (see
   // ServerConn::arm_capture); the transaction ended (ReadyForQuery 'I').
@@ -122,6 +128,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool head_ready() const;
   void forward();
   void apply_tracked_then(void (ClientSession::*next)());
+  void report_restored();   // ParameterStatus of the tracked parameters restored after a RESET
   void continue_after_apply();
   void detach_server(bool client_gone);
   void protocol_violation(std::string_view message);
@@ -189,6 +196,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   std::string params_key_;                 // startup parameters servers must be opened with
   TrackedValues wanted_;                   // tracked parameter values this client expects
   unsigned wanted_given_ = 0;              // bitmask: values the client set at startup (before first login)
+  TrackedValues reset_to_;                 // what RESET returns each tracked parameter to (set at login)
+  unsigned restored_ = 0;                  // bitmask: reset to reset_to_ here, the server and client not yet told
   std::unique_ptr<auth::ScramServer> scram_;
   bool sasl_started_ = false;
   size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through

@@ -1,6 +1,7 @@
 #include "proxy/pinning.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace proxy {
 
@@ -19,10 +20,21 @@ std::string_view pin_what(const cache::Classification& c, uint8_t kinds) {
 std::string pin_names(uint8_t kinds) { return conf::pin_kind_list(kinds); }
 
 std::string state_query(bool protocol_statements) {
-  std::string sql =
-      "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())"
-      " + (SELECT count(*) FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema()),"
-      " (SELECT count(*) FROM pg_catalog.pg_prepared_statements";
+  // Every catalog of objects that live in a schema: a temp table, function, type,
+  // operator, statistics object, collation ... keeps the client pinned.
+  static constexpr std::pair<const char*, const char*> kInSchema[] = {
+      {"pg_class", "relnamespace"},     {"pg_proc", "pronamespace"},       {"pg_type", "typnamespace"},
+      {"pg_operator", "oprnamespace"},  {"pg_statistic_ext", "stxnamespace"}, {"pg_collation", "collnamespace"},
+      {"pg_conversion", "connamespace"}, {"pg_opclass", "opcnamespace"},   {"pg_opfamily", "opfnamespace"},
+      {"pg_ts_config", "cfgnamespace"}, {"pg_ts_dict", "dictnamespace"},   {"pg_ts_parser", "prsnamespace"},
+      {"pg_ts_template", "tmplnamespace"}};
+  std::string sql = "SELECT ";
+  for (const auto& [table, column] : kInSchema) {
+    if (&table != &kInSchema[0].first) sql += " + ";
+    sql.append("(SELECT count(*) FROM pg_catalog.").append(table).append(" WHERE ").append(column);
+    sql += " = pg_catalog.pg_my_temp_schema())";
+  }
+  sql += ", (SELECT count(*) FROM pg_catalog.pg_prepared_statements";
   if (!protocol_statements) sql += " WHERE from_sql";
   sql +=
       "),"

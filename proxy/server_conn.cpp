@@ -611,7 +611,10 @@ void ServerConn::settle_pending_settings() {
       needs_discard_ = true;   // the server understood it and we did not
       continue;
     }
-    if (tracked_index(e.name) >= 0) continue;   // followed through ParameterStatus
+    if (int i = tracked_index(e.name); i >= 0) {   // followed through ParameterStatus
+      if (e.kind == Kind::Reset && tx_status_ == 'I') client_->tracked_reset(i);
+      continue;
+    }
     if ((e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll) && tx_status_ == 'I') client_->settings_reset();
     if (tx_status_ != 'I') {
       // Inside a block it may yet roll back: not followed; the server is reset

@@ -31,15 +31,41 @@ void SettingList::apply(const cache::SessionEffect& e) {
   }
 }
 
+namespace {
+bool identity(const std::string& name) { return name == "session_authorization" || name == "role"; }
+}  // namespace
+
+// Who runs the statements matters: a setting only a superuser may change (or a
+// role that only the login may take) must be reset as the login, not as the role
+// the last client left. So when either side has a role or session authorization
+// in force, the server's are reset first and the client's set last, in the order
+// the client set them (session authorization before role: setting it drops the role).
 void SettingList::diff(const SettingList& from, std::string& sql) const {
+  auto in = [](const std::vector<std::pair<std::string, std::string>>& items, const auto& item) {
+    return std::find(items.begin(), items.end(), item) != items.end();
+  };
+  std::string body;
   for (const auto& item : from.items_) {
+    if (identity(item.first)) continue;
     bool wanted = std::any_of(items_.begin(), items_.end(), [&](auto& p) { return p.first == item.first; });
-    if (!wanted) sql.append("RESET ").append(cache::quote_ident(item.first)).append(";");
+    if (!wanted) body.append("RESET ").append(cache::quote_ident(item.first)).append(";");
   }
-  for (auto& item : items_) {
-    bool same = std::find(from.items_.begin(), from.items_.end(), item) != from.items_.end();
-    if (!same) sql.append(item.second).append(";");
+  for (const auto& item : items_)
+    if (!identity(item.first) && !in(from.items_, item)) body.append(item.second).append(";");
+  auto identities = [](const SettingList& l) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& item : l.items_)
+      if (identity(item.first)) out.push_back(item);
+    return out;
+  };
+  const auto had = identities(from), want = identities(*this);
+  if (had == want && (had.empty() || body.empty())) {
+    sql += body;
+    return;
   }
+  if (!had.empty()) sql.append("RESET SESSION AUTHORIZATION;RESET ROLE;");
+  sql += body;
+  for (const auto& item : want) sql.append(item.second).append(";");
 }
 
 }  // namespace proxy

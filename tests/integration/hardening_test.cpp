@@ -299,6 +299,69 @@ TEST(Hardening, SetReplayWithTrailingComment) {
   expect_serving(d, "SET with a trailing comment");
 }
 
+// ------------------------------------------------------------------ 4b
+// Found by PostgreSQL's regression suite in transaction mode (scripts/pg_regress.sh),
+// with one server shared by every client:
+// - a negative value is replayed as itself (the parse tree leaves it out);
+// - RESET of a startup parameter returns to the client's startup value, as on a
+//   direct connection, not to the server's default, and the client is told;
+// - a setting the last client changed before becoming another role is reset as
+//   the login, and the new client is served.
+TEST(Hardening, SettingsFollowTheClientAsPostgreSQLKeepsThem) {
+  bool ok = false;
+  std::string out = cluster().psql(
+      "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hd_super') THEN "
+      "CREATE ROLE hd_super LOGIN SUPERUSER PASSWORD 'superpw'; END IF; END$$",
+      "postgres", &ok);
+  ASSERT_TRUE(ok) << out;
+  Daemon d(tx_config(1).user("hd_super", "superpw"));
+  START_DAEMON(d);
+  ConnPtr a = must_connect(d.conninfo()), b = must_connect(d.conninfo());
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(exec_within(a, "SET extra_float_digits = -1").ok);
+  ASSERT_TRUE(exec_within(b, "SET extra_float_digits TO - 3").ok);
+  EXPECT_EQ(exec_within(a, "SHOW extra_float_digits").scalar(), "-1");
+  EXPECT_EQ(exec_within(b, "SHOW extra_float_digits").scalar(), "-3");
+  EXPECT_EQ(exec_within(a, "SELECT 1.0::float8 / 3").scalar(), "0.33333333333333");
+
+  // libpq sends PGDATESTYLE and PGTZ as startup parameters.
+  setenv("PGDATESTYLE", "Postgres, MDY", 1);
+  setenv("PGTZ", "America/Los_Angeles", 1);
+  ConnPtr c = must_connect(d.conninfo());
+  unsetenv("PGDATESTYLE");
+  unsetenv("PGTZ");
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(exec_within(c, "SET datestyle TO iso").ok);
+  ASSERT_TRUE(exec_within(c, "SET TIME ZONE 'UTC'").ok);
+  EXPECT_EQ(exec_within(c, "SHOW DateStyle").scalar(), "ISO, MDY");
+  ASSERT_TRUE(exec_within(c, "RESET datestyle").ok);
+  ASSERT_TRUE(exec_within(b, "SELECT 1").ok);   // the server goes round the others in between
+  EXPECT_EQ(exec_within(c, "SHOW DateStyle").scalar(), "Postgres, MDY");
+  EXPECT_STREQ(PQparameterStatus(c.get(), "DateStyle"), "Postgres, MDY");
+  EXPECT_EQ(exec_within(c, "SHOW TimeZone").scalar(), "UTC");
+  ASSERT_TRUE(exec_within(c, "SET datestyle TO sql, dmy").ok);
+  ASSERT_TRUE(exec_within(c, "RESET ALL").ok);
+  EXPECT_EQ(exec_within(c, "SHOW DateStyle").scalar(), "Postgres, MDY");
+  EXPECT_EQ(exec_within(c, "SHOW TimeZone").scalar(), "America/Los_Angeles");
+  EXPECT_STREQ(PQparameterStatus(c.get(), "TimeZone"), "America/Los_Angeles");
+  EXPECT_EQ(exec_within(b, "SHOW DateStyle").scalar(), "ISO, MDY");   // the others keep their own
+  EXPECT_EQ(exec_within(a, "SHOW extra_float_digits").scalar(), "-1");
+
+  // A superuser's pool of one server: one client sets a superuser-only setting,
+  // then becomes an unprivileged role; the next client gets that server.
+  ConnPtr s1 = must_connect(d.conninfo("hd_super", "app", "password=superpw"));
+  ASSERT_TRUE(s1);
+  ASSERT_TRUE(exec_within(s1, "SET lo_compat_privileges = on").ok);
+  ASSERT_TRUE(exec_within(s1, "SET SESSION AUTHORIZATION trustuser").ok);
+  ConnectResult s2 = pg_connect(d.conninfo("hd_super", "app", "password=superpw"), 10000);
+  ASSERT_TRUE(s2.ok()) << s2.error;
+  const std::string who = "SELECT current_user, current_setting('lo_compat_privileges')";
+  EXPECT_EQ(exec_within(s2.conn, who).rows, (std::vector<std::vector<std::string>>{{"hd_super", "off"}}));
+  EXPECT_EQ(exec_within(s1, who).rows, (std::vector<std::vector<std::string>>{{"trustuser", "on"}}));
+  EXPECT_EQ(exec_within(s2.conn, who).rows, (std::vector<std::vector<std::string>>{{"hd_super", "off"}}));
+  expect_serving(d, "settings replayed as PostgreSQL keeps them");
+}
+
 // ------------------------------------------------------------------ 5
 TEST(Hardening, ClientStoppingMidMessageDoesNotBlockThePool) {
   DaemonConfig cfg = tx_config(1);

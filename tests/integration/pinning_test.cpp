@@ -298,6 +298,21 @@ TEST(Pinning, TableInPgTempSurvivesIsPrivateAndUnpinsOnDiscardTemp) {
   run_kind(k);
 }
 
+// Not a relation, function or type: "gone" counts every kind of schema object
+// (found by PostgreSQL's stats_ext test through transaction mode).
+TEST(Pinning, StatisticsObjectInPgTempSurvivesIsPrivateAndUnpinsOnDrop) {
+  const std::string mine =
+      "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'pin_st' AND stxnamespace = pg_my_temp_schema()";
+  KindCase k;
+  k.kind = "temp";
+  k.create = {"CREATE TABLE IF NOT EXISTS pin_st_t(a int, b int)", "CREATE STATISTICS pg_temp.pin_st ON a, b FROM pin_st_t"};
+  k.use = [mine](PGconn* c, int) { return expect_value(c, mine, "1"); };
+  k.invisible = [mine](PGconn* c, const std::string&) { return expect_value(c, mine, "0"); };
+  k.clear = {"DROP STATISTICS pg_temp.pin_st"};
+  k.gone = [mine](PGconn* c) { return expect_value(c, mine, "0"); };
+  run_kind(k);
+}
+
 TEST(Pinning, PreparedStatementSurvivesIsPrivateAndUnpinsOnDeallocate) {
   KindCase k;
   k.kind = "prepare";

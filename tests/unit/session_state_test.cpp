@@ -36,6 +36,12 @@ TEST(SessionEffects, SetFormsAndGeneratedSql) {
   EXPECT_EQ(one("SET x.y = 'it''s'").sql, "SET \"x.y\" TO 'it''s'");
   EXPECT_EQ(one("SET x.y = 0").sql, "SET \"x.y\" TO 0");
   EXPECT_EQ(one("SET x.y = -1.5").sql, "SET \"x.y\" TO -1.5");
+  // Negative integers (the tree leaves their value out) are read from the text.
+  EXPECT_EQ(one("SET extra_float_digits = -1").sql, "SET \"extra_float_digits\" TO -1");
+  EXPECT_EQ(one("SET extra_float_digits TO - 3 ;").sql, "SET \"extra_float_digits\" TO -3");
+  EXPECT_EQ(one("SELECT 1; SET lock_timeout = -0").sql, "SET \"lock_timeout\" TO -0");
+  EXPECT_EQ(one("SET extra_float_digits = +2").sql, "SET \"extra_float_digits\" TO 2");
+  EXPECT_EQ(one("SET x.y = - /* c */ 1").kind, Kind::Unknown);   // not read: not guessed
   // A trailing comment is not part of the generated statement.
   EXPECT_EQ(one("SET search_path = a -- note").sql, "SET \"search_path\" TO 'a'");
   EXPECT_EQ(one("SET TIME ZONE DEFAULT").kind, Kind::Reset);
@@ -90,7 +96,8 @@ TEST(SessionEffects, StateThatCannotFollowTheClient) {
   EXPECT_TRUE(effects("CREATE TABLE t (a int)").empty());
   // Temp objects named by a qualified name list: functions, domains, types.
   for (const char* sql : {"CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-                          "CREATE DOMAIN pg_temp.int4 AS pg_catalog.text", "SELECT pg_temp.f()"})
+                          "CREATE DOMAIN pg_temp.int4 AS pg_catalog.text", "SELECT pg_temp.f()",
+                          "CREATE STATISTICS pg_temp.s ON a, b FROM t"})
     EXPECT_EQ(one(sql).kind, Kind::SessionObject) << sql;
 }
 
@@ -146,6 +153,46 @@ TEST(SettingList, DiffReplaysAndResets) {
   client.apply(one("SET search_path TO b"));   // replaces, keeps one entry
   client.diff(server, sql);
   EXPECT_EQ(sql, "SET \"search_path\" TO 'b';");
+}
+
+// A setting the last client changed before becoming another role is reset as the
+// login; the client's own role comes back last.
+TEST(SettingList, ResetsRunAsTheLoginAndTheRoleComesLast) {
+  proxy::SettingList server, fresh, client;
+  server.apply(one("SET lo_compat_privileges = true"));
+  server.apply(one("SET SESSION AUTHORIZATION regress_u"));
+  std::string sql;
+  fresh.diff(server, sql);
+  EXPECT_EQ(sql, "RESET SESSION AUTHORIZATION;RESET ROLE;RESET \"lo_compat_privileges\";");
+  client.apply(one("SET work_mem = '8MB'"));
+  client.apply(one("SET SESSION AUTHORIZATION bob"));
+  client.apply(one("SET ROLE alice"));
+  sql.clear();
+  client.diff(server, sql);
+  EXPECT_EQ(sql,
+            "RESET SESSION AUTHORIZATION;RESET ROLE;RESET \"lo_compat_privileges\";SET \"work_mem\" TO '8MB';"
+            "SET \"session_authorization\" TO 'bob';SET \"role\" TO 'alice';");
+  sql.clear();
+  client.diff(proxy::SettingList{}, sql);   // a fresh server: nothing to reset
+  EXPECT_EQ(sql, "SET \"work_mem\" TO '8MB';SET \"session_authorization\" TO 'bob';SET \"role\" TO 'alice';");
+  sql.clear();
+  proxy::SettingList same_role = client;
+  same_role.apply(one("SET work_mem = '16MB'"));
+  client.diff(same_role, sql);   // the role in force may not change work_mem back: as the login
+  EXPECT_EQ(sql, "RESET SESSION AUTHORIZATION;RESET ROLE;SET \"work_mem\" TO '8MB';"
+                 "SET \"session_authorization\" TO 'bob';SET \"role\" TO 'alice';");
+  sql.clear();
+  client.diff(client, sql);
+  EXPECT_EQ(sql, "");
+  // RESET SESSION AUTHORIZATION drops the role too: a role both sides share is set
+  // again (found by the cache differential tester, seed 101).
+  proxy::SettingList authorized_with_role, role_only;
+  authorized_with_role.apply(one("SET SESSION AUTHORIZATION app"));
+  authorized_with_role.apply(one("SET ROLE r1"));
+  role_only.apply(one("SET ROLE r1"));
+  sql.clear();
+  role_only.diff(authorized_with_role, sql);
+  EXPECT_EQ(sql, "RESET SESSION AUTHORIZATION;RESET ROLE;SET \"role\" TO 'r1';");
 }
 
 TEST(SettingList, RoleFollowsPostgreSQL) {
