@@ -66,6 +66,11 @@ Metrics::Metrics(std::string version)
                     .Name("pgsidecar_lock_wait_seconds")
                     .Help("lockd named locks: time from a lock request to its grant")
                     .Register(*registry_);
+  loop_lag_ = &prometheus::BuildHistogram()
+                   .Name("pgsidecar_event_loop_lag_seconds")
+                   .Help("How late the event loop ran its 100 ms timer, observed every tick: time the loop was "
+                         "blocked, which delays every connection")
+                   .Register(*registry_);
 }
 
 namespace {
@@ -104,6 +109,12 @@ prometheus::Histogram& Metrics::lockd_status_seconds(const std::string& source) 
                                                                   0.0025,   0.005,   0.01,   0.025,   0.05,   0.1,
                                                                   0.25,     1};
   return lockd_status_->Add({{"source", source}}, buckets);
+}
+
+prometheus::Histogram& Metrics::event_loop_lag_seconds() {
+  static const prometheus::Histogram::BucketBoundaries buckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                                  0.1,   0.25,   0.5,   1,    2.5};
+  return loop_lag_->Add({}, buckets);
 }
 
 prometheus::Histogram& Metrics::lock_wait_seconds() {

@@ -84,6 +84,9 @@ class Metrics {
   // from a lock request to its grant.
   prometheus::Histogram& lockd_status_seconds(const std::string& source);
   prometheus::Histogram& lock_wait_seconds();
+  // How late the event loop ran its 100 ms janitor timer: time the loop spent
+  // blocked (a long callback) delays every connection by as much.
+  prometheus::Histogram& event_loop_lag_seconds();
   // Prometheus text exposition format (version 0.0.4).
   std::string render(const Snapshot& snap) const;
 
@@ -96,6 +99,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* pin_duration_;
   prometheus::Family<prometheus::Histogram>* lockd_status_;
   prometheus::Family<prometheus::Histogram>* lock_wait_;
+  prometheus::Family<prometheus::Histogram>* loop_lag_;
 };
 
 }  // namespace metrics

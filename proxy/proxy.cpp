@@ -121,7 +121,8 @@ bool Proxy::start(std::string& err) {
   }
   uv_timer_init(loop_, &janitor_timer_);
   janitor_timer_.data = this;
-  uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, 100, 100);
+  uv_timer_start(&janitor_timer_, [](uv_timer_t* t) { static_cast<Proxy*>(t->data)->janitor(); }, kJanitorMs,
+                 kJanitorMs);
   schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
   if (cfg_.cache.mode != conf::CacheMode::Off) {
     result_cache_ = std::make_unique<cache::ResultCache>(
@@ -458,6 +459,11 @@ std::string Proxy::render_metrics() {
 }
 
 void Proxy::janitor() {
+  // The loop is late by as long as something held it: a long callback delays
+  // every connection, so operators see it (pgsidecar_event_loop_lag_seconds).
+  const uint64_t now_ms = uv_now(loop_);
+  if (janitor_due_ms_ != 0) loop_lag_.Observe(now_ms > janitor_due_ms_ ? double(now_ms - janitor_due_ms_) / 1000 : 0);
+  janitor_due_ms_ = now_ms + kJanitorMs;
   pool::Time now = pool::Clock::now();
   for (auto& [key, e] : pools_) e->pool->tick(now);
   if (++janitor_ticks_ % 100 == 0) statements_.sweep();   // every 10 s: drop statements nobody holds

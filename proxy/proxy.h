@@ -190,6 +190,9 @@ class Proxy {
   void finish_pauses();
   metrics::Metrics metrics_{PGSIDECAR_VERSION};
   metrics::HttpEndpoint metrics_endpoint_{loop_, [this] { return render_metrics(); }};
+  static constexpr uint64_t kJanitorMs = 100;                              // janitor() period
+  prometheus::Histogram& loop_lag_ = metrics_.event_loop_lag_seconds();    // how late janitor() ran
+  uint64_t janitor_due_ms_ = 0;                                            // uv_now() it is due next (0: not started)
   mutable std::map<std::string, auth::ScramSecret> secrets_;     // client auth secrets by user, derived lazily
   std::unique_ptr<uv_tcp_t> tcp_listener_;
   std::unique_ptr<uv_pipe_t> unix_listener_;

@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <filesystem>
 #include <regex>
+#include <thread>
 
 #include "harness.h"
 #include "metrics/http_endpoint.h"
@@ -144,6 +146,28 @@ TEST(Metrics, PlanCacheAndWaitHistogram) {
   while (PGresult* rest = PQgetResult(b.get())) PQclear(rest);
   text = m.scrape();
   EXPECT_EQ(sample(text, "pgsidecar_pool_wait_seconds_count{" + kPool + "}") - waits, 1) << text;
+}
+
+// The janitor's 100 ms tick is observed every time; a loop held for 400 ms (here:
+// the process stopped) shows as one late tick of at least 300 ms.
+TEST(Metrics, EventLoopLagShowsAHeldLoop) {
+  MetricsDaemon m("transaction", 1);
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  const std::string count = "pgsidecar_event_loop_lag_seconds_count", slow = "pgsidecar_event_loop_lag_seconds_bucket{le=\"0.25\"}";
+  std::string text = m.scrape();
+  double n0 = sample(text, count);
+  ASSERT_GE(n0, 0) << text;
+  ASSERT_TRUE(eventually([&] { return sample(m.scrape(), count) >= n0 + 3; }, 5000)) << "ticks are observed";
+  text = m.scrape();
+  double fast0 = sample(text, slow), n1 = sample(text, count);
+  ASSERT_EQ(kill(d.pid(), SIGSTOP), 0);
+  std::this_thread::sleep_for(Ms(400));   // the stimulus: the loop is held this long
+  ASSERT_EQ(kill(d.pid(), SIGCONT), 0);
+  ASSERT_TRUE(eventually([&] { return sample(m.scrape(), count) >= n1 + 2; }, 5000));
+  text = m.scrape();
+  // Every tick since n1 but the late one is below 0.25 s.
+  EXPECT_LT(sample(text, slow) - fast0, sample(text, count) - n1) << text;
 }
 
 TEST(Metrics, ServerDisconnectsByReason) {
