@@ -28,6 +28,8 @@
 # Raw per-run figures go to bench/results/lockd-<time>.csv (measure,round,field,value).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 repo="$PWD"
 
 rounds="${ROUNDS:-3}"
@@ -43,7 +45,6 @@ load_cpu="${LOAD_CPU:-1}"
 port="${PORT:-25452}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-lockd}"
-pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
 sock="$dir/lockd.sock"
 mig="$dir/migrations"
@@ -52,33 +53,24 @@ new_version=$((prior + 1))
 new_file="$mig/${new_version}_bench_items.up.sql"
 load_timeout=180   # seconds one load-tool run may take before it counts as a hang
 
-((EUID == 0)) || { echo "lockd.sh: run as root (PostgreSQL runs as user postgres)" >&2; exit 1; }
-scripts/deps.sh
+bench_init  # its ulimit -n: STARTERS connections at once, in the daemon and in the load tool
 if [[ -z "${PGSIDECAR_BIN:-}" ]]; then
   # Always brought up to date: an existing binary may predate lockd.
   echo "== building pgsidecar (cmake --build build)"
   [[ -f build/CMakeCache.txt ]] || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
   if ! out="$(cmake --build build -j "$(nproc)" --target pgsidecar 2>&1)"; then
     tail -40 <<<"$out" >&2
-    echo "lockd.sh: build failed" >&2
-    exit 1
+    die "build failed"
   fi
 fi
-# STARTERS connections at once, in the daemon and in the load tool.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-clk_tck="$(getconf CLK_TCK)"
 
 pin_daemon=() pin_load=()
 if (($(nproc) >= 2)); then
   pin_daemon=(taskset -c "$daemon_cpu")
   pin_load=(taskset -c "$load_cpu")
 else
-  echo "lockd.sh: one CPU only; daemon and load tool share it" >&2
+  echo "$bench_name: one CPU only; daemon and load tool share it" >&2
 fi
-
-as_postgres() { runuser -u postgres -- "$@"; }
-pg() { as_postgres psql -h "$pgdata" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 problems=()
 problem() {
@@ -126,23 +118,18 @@ echo_pid=""
 cleanup() {
   if [[ -n "$echo_pid" ]]; then kill "$echo_pid" 2>/dev/null || true; fi
   stop_sidecar 2>/dev/null || true
-  as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+  pg_stop
 }
 trap cleanup EXIT
 cleanup  # leftovers of an interrupted earlier run
 
-for p in "$port" "$((port + 1))"; do
-  if port_busy "$p"; then echo "lockd.sh: port $p is taken; set PORT" >&2; exit 1; fi
-done
+for p in "$port" "$((port + 1))"; do require_free_port "$p"; done
 
 echo "== PostgreSQL on 127.0.0.1:$port"
-rm -rf "$dir"
-install -d -m 755 "$dir" "$mig"
-install -d -o postgres -g postgres -m 700 "$pgdata"
-as_postgres "$pgbin/initdb" -D "$pgdata" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
-as_postgres "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
-  -o "-p $port -k $pgdata -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
-pg -d postgres -c "CREATE ROLE app LOGIN" -c "CREATE DATABASE app OWNER app"
+make_bench_dir
+install -d -m 755 "$mig"
+pg_start_cluster "-c max_connections=100"
+pg_add_db app
 
 echo "== lockd_load (g++ -O2)"
 g++ -O2 -std=c++20 -pthread bench/lockd_load.cpp -o "$load"
@@ -181,27 +168,23 @@ databases:
   app: {host: 127.0.0.1, port: $port, dbname: app}
 YAML
 if ! out="$("$bin" -c "$dir/pgsidecar.yaml" --check-config 2>&1)"; then
-  echo "lockd.sh: $bin rejects the lockd configuration (built without lockd?):" >&2
+  echo "$bench_name: $bin rejects the lockd configuration (built without lockd?):" >&2
   echo "$out" >&2
   exit 1
 fi
 
-mkdir -p bench/results
-csv="bench/results/lockd-$(date +%Y%m%d-%H%M%S).csv"
-echo "measure,round,field,value" >"$csv"
+csv="$(results_csv lockd "measure,round,field,value")"
 
-# CPU time (user + system, clock ticks) the daemon has used so far.
-daemon_ticks() { awk '{ print $14 + $15 }' "/proc/$sidecar_pid/stat" 2>/dev/null || echo 0; }
 # run_load MODE ARGS...: runs the load tool on its core; sets $line (its result
 # line), $ok (1 if it exited 0) and $dcpu (the daemon's CPU use meanwhile, % of
 # one core). A non-zero exit or a timeout is a problem.
 line="" ok=0 dcpu=""
 run_load() {
   local rc=0 t0 t1 c0 c1
-  t0="$EPOCHREALTIME" c0="$(daemon_ticks)"
+  t0="$EPOCHREALTIME" c0="$(cpu_seconds "$sidecar_pid")"
   line="$(timeout "$load_timeout" "${pin_load[@]}" "$load" "$@")" || rc=$?
-  t1="$EPOCHREALTIME" c1="$(daemon_ticks)"
-  dcpu="$(awk -v c="$((c1 - c0))" -v hz="$clk_tck" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", c / hz / (e - s) * 100 }')"
+  t1="$EPOCHREALTIME" c1="$(cpu_seconds "$sidecar_pid")"
+  dcpu="$(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) * 100 }')"
   [[ -n "$sidecar_pid" ]] && kill -0 "$sidecar_pid" 2>/dev/null || dcpu="-"
   ok=1
   if ((rc == 124)); then
@@ -286,7 +269,7 @@ done
 
 echo "== cold status without the connect: first call after NOTIFY pgsidecar_migrations, $cold_runs times"
 for ((r = 1; r <= cold_runs; r++)); do
-  pg -d app -c "NOTIFY pgsidecar_migrations, 'lockd.sh'"
+  pg_psql -d app -c "NOTIFY pgsidecar_migrations, 'lockd.sh'"
   run_load first-uncached "$sock" 5
   printf '   notify %2s: %s µs  status=%s  (%s calls until one was not cached)\n' "$r" "$(kv us)" "$(kv status)" "$(kv calls)"
   record status-notify "$r" us calls status
@@ -312,7 +295,7 @@ for starters in $starters_list; do
   echo "== $starters starter(s) at once, one pending migration, fresh database each round, $rounds rounds"
   for ((r = 1; r <= rounds; r++)); do
     stop_sidecar
-    pg -d postgres -c "DROP DATABASE app WITH (FORCE)" -c "CREATE DATABASE app OWNER app"
+    pg_psql -d postgres -c "DROP DATABASE app WITH (FORCE)" -c "CREATE DATABASE app OWNER app"
     rm -f "$new_file"
     start_sidecar
     if ((prior > 0)); then
@@ -332,7 +315,7 @@ for starters in $starters_list; do
     fi
     [[ "$line" == *"\"pending\":[\"$new_version\"]"* ]] || problem "round $r: expected exactly version $new_version pending: $line"
     run_load starters "$sock" "$starters"
-    applied_rows="$(pg -d app -tA -c "SELECT count(*) FROM bench_items" 2>/dev/null || echo error)"
+    applied_rows="$(pg_psql -d app -tA -c "SELECT count(*) FROM bench_items" 2>/dev/null || echo error)"
     [[ "$applied_rows" == 1 ]] || problem "round $r: bench_items has $applied_rows rows (the migration must run exactly once)"
     printf '   round %s: all %s saw current after %s ms (per-starter p50 %s ms); applied in %s answers; rows %s; new file noticed after %s ms\n' \
       "$r" "$(kv current)" "$(kv wall_ms)" "$(kv p50_ms)" "$(kv applied_nonempty)" "$applied_rows" "$notice_ms"

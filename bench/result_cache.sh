@@ -31,6 +31,8 @@
 # Raw per-run figures go to bench/results/result-cache-<time>.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 repo="$PWD"
 
 duration="${DURATION:-10}"
@@ -45,7 +47,6 @@ max_clients="$(tr ' ' '\n' <<<"$clients_list" | sort -n | tail -1)"
 pgpool_children="${PGPOOL_CHILDREN:-$((max_clients + 6))}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-bench-cache}"
-pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
 declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2))
   [pgsidecar-redis]=$((port + 5)) [pgpool]=$((port + 7)))
@@ -53,14 +54,10 @@ declare -A metrics_port=([pgsidecar]=$((port + 3)) [pgsidecar-redis]=$((port + 6
 redis_port=$((port + 4))
 pcp_port=$((port + 8))
 
-has_target() { [[ " $targets " == *" $1 "* ]]; }
 drop_target() { targets="$(tr ' ' '\n' <<<"$targets" | grep -vx "$1" | tr '\n' ' ')"; }
 
-((EUID == 0)) || { echo "result_cache.sh: run as root (PostgreSQL runs as user postgres)" >&2; exit 1; }
-for t in $targets; do
-  [[ -n "${target_port[$t]:-}" ]] || { echo "result_cache.sh: unknown target $t (${!target_port[*]})" >&2; exit 1; }
-done
-scripts/deps.sh
+for t in $targets; do [[ -n "${target_port[$t]:-}" ]] || die "unknown target $t (${!target_port[*]})"; done
+bench_init
 if has_target pgpool && [[ "$(dpkg-query -W -f='${db:Status-Status}' pgpool2 2>/dev/null || true)" != installed ]]; then
   echo "== installing pgpool2"
   export DEBIAN_FRONTEND=noninteractive
@@ -70,52 +67,19 @@ if has_target pgpool && [[ "$(dpkg-query -W -f='${db:Status-Status}' pgpool2 2>/
   systemctl stop pgpool2 >/dev/null 2>&1 || true
 fi
 if { has_target pgsidecar || has_target pgsidecar-redis; } && [[ ! -x "$bin" ]]; then
-  echo "== building pgsidecar (Release)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build -j "$(nproc)" --target pgsidecar
+  build_pgsidecar --target pgsidecar
 fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-as_postgres() { runuser -u postgres -- "$@"; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# wait_port PORT [PID]: up to 10 s for a listener on PORT; gives up early once PID has exited.
-wait_port() {
-  for _ in $(seq 100); do
-    port_busy "$1" && return 0
-    if [[ -n "${2:-}" ]] && ! kill -0 "$2" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
-  echo "result_cache.sh: nothing listening on port $1" >&2; return 1
-}
-# kill_pidfile FILE SIGNAL: signals the pid in FILE if that process is still ours (its
-# command line names $dir, or it runs in $dir), so a stale file never hits another process.
-kill_pidfile() {
-  local pid
-  [[ -f "$1" ]] || return 0
-  pid="$(tr -dc 0-9 <"$1")"  # pgpool pads its file with NULs
-  [[ -n "$pid" && -d "/proc/$pid" ]] || return 0
-  if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir" &&
-    [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$dir"* ]]; then
-    return 0
-  fi
-  kill "-$2" "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 declare -A sidecar_pid=()
 cleanup() {
   local t
-  for t in "${!sidecar_pid[@]}"; do
-    kill -INT "${sidecar_pid[$t]}" 2>/dev/null || true
-    wait "${sidecar_pid[$t]}" 2>/dev/null || true
-  done
+  for t in "${!sidecar_pid[@]}"; do stop_child "${sidecar_pid[$t]}"; done
   sidecar_pid=()
   for t in pgsidecar pgsidecar-redis; do kill_pidfile "$dir/$t.pid" INT; done  # an interrupted earlier run's
-  if [[ -f "$dir/pgbouncer/pgbouncer.pid" ]]; then kill "$(cat "$dir/pgbouncer/pgbouncer.pid")" 2>/dev/null || true; fi
+  stop_pgbouncer
   kill_pidfile "$dir/pgpool/pgpool.pid" INT  # fast shutdown: pgpool ends its children itself
   kill_pidfile "$dir/redis/redis.pid" TERM
-  as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+  pg_stop
 }
 trap cleanup EXIT
 cleanup  # leftovers of an interrupted earlier run
@@ -127,20 +91,12 @@ for t in $targets; do
 done
 if has_target pgsidecar-redis; then ports+=("$redis_port"); fi
 if has_target pgpool; then ports+=("$pcp_port"); fi
-for p in "${ports[@]}"; do
-  if port_busy "$p"; then echo "result_cache.sh: port $p is taken; set PORT" >&2; exit 1; fi
-done
+for p in "${ports[@]}"; do require_free_port "$p"; done
 
 echo "== PostgreSQL on 127.0.0.1:$port (max_connections=400, shared_buffers=128MB)"
-rm -rf "$dir"
-install -d -m 755 "$dir"
-install -d -o postgres -g postgres -m 700 "$pgdata" "$dir/pgbouncer" "$dir/pgpool" "$dir/pgpool/oiddir"
-as_postgres "$pgbin/initdb" -D "$pgdata" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
-as_postgres "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -o "-p $port -k $pgdata \
-  -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB \
-  -c synchronous_commit=off" start >/dev/null
-as_postgres psql -h "$pgdata" -p "$port" -U postgres -X -q -d postgres \
-  -c "CREATE ROLE bench LOGIN SUPERUSER" -c "CREATE DATABASE bench OWNER bench"
+make_bench_dir "$dir/pgbouncer" "$dir/pgpool" "$dir/pgpool/oiddir"
+pg_start_cluster "-c max_connections=400 -c shared_buffers=128MB -c synchronous_commit=off"
+pg_add_db bench SUPERUSER
 echo "== table hot: 1,000 rows of ~100 bytes"
 psql -h 127.0.0.1 -p "$port" -U bench -X -q -d bench -v ON_ERROR_STOP=1 <<'SQL'
 CREATE TABLE hot (id int PRIMARY KEY, v text NOT NULL);
@@ -156,30 +112,7 @@ cat >"$dir/hot-extended.sql" <<'SQL'
 SELECT v FROM hot WHERE id = :id;
 SQL
 
-if has_target pgbouncer; then
-  echo "== PgBouncer $(pgbouncer --version | head -1 | awk '{print $2}') on 127.0.0.1:${target_port[pgbouncer]}"
-  echo '"bench" ""' >"$dir/pgbouncer/userlist.txt"
-  cat >"$dir/pgbouncer/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$port dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${target_port[pgbouncer]}
-unix_socket_dir =
-auth_type = trust
-auth_file = $dir/pgbouncer/userlist.txt
-pool_mode = transaction
-default_pool_size = $pool_size
-max_client_conn = 1000
-logfile = $dir/pgbouncer/pgbouncer.log
-pidfile = $dir/pgbouncer/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-INI
-  chown -R postgres:postgres "$dir/pgbouncer"
-  as_postgres pgbouncer -d -q "$dir/pgbouncer/pgbouncer.ini"
-  wait_port "${target_port[pgbouncer]}"
-fi
+if has_target pgbouncer; then start_pgbouncer pgbouncer "${target_port[pgbouncer]}" "$pool_size"; fi
 
 if has_target pgpool; then
   echo "== pgpool-II $(pgpool --version 2>&1 | awk '{print $3}') on 127.0.0.1:${target_port[pgpool]}" \
@@ -241,44 +174,26 @@ if has_target pgsidecar-redis; then
   wait_port "$redis_port"
 fi
 
-# start_sidecar TARGET [YAML lines...]: starts one daemon; drops TARGET if it does not come up.
+# start_sidecar TARGET [KEY=VALUE...]: starts one daemon; drops TARGET if it does not come up.
 start_sidecar() {
   local t="$1" conf="$dir/$1.yaml" log="$dir/$1.log"; shift
   echo "== $t on 127.0.0.1:${target_port[$t]}, /metrics on ${metrics_port[$t]} ($bin)"
-  {
-    cat <<YAML
-listen_addr: 127.0.0.1
-listen_port: ${target_port[$t]}
-auth_type: trust
-pool_mode: transaction
-default_pool_size: $pool_size
-max_client_conn: 1000
-log_level: warn
-metrics: {listen: "127.0.0.1:${metrics_port[$t]}"}
-lockd: {socket_path: ""}
-databases:
-  bench: {host: 127.0.0.1, port: $port, dbname: bench}
-YAML
-    printf '%s\n' "$@"
-  } >"$conf"
+  write_sidecar_yaml "$conf" "${target_port[$t]}" "$pool_size" "127.0.0.1:${metrics_port[$t]}" "$@"
   "$bin" -c "$conf" 2>"$log" &
   sidecar_pid[$t]=$!
   echo "${sidecar_pid[$t]}" >"$dir/$t.pid"
   if ! wait_port "${target_port[$t]}" "${sidecar_pid[$t]}"; then
     echo "   $t did not start; skipping it. Tail of $log:" >&2
     tail -20 "$log" | sed 's/^/   | /' >&2
-    kill -INT "${sidecar_pid[$t]}" 2>/dev/null || true
-    wait "${sidecar_pid[$t]}" 2>/dev/null || true
+    stop_child "${sidecar_pid[$t]}"
     unset "sidecar_pid[$t]"
     drop_target "$t"
   fi
 }
-if has_target pgsidecar; then
-  start_sidecar pgsidecar "cache: {mode: hinted, max_bytes: 64MB, rules: [{table: hot, ttl: 60s}]}"
-fi
+cache_rules="mode: hinted, max_bytes: 64MB, rules: [{table: hot, ttl: 60s}]"
+if has_target pgsidecar; then start_sidecar pgsidecar "cache={$cache_rules}"; fi
 if has_target pgsidecar-redis; then
-  start_sidecar pgsidecar-redis "cache: {mode: hinted, max_bytes: 64MB, rules: [{table: hot, ttl: 60s}]," \
-    "  redis: {url: \"redis://127.0.0.1:$redis_port\"}}"
+  start_sidecar pgsidecar-redis "cache={$cache_rules, redis: {url: \"redis://127.0.0.1:$redis_port\"}}"
 fi
 
 # cache_counters TARGET: "hits misses" of the target's cache so far, or "- -": pgsidecar's
@@ -301,37 +216,21 @@ cache_counters() {
 # ratio goes to the CSV for pgsidecar; pgpool's is only printed.
 run_one() {
   local row="$1" target="$2" round="$3"; shift 4
-  local logdir="$dir/run" out tps=0 p50="" p95="" p99="" ok=1 h0=- m0=- h1=- m1=- hit=""
-  rm -rf "$logdir"; mkdir -p "$logdir"
+  local h0=- m0=- h1=- m1=- hit=""
   read -r h0 m0 < <(cache_counters "$target")
-  if ! out="$(pgbench -h 127.0.0.1 -p "${target_port[$target]}" -U bench -n -T "$duration" -j "$jobs" \
-      -l --log-prefix="$logdir/lat" "$@" bench 2>&1)"; then
-    ok=0
-    echo "   $target failed: $(grep -m1 -iE 'error|abort' <<<"$out" || tail -1 <<<"$out")" >&2
-  fi
+  pgbench_run "$target" "${target_port[$target]}" "$@"
   read -r h1 m1 < <(cache_counters "$target")
   if [[ "$h0$m0$h1$m1" != *-* ]] && (((h1 - h0) + (m1 - m0) > 0)); then
     hit="$(awk -v h=$((h1 - h0)) -v m=$((m1 - m0)) 'BEGIN { printf "%.4f", h / (h + m) }')"
   fi
-  tps="$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<<"$out" | head -1)"
-  if ((ok)) && grep -q 'actually processed: 0$' <<<"$out"; then
-    ok=0
-    echo "   $target: no transactions in ${duration}s ($(grep -m1 'initial connection time' <<<"$out"))" >&2
-  fi
-  # pgbench -l: one line per transaction, field 3 = latency in microseconds.
-  read -r p50 p95 p99 < <(cat "$logdir"/lat.* 2>/dev/null | awk '{print $3}' | sort -n | awk '
-    { v[NR] = $1 }
-    function pct(p,  i) { i = int(NR * p + 0.999999); if (i < 1) i = 1; return v[i] / 1000 }
-    END { if (NR) printf "%.3f %.3f %.3f\n", pct(0.50), pct(0.95), pct(0.99); else print "- - -" }')
-  printf '   %-15s round %s: tps %s  p50 %s  p95 %s  p99 %s ms%s\n' "$target" "$round" "${tps:-0}" \
-    "$p50" "$p95" "$p99" "${hit:+  hit ratio $hit}"
+  pgbench_figures "$target"
+  printf '   %-15s round %s: tps %s  p50 %s  p95 %s  p99 %s ms%s\n' "$target" "$round" "$pgb_tps" \
+    "$pgb_p50" "$pgb_p95" "$pgb_p99" "${hit:+  hit ratio $hit}"
   [[ -n "${metrics_port[$target]:-}" ]] || hit=""
-  echo "$row,$target,$round,${tps:-0},$p50,$p95,$p99,$ok,$hit" >>"$csv"
+  echo "$row,$target,$round,$pgb_tps,$pgb_p50,$pgb_p95,$pgb_p99,$pgb_ok,$hit" >>"$csv"
 }
 
-mkdir -p bench/results
-csv="bench/results/result-cache-$(date +%Y%m%d-%H%M%S).csv"
-echo "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,hit_ratio" >"$csv"
+csv="$(results_csv result-cache "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,hit_ratio")"
 
 rows=()
 for m in simple extended; do
@@ -347,14 +246,7 @@ for t in $targets; do
 done
 
 echo "== ${#rows[@]} rows x $rounds rounds x ($(xargs <<<"$targets")), ${duration}s each, pool size $pool_size"
-for r in "${rows[@]}"; do
-  name="${r%%|*}"
-  read -ra args <<<"${r#*|}"
-  echo "-- $name: pgbench ${args[*]#"$dir/"}"
-  for ((round = 1; round <= rounds; round++)); do
-    for t in $targets; do run_one "$name" "$t" "$round" -- "${args[@]}"; done
-  done
-done
+run_rows "${rows[@]}"
 
 if has_target pgpool; then
   read -r h m < <(cache_counters pgpool)
@@ -368,23 +260,7 @@ fi
 
 echo
 echo "raw results: $csv"
-python3 - "$csv" <<'PY'
-import csv, statistics, sys
-runs = {}
-order = []
-for r in csv.DictReader(open(sys.argv[1])):
-    key = (r["row"], r["target"])
-    if r["row"] not in order:
-        order.append(r["row"])
-    runs.setdefault(key, []).append(r)
-
-def med(rs, field):
-    vals = [float(r[field]) for r in rs if r["ok"] == "1" and r[field] not in ("", "-")]
-    return statistics.median(vals) if vals else None
-
-def fmt(v, spec):
-    return format(v, spec) if v is not None else "-"
-
+summarize_runs "$csv" <<'PY'  # runs, order, med() and fmt() come from bench/lib.sh
 targets = ("direct", "pgbouncer", "pgpool", "pgsidecar", "pgsidecar-redis")
 sidecars = ("pgsidecar", "pgsidecar-redis")
 print(f"{'row':<18} {'target':<16} {'tps':>9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "

@@ -16,6 +16,8 @@
 # With TLS=1 the per-client figure is the memory of one idle TLS client connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 repo="$PWD"
 
 runs="${RUNS:-20}"
@@ -26,33 +28,17 @@ bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-startup}"
 pgbouncer_bin="${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}"
 tls="${TLS:-0}"
-pgbin=/usr/lib/postgresql/15/bin
 pgdata="$dir/pgdata"
 
-((EUID == 0)) || { echo "startup-mem.sh: run as root (PostgreSQL runs as user postgres)" >&2; exit 1; }
-scripts/deps.sh
-if [[ " $targets " == *" pgsidecar "* && ! -x "$bin" ]]; then
-  echo "== building pgsidecar (Release)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build -j "$(nproc)"
-fi
-# 5,000 clients need 5,000+ descriptors in the daemon and in the load generator.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-as_postgres() { runuser -u postgres -- "$@"; }
-stop_postgres() { as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true; }
-trap stop_postgres EXIT
-stop_postgres
+bench_init  # its ulimit -n: 5,000 clients need 5,000+ descriptors in the daemon and in the load generator
+if has_target pgsidecar && [[ ! -x "$bin" ]]; then build_pgsidecar; fi
+trap pg_stop EXIT
+pg_stop
 
 echo "== PostgreSQL on 127.0.0.1:$port"
-rm -rf "$dir"
-install -d -m 755 "$dir"
-install -d -o postgres -g postgres -m 700 "$pgdata"
-as_postgres "$pgbin/initdb" -D "$pgdata" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
-as_postgres "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
-  -o "-p $port -k $pgdata -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
-as_postgres psql -h "$pgdata" -p "$port" -U postgres -X -q -d postgres \
-  -c "CREATE ROLE bench LOGIN" -c "CREATE DATABASE bench OWNER bench"
+make_bench_dir "$dir/pgbouncer"
+pg_start_cluster "-c max_connections=100"
+pg_add_db bench
 
 # Same shape for both daemons: transaction pooling, trust, no pool warming.
 cat >"$dir/pgsidecar.yaml" <<YAML
@@ -67,33 +53,14 @@ log_level: warn
 databases:
   bench: {host: 127.0.0.1, port: $port, dbname: bench}
 YAML
-install -d -o postgres -g postgres "$dir/pgbouncer"
-echo '"bench" ""' >"$dir/pgbouncer/userlist.txt"
-cat >"$dir/pgbouncer/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$port dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $((port + 2))
-unix_socket_dir =
-auth_type = trust
-auth_file = $dir/pgbouncer/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 10000
-log_connections = 0
-log_disconnections = 0
-INI
+tls_settings=()  # KEY=VALUE, for both daemons
 if ((tls)); then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
-    -keyout "$dir/pgbouncer/key.pem" -out "$dir/pgbouncer/cert.pem" 2>/dev/null
-  chmod 600 "$dir/pgbouncer/key.pem"
-  printf 'client_tls_sslmode: prefer\nclient_tls_key_file: %s\nclient_tls_cert_file: %s\n' \
-    "$dir/pgbouncer/key.pem" "$dir/pgbouncer/cert.pem" >>"$dir/pgsidecar.yaml"
-  printf 'client_tls_sslmode = prefer\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' \
-    "$dir/pgbouncer/key.pem" "$dir/pgbouncer/cert.pem" >>"$dir/pgbouncer/pgbouncer.ini"
+  make_cert "$dir/pgbouncer"
+  tls_settings=(client_tls_sslmode=prefer "client_tls_key_file=$dir/pgbouncer/key.pem"
+    "client_tls_cert_file=$dir/pgbouncer/cert.pem")
+  printf '%s\n' "${tls_settings[@]/=/: }" >>"$dir/pgsidecar.yaml"
 fi
-chown -R postgres:postgres "$dir/pgbouncer"
+write_pgbouncer_ini $((port + 2)) 20 10000 "${tls_settings[@]}"
 
 measure() {  # NAME PORT USER -- CMD...
   TLS="$tls" python3 - "$runs" "$counts" "$@" <<'PY'
@@ -201,6 +168,6 @@ for t in $targets; do
   case "$t" in
     pgsidecar) measure pgsidecar $((port + 1)) "" -- "$bin" -c "$dir/pgsidecar.yaml" ;;
     pgbouncer) measure pgbouncer $((port + 2)) postgres -- "$pgbouncer_bin" -q "$dir/pgbouncer/pgbouncer.ini" ;;
-    *) echo "startup-mem.sh: unknown target $t" >&2; exit 1 ;;
+    *) die "unknown target $t" ;;
   esac
 done
