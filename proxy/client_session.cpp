@@ -304,7 +304,7 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
   }
   if (!(settings_ == server_->settings())) settings_.diff(server_->settings(), sql);
   if (sql.empty()) {
-    report_restored();
+    restored_ = 0;
     return (this->*next)();
   }
   server_->run_internal(sql, [this, next](const pg::ErrorInfo* err) {
@@ -325,30 +325,29 @@ void ClientSession::apply_tracked_then(void (ClientSession::*next)()) {
     }
     wanted_ = server_->tracked();
     server_->settings() = settings_;
-    report_restored();
+    restored_ = 0;
     (this->*next)();
   }, proxy_.config().server_reset_timeout);
 }
 
 void ClientSession::report_restored() {
-  if (restored_ == 0) return;
+  if (unreported_ == 0) return;
   std::string out;
   for (size_t i = 0; i < kTrackedParams.size(); i++)
-    if (restored_ & (1u << i)) pg::write_param_status(out, kTrackedParams[i], server_->tracked()[i]);
-  restored_ = 0;
+    if (unreported_ & (1u << i)) pg::write_param_status(out, kTrackedParams[i], wanted_[i]);
+  unreported_ = 0;
   send(out);
 }
 
 void ClientSession::tracked_reset(int index) {
-  if (wanted_[size_t(index)] == reset_to_[size_t(index)]) return;
-  wanted_[size_t(index)] = reset_to_[size_t(index)];
-  restored_ |= 1u << unsigned(index);
+  const size_t i = size_t(index);
+  // Something after the RESET (set_config() ...) left another value: that one stands.
+  if (wanted_[i] != server_->login_tracked()[i] || wanted_[i] == reset_to_[i]) return;
+  wanted_[i] = reset_to_[i];
+  restored_ |= 1u << i;
+  unreported_ |= 1u << i;
 }
 
-void ClientSession::settings_reset() {
-  drop_pin(conf::kPinSet);
-  for (size_t i = 0; i < kTrackedParams.size(); i++) tracked_reset(int(i));
-}
 
 void ClientSession::finish_login() {
   std::string out;
@@ -430,7 +429,7 @@ void ClientSession::process_once() {
     if (server_->busy_internal()) return;
     // A RESET of a tracked parameter went to the server's default: set the
     // client's own back before its next statement (at once if the server stays).
-    if (restored_ && fwd_remaining_ == 0 && server_->idle_protocol() && server_->tx_status() == 'I')
+    if (restored_ && fwd_remaining_ == 0 && server_->clean())
       return apply_tracked_then(&ClientSession::continue_after_apply);
     forward();
     return;

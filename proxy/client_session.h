@@ -67,13 +67,17 @@ class ClientSession final : public Conn, public pool::Waiter {
   // state, the server is asked first and released if nothing is left.
   bool release_at_transaction_end();
   // A RESET ALL or DISCARD ALL succeeded: no setting pins any more.
-  // RESET ALL or DISCARD ALL succeeded: the Set pin goes, and every tracked
-  // parameter returns to this client's own startup value.
-  void settings_reset();
-  // RESET of tracked parameter `index` succeeded. The server returned it to its
-  // own default; a direct connection returns to the client's startup value, so
-  // that is set again before the client's next statement.
+  // RESET ALL or DISCARD ALL succeeded: the Set pin goes.
+  void settings_reset() { drop_pin(conf::kPinSet); }
+  // A RESET (or RESET ALL, DISCARD ALL) of tracked parameter `index` was the last
+  // change of it in a Query that succeeded. The server went to its own default; a
+  // direct connection goes to the client's startup value, so that is set on the
+  // server before the client's next statement (restored_).
   void tracked_reset(int index);
+  // The ParameterStatus of the values tracked_reset() restored, to the client
+  // now: called at the ReadyForQuery, before it passes, so the client never
+  // builds a statement on the server default (standard_conforming_strings!).
+  void report_restored();
 
   // Result cache: the response to the query whose capture was armed (see
   // ServerConn::arm_capture); the transaction ended (ReadyForQuery 'I').
@@ -82,7 +86,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   // FunctionCall): a ReadyForQuery outside a transaction that answers sync point
   // `epoch` (ServerConn::syncs_done) makes the writes sent before it visible, so
   // they are invalidated then, not at the end of a pipeline.
-  void writes_done(uint64_t epoch);
+  void writes_done(uint64_t epoch, bool in_transaction);
   // A batch ran again unseen by the client: epochs no longer match; wait for idle.
   void sync_points_shifted();
   // Idle, or the server gone: everything sent is done.
@@ -128,7 +132,6 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool head_ready() const;
   void forward();
   void apply_tracked_then(void (ClientSession::*next)());
-  void report_restored();   // ParameterStatus of the tracked parameters restored after a RESET
   void continue_after_apply();
   void detach_server(bool client_gone);
   void protocol_violation(std::string_view message);
@@ -197,7 +200,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   TrackedValues wanted_;                   // tracked parameter values this client expects
   unsigned wanted_given_ = 0;              // bitmask: values the client set at startup (before first login)
   TrackedValues reset_to_;                 // what RESET returns each tracked parameter to (set at login)
-  unsigned restored_ = 0;                  // bitmask: reset to reset_to_ here, the server and client not yet told
+  unsigned restored_ = 0;                  // bitmask: reset to reset_to_ here, the server not yet set
+  unsigned unreported_ = 0;                // bitmask: of those, the client not yet told
   std::unique_ptr<auth::ScramServer> scram_;
   bool sasl_started_ = false;
   size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through
@@ -224,7 +228,8 @@ class ClientSession final : public Conn, public pool::Waiter {
     uint64_t epoch;   // the sync point they were sent before
     cache::Writes writes;
   };
-  std::vector<SyncWrites> sync_writes_;    // sent before sync points not yet answered outside a transaction
+  std::vector<SyncWrites> sync_writes_;    // sent before sync points not yet answered
+  cache::Writes txn_writes_;               // answered inside the open transaction: invalidated when it ends
   struct NamedStatement {
     std::string parse_tail;
     cache::ClassificationPtr statement;

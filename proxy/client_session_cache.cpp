@@ -5,8 +5,9 @@
 // server with a capture armed, and its answer is stored. Every statement that
 // passes is also noted for the writes it makes, which invalidate at the end of
 // its transaction (cache/result_cache.h).
-#include <algorithm>
 #include <strings.h>
+
+#include <algorithm>
 
 #include "proxy/client_session.h"
 #include "proxy/proxy.h"
@@ -389,17 +390,28 @@ void ClientSession::seal_writes(uint64_t epoch) {
   writes_.clear();
 }
 
-void ClientSession::writes_done(uint64_t epoch) {
+// Writes answered inside a transaction are merged (each relation once) and wait
+// for its end; outside one they are invalidated now, in one call.
+void ClientSession::writes_done(uint64_t epoch, bool in_transaction) {
   size_t n = 0;
-  for (; n < sync_writes_.size() && sync_writes_[n].epoch <= epoch; n++)
-    cache_->invalidate(database_, sync_writes_[n].writes);
+  for (; n < sync_writes_.size() && sync_writes_[n].epoch <= epoch; n++) {
+    txn_writes_.everything |= sync_writes_[n].writes.everything;
+    std::vector<std::string>& r = txn_writes_.relations;
+    for (std::string& rel : sync_writes_[n].writes.relations)
+      if (std::find(r.begin(), r.end(), rel) == r.end()) r.push_back(std::move(rel));
+  }
   sync_writes_.erase(sync_writes_.begin(), sync_writes_.begin() + ptrdiff_t(n));
+  if (in_transaction || txn_writes_.empty() || !cache_) return;
+  cache_->invalidate(database_, txn_writes_);
+  txn_writes_.clear();
 }
 
 void ClientSession::sync_points_shifted() {
   for (SyncWrites& s : sync_writes_) {
     writes_.everything |= s.writes.everything;
-    writes_.relations.insert(writes_.relations.end(), s.writes.relations.begin(), s.writes.relations.end());
+    for (std::string& rel : s.writes.relations)
+      if (std::find(writes_.relations.begin(), writes_.relations.end(), rel) == writes_.relations.end())
+        writes_.relations.push_back(std::move(rel));
   }
   sync_writes_.clear();
 }
@@ -407,10 +419,8 @@ void ClientSession::sync_points_shifted() {
 void ClientSession::transaction_ended() {
   text_mode_unsure_ = false;   // idle, every ParameterStatus in
   if (!cache_) return;
-  writes_done(UINT64_MAX);
-  if (writes_.empty()) return;
-  cache_->invalidate(database_, writes_);
-  writes_.clear();
+  seal_writes(UINT64_MAX);
+  writes_done(UINT64_MAX, false);
 }
 
 }  // namespace proxy

@@ -30,18 +30,22 @@ std::string state_query(bool protocol_statements) {
       {"pg_ts_template", "tmplnamespace"}};
   std::string sql = "SELECT ";
   for (const auto& [table, column] : kInSchema) {
-    if (&table != &kInSchema[0].first) sql += " + ";
-    sql.append("(SELECT count(*) FROM pg_catalog.").append(table).append(" WHERE ").append(column);
-    sql += " = pg_catalog.pg_my_temp_schema())";
+    if (&table != &kInSchema[0].first) sql += " OPERATOR(pg_catalog.+) ";
+    sql.append("(SELECT pg_catalog.count(*) FROM pg_catalog.").append(table).append(" WHERE ").append(column);
+    sql += " OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())";
   }
-  sql += ", (SELECT count(*) FROM pg_catalog.pg_prepared_statements";
+  // Operators and functions are schema-qualified: the client's search_path is in
+  // force, and a public.+ or public.count must not change the answer.
+  sql += ", (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements";
   if (!protocol_statements) sql += " WHERE from_sql";
   sql +=
       "),"
-      " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
-      " (SELECT count(*) FROM pg_catalog.pg_listening_channels()),"
-      " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),"
-      " (SELECT pg_catalog.string_agg(pg_catalog.lower(name), ',') FROM pg_catalog.pg_settings WHERE source = 'session')";
+      " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
+      " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_listening_channels()),"
+      " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'advisory'"
+      " AND pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()),"
+      " (SELECT pg_catalog.string_agg(pg_catalog.lower(name), ',') FROM pg_catalog.pg_settings"
+      " WHERE source OPERATOR(pg_catalog.=) 'session')";
   return sql;
 }
 

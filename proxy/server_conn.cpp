@@ -402,14 +402,18 @@ bool ServerConn::process_linked_step() {
           continue;
         }
         if (retry_stmt_ && retry_epoch_ < syncs_done_) retry_stmt_.reset();
-        if (pending_settings_) settle_pending_settings();
+        if (pending_settings_) {
+          settle_pending_settings();
+          out.flush();                 // the server's ParameterStatus first,
+          client_->report_restored();  // then the client's own values, then this ReadyForQuery
+        }
         if (schema_change_pending_ && tx_status_ == 'I') {
           schema_change_pending_ = false;
           proxy_.schema().bump("DDL passed through the proxy");
         }
         if (capture_state_ != Capture::Off) capture_finish();
         if (tx_status_ == 'I' && idle_protocol()) client_->transaction_ended();
-        else if (tx_status_ == 'I') client_->writes_done(syncs_done_);   // mid-pipeline: this batch is done
+        else client_->writes_done(syncs_done_, tx_status_ != 'I');   // mid-pipeline: this batch is done
         client_->note_ready();
         saw_error_ = false;
         release = clean() && (pool_.settings().mode == conf::PoolMode::Transaction || proxy_.shutting_down());
@@ -605,16 +609,24 @@ void ServerConn::settle_pending_settings() {
   cache::ClassificationPtr c = std::move(pending_settings_);
   pending_settings_.reset();
   if (saw_error_) return;   // one statement failed: the whole query rolled back
+  // Tracked parameters whose last change in this Query was a RESET (RESET ALL,
+  // DISCARD ALL included): back to the client's startup value (tracked_reset).
+  unsigned reset = 0;
+  for (const cache::SessionEffect& e : c->effects) {
+    if (e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll) reset = (1u << kTrackedParams.size()) - 1;
+    else if (int i = tracked_index(e.name); i >= 0)
+      reset = e.kind == Kind::Reset ? reset | (1u << unsigned(i)) : reset & ~(1u << unsigned(i));
+  }
+  if (tx_status_ == 'I')
+    for (size_t i = 0; i < kTrackedParams.size(); i++)
+      if (reset & (1u << i)) client_->tracked_reset(int(i));
   for (const cache::SessionEffect& e : c->effects) {
     if (e.kind == Kind::DiscardAll || e.kind == Kind::DeallocateAll) statements_.clear();   // all dropped
     if (e.kind == Kind::Unparsed) {
       needs_discard_ = true;   // the server understood it and we did not
       continue;
     }
-    if (int i = tracked_index(e.name); i >= 0) {   // followed through ParameterStatus
-      if (e.kind == Kind::Reset && tx_status_ == 'I') client_->tracked_reset(i);
-      continue;
-    }
+    if (tracked_index(e.name) >= 0) continue;   // followed through ParameterStatus (and reset above)
     if ((e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll) && tx_status_ == 'I') client_->settings_reset();
     if (tx_status_ != 'I') {
       // Inside a block it may yet roll back: not followed; the server is reset

@@ -335,9 +335,17 @@ TEST(Hardening, SettingsFollowTheClientAsPostgreSQLKeepsThem) {
   ASSERT_TRUE(exec_within(c, "SET TIME ZONE 'UTC'").ok);
   EXPECT_EQ(exec_within(c, "SHOW DateStyle").scalar(), "ISO, MDY");
   ASSERT_TRUE(exec_within(c, "RESET datestyle").ok);
+  // Told with the RESET's own answer, before the client builds another statement.
+  EXPECT_STREQ(PQparameterStatus(c.get(), "DateStyle"), "Postgres, MDY");
   ASSERT_TRUE(exec_within(b, "SELECT 1").ok);   // the server goes round the others in between
   EXPECT_EQ(exec_within(c, "SHOW DateStyle").scalar(), "Postgres, MDY");
   EXPECT_STREQ(PQparameterStatus(c.get(), "DateStyle"), "Postgres, MDY");
+  // A change after the RESET in the same Query stands.
+  ASSERT_TRUE(exec_within(c, "RESET TimeZone; SET TimeZone = 'Asia/Tokyo'").ok);
+  EXPECT_EQ(exec_within(c, "SHOW TimeZone").scalar(), "Asia/Tokyo");
+  ASSERT_TRUE(exec_within(c, "RESET ALL; SET TimeZone = 'UTC'").ok);
+  EXPECT_EQ(exec_within(c, "SHOW TimeZone").scalar(), "UTC");
+  EXPECT_STREQ(PQparameterStatus(c.get(), "TimeZone"), "UTC");
   EXPECT_EQ(exec_within(c, "SHOW TimeZone").scalar(), "UTC");
   ASSERT_TRUE(exec_within(c, "SET datestyle TO sql, dmy").ok);
   ASSERT_TRUE(exec_within(c, "RESET ALL").ok);

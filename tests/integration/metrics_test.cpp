@@ -170,6 +170,33 @@ TEST(Metrics, EventLoopLagShowsAHeldLoop) {
   EXPECT_LT(sample(text, slow) - fast0, sample(text, count) - n1) << text;
 }
 
+// The writes of one transaction are one invalidation at its COMMIT, however
+// many statements wrote (not one per statement, which cost a Redis round trip each).
+TEST(Metrics, OneTransactionIsOneInvalidation) {
+  MetricsDaemon m("transaction", 2);
+  m.with_cache();
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(exec(c, "DROP TABLE IF EXISTS mt_inv; CREATE TABLE mt_inv (i int)").ok);
+  // Writes count as "write", or as "everything" while the new table's catalog is being read.
+  auto events = [&m] {
+    std::string text = m.scrape();
+    double n = 0;
+    for (const char* reason : {"write", "everything"})
+      n += std::max(0.0, sample(text, std::string("pgsidecar_cache_invalidations_total{reason=\"") + reason + "\"}"));
+    return n;
+  };
+  const double e0 = events();
+  ASSERT_TRUE(exec(c, "BEGIN").ok);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(exec(c, "INSERT INTO mt_inv VALUES (" + std::to_string(i) + ")").ok);
+  EXPECT_EQ(events(), e0) << "nothing before COMMIT";
+  ASSERT_TRUE(exec(c, "COMMIT").ok);
+  EXPECT_EQ(events(), e0 + 1);
+  ASSERT_TRUE(exec(c, "DROP TABLE mt_inv").ok);
+}
+
 TEST(Metrics, ServerDisconnectsByReason) {
   MetricsDaemon m("transaction", 1);
   Daemon d(m.cfg);

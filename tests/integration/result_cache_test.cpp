@@ -46,7 +46,7 @@ void wait_functions_known(const Daemon& d, PGconn* c) {
   ASSERT_TRUE(eventually([&] {
     exec(c, "/* pgsidecar:cache */ SELECT upper('probe')");
     return cache_count(d, "result_l1", "hits") > hits;
-  }, 5000));
+  }, 20000));   // a bound for a loaded machine
 }
 
 class ResultCache : public ::testing::Test {
