@@ -282,8 +282,7 @@ void ResultCache::note_writes(const Classification& c, const std::string& databa
   // The last catalog read, while the next one is under way (trees and views seldom change).
   std::vector<std::string> written = c.writes;
   db.catalog.expand(written, true);
-  for (const std::string& rel : written)
-    if (std::find(w.relations.begin(), w.relations.end(), rel) == w.relations.end()) w.relations.push_back(rel);
+  for (std::string& rel : written) w.add(std::move(rel));
   // A function not known to be safe may write anything.
   for (const std::string& f : c.functions)
     if (db.catalog.user_volatile_function(f)) w.everything = true;

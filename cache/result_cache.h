@@ -16,6 +16,7 @@
 #pragma once
 #include <uv.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -43,6 +44,15 @@ struct Writes {
   std::vector<std::string> relations;
   bool everything = false;   // DDL, or a call that may write anything
   bool empty() const { return relations.empty() && !everything; }
+  // Each relation once.
+  void add(std::string relation) {
+    if (std::find(relations.begin(), relations.end(), relation) == relations.end())
+      relations.push_back(std::move(relation));
+  }
+  void merge(Writes&& o) {
+    everything |= o.everything;
+    for (std::string& r : o.relations) add(std::move(r));
+  }
   void clear() {
     relations.clear();
     everything = false;

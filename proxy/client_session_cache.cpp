@@ -7,8 +7,6 @@
 // its transaction (cache/result_cache.h).
 #include <strings.h>
 
-#include <algorithm>
-
 #include "proxy/client_session.h"
 #include "proxy/proxy.h"
 #include "proxy/server_conn.h"
@@ -394,12 +392,8 @@ void ClientSession::seal_writes(uint64_t epoch) {
 // for its end; outside one they are invalidated now, in one call.
 void ClientSession::writes_done(uint64_t epoch, bool in_transaction) {
   size_t n = 0;
-  for (; n < sync_writes_.size() && sync_writes_[n].epoch <= epoch; n++) {
-    txn_writes_.everything |= sync_writes_[n].writes.everything;
-    std::vector<std::string>& r = txn_writes_.relations;
-    for (std::string& rel : sync_writes_[n].writes.relations)
-      if (std::find(r.begin(), r.end(), rel) == r.end()) r.push_back(std::move(rel));
-  }
+  for (; n < sync_writes_.size() && sync_writes_[n].epoch <= epoch; n++)
+    txn_writes_.merge(std::move(sync_writes_[n].writes));
   sync_writes_.erase(sync_writes_.begin(), sync_writes_.begin() + ptrdiff_t(n));
   if (in_transaction || txn_writes_.empty() || !cache_) return;
   cache_->invalidate(database_, txn_writes_);
@@ -407,12 +401,7 @@ void ClientSession::writes_done(uint64_t epoch, bool in_transaction) {
 }
 
 void ClientSession::sync_points_shifted() {
-  for (SyncWrites& s : sync_writes_) {
-    writes_.everything |= s.writes.everything;
-    for (std::string& rel : s.writes.relations)
-      if (std::find(writes_.relations.begin(), writes_.relations.end(), rel) == writes_.relations.end())
-        writes_.relations.push_back(std::move(rel));
-  }
+  for (SyncWrites& s : sync_writes_) writes_.merge(std::move(s.writes));
   sync_writes_.clear();
 }
 
