@@ -221,7 +221,7 @@ std::string Metrics::render(const Snapshot& snap) const {
   Builder build("pgsidecar_build_info", "Version of the running pgsidecar; always 1", MetricType::Gauge);
   build.add(1, {label("version", version_)});
   Builder clients("pgsidecar_client_connections",
-                  "Client connections by pool and state: active (holding a server), waiting (queued for one), "
+                  "Client connections by pool and state: active (holding a server), waiting (queued for one or for a pin slot), "
                   "idle (logged in, no server)",
                   MetricType::Gauge);
   Builder servers("pgsidecar_server_connections",

@@ -131,7 +131,7 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
         pool::Stats s = e->pool->stats();
         int active = clients[e].active;
         auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(e->pool->longest_wait(now)).count();
-        rs.row({e->pool->database(), e->pool->user(), num(active), num(s.waiting), "0", "0", num(s.active), "0", "0",
+        rs.row({e->pool->database(), e->pool->user(), num(active), num(clients[e].waiting), "0", "0", num(s.active), "0", "0",
                 num(s.idle), "0", num(s.checking), num(s.launching), std::to_string(wait_us / 1000000),
                 std::to_string(wait_us % 1000000), mode_name(e->mode), num(e->pinned)});
       }
@@ -145,8 +145,11 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
         if (!c->logged_in() && !c->waiting) continue;
         auto [addr, port] = c->peer_address();
         auto [laddr, lport] = c->local_address();
-        auto waited = c->waiting ? std::chrono::duration_cast<std::chrono::microseconds>(now - c->wait_start).count() : 0;
-        rs.row({"C", c->user(), c->database(), c->waiting ? "waiting" : "active", addr, num(port), laddr, num(lport),
+        // Queued for a server, or (transaction mode) for a pinned client to unpin.
+        const bool waits = c->waiting || c->pin_wait().queued;
+        pool::Time since = c->waiting ? c->wait_start : c->pin_wait().since;
+        auto waited = waits ? std::chrono::duration_cast<std::chrono::microseconds>(now - since).count() : 0;
+        rs.row({"C", c->user(), c->database(), waits ? "waiting" : "active", addr, num(port), laddr, num(lport),
                 wall_time(c->started()), wall_time(c->started()), std::to_string(waited / 1000000),
                 std::to_string(waited % 1000000), "0", num(c->cancel_pid()),
                 c->server() ? num(c->server()->backend_pid()) : "", "0", c->tls() ? c->tls()->describe() : "",

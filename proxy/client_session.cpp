@@ -405,13 +405,13 @@ void ClientSession::update_reading() {
   // input: reading goes on, bounded, so that a client that leaves is seen at once.
   bool want = state_ == State::Ready && !cache_paused_ && !classifying_ &&
               in_size() <= proxy_.config().max_inspect_bytes &&
-              !((waiting || lookup_id_ != 0) && in_size() > kMaxBufferedWhileWaiting) &&
+              !((waiting || pin_wait_.queued || lookup_id_ != 0) && in_size() > kMaxBufferedWhileWaiting) &&
               !(server_ && (server_->busy_internal() || server_->over_high_water()));
   if (want != reading()) want ? read_start() : read_stop();
 }
 
 void ClientSession::process_once() {
-  if (classifying_) return;
+  if (classifying_ || pin_wait_.queued) return;   // resumed by classify_async / pin_slot_free
   for (bool served = false; cache_ && fwd_remaining_ == 0;) {
     CacheStep step = try_result_cache();
     if (step == CacheStep::Waiting) return;
@@ -512,6 +512,7 @@ void ClientSession::forward() {
           deferred_ = true;   // process_deferred() picks it up when the server is quiet
           break;
         }
+        if (action == QueryAction::WaitPin) break;   // the server goes back below
         if (action == QueryAction::Answered) {
           pos += total;
           continue;
@@ -521,6 +522,8 @@ void ClientSession::forward() {
     // A pinned client's Parse of DROP/DEALLOCATE/UNLISTEN ... or a Close: ask the
     // server what is left when the transaction ends (proxy/pinning.h).
     if (pin_.pinned() && ((type == 'P' && c && c->may_clear_state) || type == 'C')) pin_.recheck = true;
+    // A Parse (plan cache) that would pin one client too many waits like a Query.
+    if (plan_cache_ && type == 'P' && c && pin_full(pins_of(pins_in(*c))) && wait_for_pin_slot()) break;
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
       size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
       if (closing()) return;
@@ -575,7 +578,7 @@ void ClientSession::forward() {
     // Nothing in flight (everything was answered here, or the next message has not
     // all arrived): the server is not needed until the client sends more.
     detach_server(false);
-    if (!deferred_ && !classifying_ && head_ready()) again_ = true;
+    if (!deferred_ && !classifying_ && !pin_wait_.queued && head_ready()) again_ = true;
   }
 }
 
@@ -630,6 +633,7 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
     return QueryAction::Forward;
   }
   const uint8_t pins = pins_of(pins_in(*c));
+  if (pin_full(pins) && wait_for_pin_slot()) return QueryAction::WaitPin;
   if (std::string refusal = pin_refusal(pins, pin_what(*c, pins)); !refusal.empty()) {
     std::string out;
     pg::write_error(out, "ERROR", "53300", refusal);
@@ -756,6 +760,14 @@ void ClientSession::check_timeouts(pool::Time now) {
   pin_log(now);
   const conf::Config& cfg = proxy_.config();
   auto past = [now](pool::Time since, conf::Duration limit) { return limit.count() > 0 && now - since >= limit; };
+  if (pin_wait_.queued) {   // no client unpinned in time: the statement is refused (pin_refusal)
+    if (past(pin_wait_.since, cfg.query_wait_timeout)) {
+      pin_wait_.queued = false;
+      pin_wait_.expired = true;
+      process_input();
+    }
+    return;
+  }
   if (server_ && server_->query_started() != pool::Time{}) {   // a query is running
     if (!past(server_->query_started(), cfg.query_timeout)) return;
     proxy_.cancel_backend(*server_);

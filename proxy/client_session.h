@@ -62,6 +62,11 @@ class ClientSession final : public Conn, public pool::Waiter {
 
   // Pinning (transaction mode; client_session_pinning.cpp, proxy/pinning.h).
   const Pin& pin() const { return pin_; }
+  // Waiting for another client to unpin (max_pinned_per_pool), without a server.
+  const PinWait& pin_wait() const { return pin_wait_; }
+  // Proxy::pin_slot_freed: a slot may be free, try the statement again. False if
+  // this client was not waiting.
+  bool pin_slot_free();
   // The linked server is clean at the end of a transaction: true if it may go
   // back to the pool. False keeps it (pinned); when a statement may have removed
   // state, the server is asked first and released if nothing is left.
@@ -103,7 +108,7 @@ class ClientSession final : public Conn, public pool::Waiter {
 
  private:
   enum class State { Startup, Auth, Login, Ready };
-  enum class QueryAction { Forward, Answered, Defer };
+  enum class QueryAction { Forward, Answered, Defer, WaitPin };
   struct NameHash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -137,11 +142,14 @@ class ClientSession final : public Conn, public pool::Waiter {
   void protocol_violation(std::string_view message);
   QueryAction inspect_query(std::string_view sql, const cache::ClassificationPtr& c);
   bool wanted_scs_on() const;
-  // Pinning: the kinds a statement would pin for here (pin_on of the pool), the
-  // refusal when they would pin one client past max_pinned_per_pool ("" if
-  // none), pin / unpin bookkeeping, and the server's answer to what is left.
+  // Pinning: the kinds a statement would pin for here (pin_on of the pool),
+  // whether they would pin one client past max_pinned_per_pool, waiting for a
+  // slot (true: the server was given back and the client queued), the refusal
+  // ("" if none), pin / unpin bookkeeping, and the server's answer to what is left.
   uint8_t pins_of(uint8_t kinds) const;
-  std::string pin_refusal(uint8_t kinds, std::string_view what) const;
+  bool pin_full(uint8_t kinds) const;
+  bool wait_for_pin_slot();
+  std::string pin_refusal(uint8_t kinds, std::string_view what);
   void add_pin(uint8_t kinds, std::string_view what);
   void drop_pin(uint8_t kinds);
   void check_pin_state();
@@ -207,6 +215,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   size_t fwd_remaining_ = 0;               // bytes of a partly forwarded message still to pass through
   SettingList settings_;                   // SET statements in force for this client (transaction mode)
   Pin pin_;                                // session state holding this client to its server (transaction mode)
+  PinWait pin_wait_;                       // waiting for a pinned client of the pool to unpin
   bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
   StatementMap statements_;                // the client's named statements (plan cache)
   bool deferred_ = false;                  // see deferred()

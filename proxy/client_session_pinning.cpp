@@ -12,14 +12,49 @@ uint8_t ClientSession::pins_of(uint8_t kinds) const {
   return pool_entry_ ? kinds & pool_entry_->pin_on : 0;
 }
 
-std::string ClientSession::pin_refusal(uint8_t kinds, std::string_view what) const {
-  if (kinds == 0 || pin_.pinned() || pool_entry_->pinned < pool_entry_->max_pinned) return {};
-  return "cannot keep session state in transaction pooling mode: " + std::string(what) + " (" + pin_names(kinds) +
-         ") would pin this client to its server, and max_pinned_per_pool (" + std::to_string(pool_entry_->max_pinned) +
-         ") clients of this pool are pinned already";
+bool ClientSession::pin_full(uint8_t kinds) const {
+  return kinds != 0 && !pin_.pinned() && pool_entry_->pinned >= pool_entry_->max_pinned;
+}
+
+// Waits only where nothing is lost by giving the server back: the statement is
+// the first of its transaction and nothing is in flight. Inside a transaction,
+// or behind pipelined messages, it is refused at once.
+bool ClientSession::wait_for_pin_slot() {
+  if (pin_wait_.expired || !server_->idle_protocol() || !server_->clean() || server_->tx_status() != 'I') return false;
+  if (pin_wait_.since == pool::Time{}) {
+    pin_wait_.since = pool::Clock::now();
+    pool_entry_->pin_waiters.push_back(cancel_pid_);
+  } else {
+    pool_entry_->pin_waiters.push_front(cancel_pid_);   // woken, and another client took the slot first
+  }
+  pin_wait_.queued = true;
+  return true;
+}
+
+bool ClientSession::pin_slot_free() {
+  if (!pin_wait_.queued) return false;
+  pin_wait_.queued = false;
+  process_input();
+  return true;
+}
+
+std::string ClientSession::pin_refusal(uint8_t kinds, std::string_view what) {
+  if (!pin_full(kinds)) return {};
+  std::string refusal = "cannot keep session state in transaction pooling mode: " + std::string(what) + " (" +
+                        pin_names(kinds) + ") would pin this client to its server, and max_pinned_per_pool (" +
+                        std::to_string(pool_entry_->max_pinned) + ") clients of this pool are pinned already";
+  if (pin_wait_.expired)
+    refusal += "; none unpinned within query_wait_timeout (" +
+               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  proxy_.config().query_wait_timeout).count()) + " ms)";
+  else
+    refusal += " (it cannot wait inside a transaction block or a pipeline)";
+  pin_wait_ = PinWait{};
+  return refusal;
 }
 
 void ClientSession::add_pin(uint8_t kinds, std::string_view what) {
+  pin_wait_ = PinWait{};   // it waited, if at all, and goes on now
   if (kinds == 0) return;
   if (!pin_.pinned()) {
     pin_.since = pool::Clock::now();
@@ -42,6 +77,7 @@ void ClientSession::drop_pin(uint8_t kinds) {
   pool_entry_->pinned--;
   pool_entry_->pin_seconds->Observe(std::chrono::duration<double>(pool::Clock::now() - pin_.since).count());
   pin_ = Pin{};
+  proxy_.pin_slot_freed(*pool_entry_);
 }
 
 bool ClientSession::release_at_transaction_end() {

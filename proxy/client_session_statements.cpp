@@ -143,7 +143,7 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       if (st->session_effects || (st->backslash && !wanted_scs_on())) s->note_session_state();
       // Bound in a later transaction, its state pins again. A Bind streams and is not
       // refused: past max_pinned_per_pool the state is reset after this client instead.
-      if (uint8_t kinds = pins_of(st->pins); pin_refusal(kinds, {}).empty())
+      if (uint8_t kinds = pins_of(st->pins); !pin_full(kinds))
         add_pin(kinds, "a prepared statement that leaves session state");
       if (st->may_clear_state && pin_.pinned()) pin_.recheck = true;
       bool fresh_batch = s->idle_protocol() && s->tx_status() == 'I';

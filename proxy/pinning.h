@@ -57,4 +57,12 @@ struct Pin {
   bool pinned() const { return kinds != 0; }
 };
 
+// A client whose statement would pin one client past max_pinned_per_pool waits
+// for a slot without a server, up to query_wait_timeout; then the statement is refused.
+struct PinWait {
+  pool::Time since{};     // the statement at the head of its input first had to wait
+  bool queued = false;    // in PoolEntry::pin_waiters
+  bool expired = false;   // waited query_wait_timeout: refuse the statement
+};
+
 }  // namespace proxy

@@ -218,6 +218,14 @@ bool Proxy::park_while_cancelling(ServerConn* s) {
 
 void Proxy::server_closed(const ServerConn& s) { cancels_.erase(s.id()); }
 
+void Proxy::pin_slot_freed(PoolEntry& e) {
+  while (!e.pin_waiters.empty() && e.pinned < e.max_pinned) {
+    ClientSession* c = client(e.pin_waiters.front());
+    e.pin_waiters.pop_front();
+    if (c && c->pool_entry() == &e && c->pin_slot_free()) return;   // one at a time: it pins, or queues again first
+  }
+}
+
 void Proxy::close_client(uint32_t pid) {
   if (ClientSession* c = client(pid)) c->close();
 }
@@ -325,7 +333,7 @@ std::unordered_map<const PoolEntry*, Proxy::ClientCounts> Proxy::client_counts()
   for (auto& [pid, c] : clients_) {
     if (!c->pool_entry()) continue;   // admin session, or not past the startup packet yet
     ClientCounts& n = counts[c->pool_entry()];
-    if (c->waiting) n.waiting++;
+    if (c->waiting || c->pin_wait().queued) n.waiting++;
     else if (c->server()) n.active++;
     else if (c->logged_in()) n.idle++;
   }
@@ -480,6 +488,14 @@ void Proxy::janitor() {
     }
   }
   janitor_timeouts(now);
+  for (auto& [key, e] : pools_) {
+    if (e->pin_waiters.empty()) continue;
+    std::erase_if(e->pin_waiters, [&](uint32_t pid) {   // clients gone or timed out
+      ClientSession* c = client(pid);
+      return !c || c->pool_entry() != e.get() || !c->pin_wait().queued;
+    });
+    pin_slot_freed(*e);   // a reload may have raised max_pinned_per_pool
+  }
   if (janitor_ticks_ % 10 == 0) prune_pools();   // every second
   if (shutting_down_ && now >= shutdown_deadline_) {
     std::vector<ClientSession*> all;

@@ -3,6 +3,7 @@
 #pragma once
 #include <uv.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -51,6 +52,9 @@ struct PoolEntry {
   uint8_t pin_on = 0;
   int max_pinned = 0;
   int pinned = 0;
+  // Clients (by cancel pid) whose statement would pin one more: they wait, without
+  // a server, for a pinned client to unpin (FIFO; see ClientSession::wait_for_pin_slot).
+  std::deque<uint32_t> pin_waiters;
   std::map<std::string, uint64_t> pins_by_kind;   // clients pinned so far, by the kind that pinned them first
 };
 
@@ -100,6 +104,9 @@ class Proxy {
   void cancel_finished(uint64_t server_id);
   bool park_while_cancelling(ServerConn* s);   // true: parked, released by cancel_finished
   void server_closed(const ServerConn& s);
+  // A pinned client of e unpinned or left, or the bound grew: the first client
+  // waiting for a pin slot goes on (it may still find the pool at its bound).
+  void pin_slot_freed(PoolEntry& e);
   void client_logged_in() { unauthenticated_--; }   // see max_unauthenticated_clients
   // The result cache, or null when cache.mode is off.
   cache::ResultCache* result_cache() { return result_cache_ && result_cache_->enabled() ? result_cache_.get() : nullptr; }

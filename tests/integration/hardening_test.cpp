@@ -708,7 +708,9 @@ TEST_P(HardeningBigQuery, TwoMegabyteSimpleQuery) {
     // A SET past the first megabyte, which an inspector limited to 1 MB cannot see.
     r = exec_within(a, "SELECT length(" + lit + "); SET search_path = big_leak", 15000);
     EXPECT_TRUE(r.ok) << r.describe();
-    if (GetParam() == "session") EXPECT_EQ(exec_within(a, "SHOW search_path").scalar(), "big_leak");
+    if (GetParam() == "session") {
+      EXPECT_EQ(exec_within(a, "SHOW search_path").scalar(), "big_leak");
+    }
     // Transaction mode: a text too long to read is not understood, so the server is
     // reset after it; the client keeps its SET only once such state pins it (issue 14).
     if (GetParam() == "transaction") {

@@ -1403,6 +1403,11 @@ QResult exec_within(PGconn* c, const std::string& sql, int timeout_ms) {
     return out;
   }
   if (!PQsendQuery(c, sql.c_str())) return result_of(nullptr, c);
+  return await_results(c, timeout_ms);
+}
+
+QResult await_results(PGconn* c, int timeout_ms) {
+  QResult out;
   auto t0 = Clock::now();
   bool have = false, failed = false;
   for (;;) {

@@ -277,6 +277,8 @@ QResult exec_within(PGconn* c, const std::string& sql, int timeout_ms = 10000);
 inline QResult exec_within(const ConnPtr& c, const std::string& sql, int timeout_ms = 10000) {
   return exec_within(c.get(), sql, timeout_ms);
 }
+// The results of what was sent already (PQsendQuery, PQsendQueryParams ...), as exec_within.
+QResult await_results(PGconn* c, int timeout_ms = 10000);
 // Takes ownership of r. libpq drops the SQLSTATE of a FATAL ErrorResponse that
 // is followed by the connection closing (the result only says "server closed
 // the connection unexpectedly"); with c given, the SQLSTATE is then recovered

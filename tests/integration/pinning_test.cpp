@@ -630,13 +630,15 @@ TEST(Pinning, DisconnectOfAPinnedClientResetsItsServer) {
 
 // ------------------------------------------------------------ limit
 
-// max_pinned_per_pool reached: a Query that would pin one more client is
-// refused with 53300 (nothing done); the client stays usable, and may pin once
-// the other client unpins. Explicit 1, then the default (pool size 2 minus 1).
-TEST(Pinning, MaxPinnedPerPoolRefusesWith53300AndCreatesNothing) {
+// max_pinned_per_pool reached: a Query that would pin one more client waits
+// for query_wait_timeout (short here), then is refused with 53300 (nothing
+// done); the client stays usable, and may pin once the other client unpins.
+// Explicit 1, then the default (pool size 2 minus 1).
+TEST(Pinning, MaxPinnedPerPoolWaitsThenRefusesWith53300AndCreatesNothing) {
   for (bool explicit_limit : {true, false}) {
     SCOPED_TRACE(explicit_limit ? "max_pinned_per_pool: 1" : "default max_pinned_per_pool");
     DaemonConfig cfg = pin_config(2);
+    cfg.set("query_wait_timeout", "200ms");
     if (!explicit_limit) cfg.erase("max_pinned_per_pool");
     Daemon d(cfg);
     START_DAEMON(d);
@@ -647,25 +649,36 @@ TEST(Pinning, MaxPinnedPerPoolRefusesWith53300AndCreatesNothing) {
     ASSERT_TRUE(pinned_becomes(admin.get(), a.get(), "temp"));
     ASSERT_TRUE(sv_pinned_becomes(admin.get(), "1"));
 
-    auto refused = [&](const std::string& sql) {
+    auto refused = [&](const std::string& sql, const std::string& why) {
       QResult r = exec_within(b, sql);
       EXPECT_EQ(r.sqlstate, "53300") << sql << ": " << r.describe();
       EXPECT_NE(r.error.find("max_pinned_per_pool"), std::string::npos) << sql << ": " << r.describe();
+      EXPECT_NE(r.error.find(why), std::string::npos) << sql << ": " << r.describe();
       EXPECT_EQ(PQstatus(b.get()), CONNECTION_OK) << sql;
       EXPECT_EQ(exec_within(b, "SELECT 1").scalar(), "1") << "after refused " << sql;
       EXPECT_EQ(pinned_of(admin.get(), b.get()), "") << sql;
     };
-    refused("CREATE TEMP TABLE pin_lim_b(i int)");
+    refused("CREATE TEMP TABLE pin_lim_b(i int)", "query_wait_timeout");
     EXPECT_EQ(cluster().scalar("SELECT count(*) FROM pg_class WHERE relname = 'pin_lim_b'").value_or("?"), "0")
         << "the refused temp table was created";
     EXPECT_EQ(exec_within(b, "SELECT to_regclass('pg_temp.pin_lim_b') IS NULL").scalar(), "t");
-    refused("PREPARE pin_lim_p AS SELECT 1");
+    refused("PREPARE pin_lim_p AS SELECT 1", "query_wait_timeout");
     EXPECT_EQ(exec_within(b, "EXECUTE pin_lim_p").sqlstate, "26000") << "the refused PREPARE was run";
-    refused("LISTEN pin_lim_ch");
+    refused("LISTEN pin_lim_ch", "query_wait_timeout");
     EXPECT_EQ(exec_within(b, "SELECT count(*) FROM pg_listening_channels()").scalar(), "0");
-    refused("SELECT pg_advisory_lock(4501)");
+    refused("SELECT pg_advisory_lock(4501)", "query_wait_timeout");
     EXPECT_EQ(cluster().scalar("SELECT pg_try_advisory_lock(4501)").value_or("?"), "t") << "the refused lock was taken";
+    QResult extended = exec_params(b, "SELECT pg_advisory_lock($1::bigint)", {"4503"});   // a Parse waits too
+    EXPECT_EQ(extended.sqlstate, "53300") << extended.describe();
+    EXPECT_NE(extended.error.find("query_wait_timeout"), std::string::npos) << extended.describe();
+    EXPECT_EQ(cluster().scalar("SELECT pg_try_advisory_lock(4503)").value_or("?"), "t") << "the refused lock was taken";
+    EXPECT_EQ(exec_params(b, "SELECT $1::int + 1", {"1"}).scalar(), "2");
+    // Inside a transaction block the server is held: no wait, refused at once.
+    ASSERT_TRUE(exec_within(b, "BEGIN").ok);
+    refused("CREATE TEMP TABLE pin_lim_b(i int)", "inside a transaction block");
+    ASSERT_TRUE(exec_within(b, "ROLLBACK").ok);
     EXPECT_EQ(pool_value(admin.get(), "sv_pinned"), "1");
+    EXPECT_EQ(pool_value(admin.get(), "cl_waiting"), "0");
     // a is unaffected.
     EXPECT_EQ(exec_within(a, "SELECT count(*) FROM pin_lim_a").scalar(), "0");
     EXPECT_EQ(pinned_of(admin.get(), a.get()), "temp");
@@ -684,6 +697,82 @@ TEST(Pinning, MaxPinnedPerPoolRefusesWith53300AndCreatesNothing) {
     EXPECT_EQ(exec_within(a, "SELECT 2").scalar(), "2");
     expect_serving(d, "max_pinned_per_pool");
   }
+}
+
+// SHOW CLIENTS `state` of client c.
+std::string state_of(PGconn* admin, PGconn* c) {
+  std::string port = local_port(c);
+  for (auto& row : show(admin, "SHOW CLIENTS"))
+    if (row["port"] == port) return row["state"];
+  return "<no client>";
+}
+
+// Clients past max_pinned_per_pool wait, in order, without holding a server: a
+// simple Query (b) and an extended-protocol Parse (e) each go on, and pin, as the
+// client before them unpins; everyone else is served meanwhile.
+TEST(Pinning, ClientsPastMaxPinnedWaitInOrderForAnUnpin) {
+  Daemon d(pin_config(2));   // query_wait_timeout: the default 2 minutes
+  START_DAEMON(d);
+  ConnPtr admin = must_connect(admin_conninfo(d));
+  ConnPtr a = must_connect(d.conninfo()), b = must_connect(d.conninfo()), e = must_connect(d.conninfo()),
+          other = must_connect(d.conninfo());
+  ASSERT_TRUE(admin && a && b && e && other);
+  ASSERT_TRUE(exec_within(a, "CREATE TEMP TABLE pin_wait_a(i int)").ok);
+  ASSERT_TRUE(pinned_becomes(admin.get(), a.get(), "temp"));
+
+  ASSERT_EQ(PQsendQuery(b.get(), "CREATE TEMP TABLE pin_wait_b(i int)"), 1);
+  ASSERT_TRUE(eventually([&] { return state_of(admin.get(), b.get()) == "waiting"; }, 3000));
+  ASSERT_EQ(PQsendQueryParams(e.get(), "SELECT pg_advisory_lock(4502)", 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_TRUE(eventually([&] { return pool_value(admin.get(), "cl_waiting") == "2"; }, 3000))
+      << pool_value(admin.get(), "cl_waiting");
+  EXPECT_EQ(state_of(admin.get(), e.get()), "waiting");
+  // The waiters hold no server: the other server keeps multiplexing.
+  for (int i = 0; i < 3; i++) EXPECT_EQ(exec_within(other, "SELECT " + std::to_string(i)).scalar(), std::to_string(i));
+  EXPECT_EQ(cluster().scalar("SELECT count(*) FROM pg_class WHERE relname = 'pin_wait_b'").value_or("?"), "0");
+  EXPECT_EQ(cluster().scalar("SELECT pg_try_advisory_lock(4502)").value_or("?"), "t") << "e's lock was taken while it waited";
+
+  // a unpins: b (first in line) goes on and pins; e still waits.
+  ASSERT_TRUE(exec_within(a, "DROP TABLE pin_wait_a").ok);
+  QResult rb = await_results(b.get());
+  EXPECT_TRUE(rb.ok) << rb.describe();
+  EXPECT_TRUE(pinned_becomes(admin.get(), b.get(), "temp"));
+  EXPECT_EQ(state_of(admin.get(), e.get()), "waiting");
+  EXPECT_EQ(exec_within(b, "INSERT INTO pin_wait_b VALUES (1) RETURNING i").scalar(), "1");
+
+  // b unpins: e's Parse goes on, takes its lock and pins.
+  ASSERT_TRUE(exec_within(b, "DISCARD TEMP").ok);
+  QResult re = await_results(e.get());
+  EXPECT_TRUE(re.ok) << re.describe();
+  EXPECT_TRUE(pinned_becomes(admin.get(), e.get(), "advisory"));
+  EXPECT_EQ(cluster().scalar("SELECT pg_try_advisory_lock(4502)").value_or("?"), "f") << "e does not hold its lock";
+  EXPECT_EQ(pool_value(admin.get(), "cl_waiting"), "0");
+  EXPECT_TRUE(exec_within(e, "SELECT pg_advisory_unlock_all()").ok);
+  EXPECT_TRUE(pinned_becomes(admin.get(), e.get(), ""));
+  expect_serving(d, "waiting for a pin slot");
+}
+
+// A client that leaves while it waits for a pin slot is forgotten: the slot
+// goes to the next in line.
+TEST(Pinning, WaiterThatLeavesIsSkipped) {
+  Daemon d(pin_config(2));
+  START_DAEMON(d);
+  ConnPtr admin = must_connect(admin_conninfo(d));
+  ConnPtr a = must_connect(d.conninfo()), gone = must_connect(d.conninfo()), next = must_connect(d.conninfo());
+  ASSERT_TRUE(admin && a && gone && next);
+  ASSERT_TRUE(exec_within(a, "LISTEN pin_leave").ok);
+  ASSERT_TRUE(pinned_becomes(admin.get(), a.get(), "listen"));
+  ASSERT_EQ(PQsendQuery(gone.get(), "LISTEN pin_leave_gone"), 1);
+  ASSERT_TRUE(eventually([&] { return state_of(admin.get(), gone.get()) == "waiting"; }, 3000));
+  ASSERT_EQ(PQsendQuery(next.get(), "LISTEN pin_leave_next"), 1);
+  ASSERT_TRUE(eventually([&] { return pool_value(admin.get(), "cl_waiting") == "2"; }, 3000));
+  gone.reset();
+  ASSERT_TRUE(eventually([&] { return pool_value(admin.get(), "cl_waiting") == "1"; }, 3000));
+  ASSERT_TRUE(exec_within(a, "UNLISTEN *").ok);
+  QResult r = await_results(next.get());
+  EXPECT_TRUE(r.ok) << r.describe();
+  EXPECT_TRUE(pinned_becomes(admin.get(), next.get(), "listen"));
+  EXPECT_TRUE(sv_pinned_becomes(admin.get(), "1"));
+  expect_serving(d, "a waiter left");
 }
 
 // ------------------------------------------------------------ pin_on
