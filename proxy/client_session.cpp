@@ -634,11 +634,12 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
   }
   const uint8_t pins = pins_of(pins_in(*c));
   if (pin_full(pins) && wait_for_pin_slot()) return QueryAction::WaitPin;
-  if (std::string refusal = pin_refusal(pins, pin_what(*c, pins)); !refusal.empty()) {
+  if (std::optional<pg::ErrorInfo> refusal = pin_refusal(pins, pin_what(*c, pins))) {
     std::string out;
-    pg::write_error(out, "ERROR", "53300", refusal);
+    pg::write_error(out, *refusal);
     pg::write_ready(out, server_->tx_status());
     send(out);
+    note_ready();
     return QueryAction::Answered;
   }
   // LISTEN pins the client (pin_on listen), or else is refused: notifications would
@@ -761,11 +762,7 @@ void ClientSession::check_timeouts(pool::Time now) {
   const conf::Config& cfg = proxy_.config();
   auto past = [now](pool::Time since, conf::Duration limit) { return limit.count() > 0 && now - since >= limit; };
   if (pin_wait_.queued) {   // no client unpinned in time: the statement is refused (pin_refusal)
-    if (past(pin_wait_.since, cfg.query_wait_timeout)) {
-      pin_wait_.queued = false;
-      pin_wait_.expired = true;
-      process_input();
-    }
+    if (past(pin_wait_.since, cfg.query_wait_timeout)) end_pin_wait(PinWait::End::Expired);
     return;
   }
   if (server_ && server_->query_started() != pool::Time{}) {   // a query is running
@@ -847,6 +844,7 @@ void ClientSession::detach_server(bool client_gone) {
 }
 
 void ClientSession::on_closed() {
+  if (pin_wait_.queued) std::erase(pool_entry_->pin_waiters, cancel_pid_);
   drop_pin(pin_.kinds);   // the server is reset before reuse (see add_pin)
   if (pool_entry_) pool_entry_->pool->cancel(this);
   detach_server(true);

@@ -67,6 +67,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   // Proxy::pin_slot_freed: a slot may be free, try the statement again. False if
   // this client was not waiting.
   bool pin_slot_free();
+  // A CancelRequest for this client while it waits: the statement is refused (57014).
+  void cancel_pin_wait() { end_pin_wait(PinWait::End::Cancelled); }
   // The linked server is clean at the end of a transaction: true if it may go
   // back to the pool. False keeps it (pinned); when a statement may have removed
   // state, the server is asked first and released if nothing is left.
@@ -149,7 +151,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   uint8_t pins_of(uint8_t kinds) const;
   bool pin_full(uint8_t kinds) const;
   bool wait_for_pin_slot();
-  std::string pin_refusal(uint8_t kinds, std::string_view what);
+  void end_pin_wait(PinWait::End end);
+  std::optional<pg::ErrorInfo> pin_refusal(uint8_t kinds, std::string_view what);
   void add_pin(uint8_t kinds, std::string_view what);
   void drop_pin(uint8_t kinds);
   void check_pin_state();

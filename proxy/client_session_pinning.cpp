@@ -20,9 +20,13 @@ bool ClientSession::pin_full(uint8_t kinds) const {
 // the first of its transaction and nothing is in flight. Inside a transaction,
 // or behind pipelined messages, it is refused at once.
 bool ClientSession::wait_for_pin_slot() {
-  if (pin_wait_.expired || !server_->idle_protocol() || !server_->clean() || server_->tx_status() != 'I') return false;
+  if (pin_wait_.at != in_consumed()) pin_wait_ = PinWait{};   // what waited before is gone (answered, refused)
+  if (pin_wait_.end != PinWait::End::None || !server_->idle_protocol() || !server_->clean() ||
+      server_->tx_status() != 'I')
+    return false;
   if (pin_wait_.since == pool::Time{}) {
     pin_wait_.since = pool::Clock::now();
+    pin_wait_.at = in_consumed();
     pool_entry_->pin_waiters.push_back(cancel_pid_);
   } else {
     pool_entry_->pin_waiters.push_front(cancel_pid_);   // woken, and another client took the slot first
@@ -32,25 +36,46 @@ bool ClientSession::wait_for_pin_slot() {
 }
 
 bool ClientSession::pin_slot_free() {
-  if (!pin_wait_.queued) return false;
+  if (!pin_wait_.queued || closing()) return false;
   pin_wait_.queued = false;
   process_input();
   return true;
 }
 
-std::string ClientSession::pin_refusal(uint8_t kinds, std::string_view what) {
-  if (!pin_full(kinds)) return {};
-  std::string refusal = "cannot keep session state in transaction pooling mode: " + std::string(what) + " (" +
-                        pin_names(kinds) + ") would pin this client to its server, and max_pinned_per_pool (" +
-                        std::to_string(pool_entry_->max_pinned) + ") clients of this pool are pinned already";
-  if (pin_wait_.expired)
-    refusal += "; none unpinned within query_wait_timeout (" +
-               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  proxy_.config().query_wait_timeout).count()) + " ms)";
-  else
-    refusal += " (it cannot wait inside a transaction block or a pipeline)";
+// query_wait_timeout passed, or a CancelRequest: the statement goes on to its refusal.
+void ClientSession::end_pin_wait(PinWait::End end) {
+  if (!pin_wait_.queued) return;
+  std::erase(pool_entry_->pin_waiters, cancel_pid_);
+  pin_wait_.queued = false;
+  pin_wait_.end = end;
+  process_input();
+}
+
+std::optional<pg::ErrorInfo> ClientSession::pin_refusal(uint8_t kinds, std::string_view what) {
+  if (!pin_full(kinds)) return std::nullopt;
+  if (pin_wait_.at != in_consumed()) pin_wait_ = PinWait{};
+  pg::ErrorInfo e{"ERROR", "53300",
+                  "cannot keep session state in transaction pooling mode: " + std::string(what) + " (" +
+                      pin_names(kinds) + ") would pin this client to its server, and max_pinned_per_pool (" +
+                      std::to_string(pool_entry_->max_pinned) + ") clients of this pool are pinned already",
+                  ""};
+  switch (pin_wait_.end) {
+    case PinWait::End::None:
+      e.message += " (it cannot wait inside a transaction block or a pipeline)";
+      break;
+    case PinWait::End::Expired:
+      e.message += "; none unpinned within query_wait_timeout (" +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      proxy_.config().query_wait_timeout).count()) + " ms)";
+      break;
+    case PinWait::End::Cancelled:
+      e.code = "57014";
+      e.message = "canceling statement due to user request (it was waiting for a pinned client to unpin: " +
+                  e.message + ")";
+      break;
+  }
   pin_wait_ = PinWait{};
-  return refusal;
+  return e;
 }
 
 void ClientSession::add_pin(uint8_t kinds, std::string_view what) {

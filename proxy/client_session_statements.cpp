@@ -92,11 +92,11 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       if (effects) s->note_session_state();
       // State it leaves pins the client (proxy/pinning.h), or the Parse fails with 53300.
       const uint8_t pins = pins_of(pins_in(*c));
-      if (std::string refusal = pin_refusal(pins, pin_what(*c, pins)); !refusal.empty()) {
+      if (std::optional<pg::ErrorInfo> refusal = pin_refusal(pins, pin_what(*c, pins))) {
         write_head(out, 'B', 0, {"", kDuplicateMarker}, sizeof kEmptyBindTail);
         out.add(kEmptyBindTail, sizeof kEmptyBindTail);
         PendingReply no = reply(Kind::PinLimit, 'E', epoch);
-        no.refusal = std::move(refusal);
+        no.refusal = std::move(*refusal);
         s->expect_reply(std::move(no));
         return total;
       }

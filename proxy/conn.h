@@ -68,7 +68,11 @@ class Conn {
   // Unread input. Valid until the next return to the loop (it may point at the scratch buffer).
   const uint8_t* in_data() const { return view_ + rpos_; }
   size_t in_size() const { return view_len_ - rpos_; }
-  void in_consume(size_t n) { rpos_ += n; }
+  void in_consume(size_t n) {
+    rpos_ += n;
+    consumed_ += n;
+  }
+  uint64_t in_consumed() const { return consumed_; }   // input bytes handled so far
 
   virtual void on_read() = 0;                 // new bytes are in in_data()
   virtual void on_read_end(int status) = 0;   // EOF (UV_EOF) or a read error
@@ -104,6 +108,7 @@ class Conn {
   uv_write_t wreq_;
   uv_connect_t creq_;
   int connect_port_ = 0;
+  uint64_t consumed_ = 0;       // see in_consumed()
   std::vector<uint8_t> own_;     // unconsumed input carried across reads: [0, own_len_)
   size_t own_len_ = 0;
   const uint8_t* view_ = nullptr;

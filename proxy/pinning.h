@@ -60,9 +60,11 @@ struct Pin {
 // A client whose statement would pin one client past max_pinned_per_pool waits
 // for a slot without a server, up to query_wait_timeout; then the statement is refused.
 struct PinWait {
+  enum class End : uint8_t { None, Expired, Cancelled };
   pool::Time since{};     // the statement at the head of its input first had to wait
+  uint64_t at = 0;        // the client's input consumed then: once more is, that statement is gone
   bool queued = false;    // in PoolEntry::pin_waiters
-  bool expired = false;   // waited query_wait_timeout: refuse the statement
+  End end = End::None;    // query_wait_timeout passed, or a CancelRequest came: refuse the statement
 };
 
 }  // namespace proxy

@@ -185,7 +185,10 @@ bool Proxy::cancel(uint32_t requester, uint32_t pid, uint32_t key) {
     return false;
   }
   ServerConn* s = c->server();
-  if (!s) return false;   // nothing running for that client
+  if (!s) {   // nothing running for that client, unless it waits for a pin slot
+    c->cancel_pin_wait();
+    return false;
+  }
   auto* cc = new CancelConn(*this, requester, *s);
   cc->connect(s->target().host, s->target().port);
   LOG_INFO("forwarding cancel request of client %u to server pid %u", pid, s->backend_pid());
@@ -218,11 +221,13 @@ bool Proxy::park_while_cancelling(ServerConn* s) {
 
 void Proxy::server_closed(const ServerConn& s) { cancels_.erase(s.id()); }
 
+// As many waiters as there are free slots go on; one that finds its slot taken
+// (by a client that had a server at hand) queues again at the front.
 void Proxy::pin_slot_freed(PoolEntry& e) {
-  while (!e.pin_waiters.empty() && e.pinned < e.max_pinned) {
+  for (int free = e.max_pinned - e.pinned; free > 0 && !e.pin_waiters.empty();) {
     ClientSession* c = client(e.pin_waiters.front());
     e.pin_waiters.pop_front();
-    if (c && c->pool_entry() == &e && c->pin_slot_free()) return;   // one at a time: it pins, or queues again first
+    if (c && c->pool_entry() == &e && c->pin_slot_free()) free--;
   }
 }
 

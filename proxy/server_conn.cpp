@@ -508,7 +508,7 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
     if (front == PendingReply::Kind::Duplicate)
       pg::write_error(err, "ERROR", "42P05", "prepared statement \"" + replies_.front().client_name + "\" already exists");
     else if (front == PendingReply::Kind::PinLimit)
-      pg::write_error(err, "ERROR", "53300", replies_.front().refusal);
+      pg::write_error(err, replies_.front().refusal);
     else
       pg::write_error(err, "ERROR", "53400",
                       "too many prepared statements for this client (max_client_prepared_statements " +

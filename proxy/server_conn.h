@@ -65,7 +65,7 @@ struct PendingReply {
   pool::StatementPtr closed = nullptr;     // a Close of it was sent here (undo: still prepared)
   ClientUndo client_undo = ClientUndo::None;
   std::string client_name = {};            // the client's statement name (also for Duplicate's error)
-  std::string refusal = {};                // PinLimit's error message
+  pg::ErrorInfo refusal = {};              // PinLimit's error (53300, or 57014 when cancelled while waiting)
   pool::StatementPtr client_stmt = nullptr;
 };
 

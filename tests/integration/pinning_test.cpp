@@ -707,6 +707,12 @@ std::string state_of(PGconn* admin, PGconn* c) {
   return "<no client>";
 }
 
+// Client c waits for a pin slot: SHOW CLIENTS says waiting while the pool's
+// unpinned server is idle (so it is not waiting for that server's login).
+bool pin_waiting(PGconn* admin, PGconn* c) {
+  return eventually([&] { return state_of(admin, c) == "waiting" && pool_value(admin, "sv_idle") == "1"; }, 3000);
+}
+
 // Clients past max_pinned_per_pool wait, in order, without holding a server: a
 // simple Query (b) and an extended-protocol Parse (e) each go on, and pin, as the
 // client before them unpins; everyone else is served meanwhile.
@@ -721,7 +727,7 @@ TEST(Pinning, ClientsPastMaxPinnedWaitInOrderForAnUnpin) {
   ASSERT_TRUE(pinned_becomes(admin.get(), a.get(), "temp"));
 
   ASSERT_EQ(PQsendQuery(b.get(), "CREATE TEMP TABLE pin_wait_b(i int)"), 1);
-  ASSERT_TRUE(eventually([&] { return state_of(admin.get(), b.get()) == "waiting"; }, 3000));
+  ASSERT_TRUE(pin_waiting(admin.get(), b.get()));
   ASSERT_EQ(PQsendQueryParams(e.get(), "SELECT pg_advisory_lock(4502)", 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
   ASSERT_TRUE(eventually([&] { return pool_value(admin.get(), "cl_waiting") == "2"; }, 3000))
       << pool_value(admin.get(), "cl_waiting");
@@ -751,6 +757,33 @@ TEST(Pinning, ClientsPastMaxPinnedWaitInOrderForAnUnpin) {
   expect_serving(d, "waiting for a pin slot");
 }
 
+// A CancelRequest (Ctrl-C) ends a wait for a pin slot: 57014, nothing done, and
+// the client goes on.
+TEST(Pinning, CancelRequestEndsAPinWait) {
+  Daemon d(pin_config(2));
+  START_DAEMON(d);
+  ConnPtr admin = must_connect(admin_conninfo(d));
+  ConnPtr a = must_connect(d.conninfo()), b = must_connect(d.conninfo());
+  ASSERT_TRUE(admin && a && b);
+  ASSERT_TRUE(exec_within(a, "PREPARE pin_cancel_a AS SELECT 1").ok);
+  ASSERT_TRUE(pinned_becomes(admin.get(), a.get(), "prepare"));
+  ASSERT_EQ(PQsendQuery(b.get(), "CREATE TEMP TABLE pin_cancel_b(i int)"), 1);
+  ASSERT_TRUE(pin_waiting(admin.get(), b.get()));
+  PGcancel* cancel = PQgetCancel(b.get());
+  ASSERT_NE(cancel, nullptr);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
+  PQfreeCancel(cancel);
+  QResult r = await_results(b.get());
+  EXPECT_EQ(r.sqlstate, "57014") << r.describe();
+  EXPECT_NE(r.error.find("waiting for a pinned client"), std::string::npos) << r.describe();
+  EXPECT_EQ(pool_value(admin.get(), "cl_waiting"), "0");
+  EXPECT_EQ(exec_within(b, "SELECT to_regclass('pg_temp.pin_cancel_b') IS NULL").scalar(), "t");
+  EXPECT_EQ(pinned_of(admin.get(), b.get()), "");
+  EXPECT_EQ(exec_within(a, "EXECUTE pin_cancel_a").scalar(), "1");
+  expect_serving(d, "a cancelled pin wait");
+}
+
 // A client that leaves while it waits for a pin slot is forgotten: the slot
 // goes to the next in line.
 TEST(Pinning, WaiterThatLeavesIsSkipped) {
@@ -762,7 +795,7 @@ TEST(Pinning, WaiterThatLeavesIsSkipped) {
   ASSERT_TRUE(exec_within(a, "LISTEN pin_leave").ok);
   ASSERT_TRUE(pinned_becomes(admin.get(), a.get(), "listen"));
   ASSERT_EQ(PQsendQuery(gone.get(), "LISTEN pin_leave_gone"), 1);
-  ASSERT_TRUE(eventually([&] { return state_of(admin.get(), gone.get()) == "waiting"; }, 3000));
+  ASSERT_TRUE(pin_waiting(admin.get(), gone.get()));
   ASSERT_EQ(PQsendQuery(next.get(), "LISTEN pin_leave_next"), 1);
   ASSERT_TRUE(eventually([&] { return pool_value(admin.get(), "cl_waiting") == "2"; }, 3000));
   gone.reset();
