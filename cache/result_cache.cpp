@@ -11,8 +11,9 @@
 namespace cache {
 namespace {
 
-constexpr size_t kMaxClassified = 20000;
-constexpr size_t kMaxMessageRelations = 1000;   // in one invalidation message   // distinct statement texts remembered
+constexpr size_t kMaxClassified = 20000;         // distinct statement texts remembered
+constexpr size_t kMaxMessageRelations = 1000;   // in one invalidation message
+constexpr size_t kMaxSenderChecks = 64;         // NOTIFY senders being checked at once (on_notify)
 // Longer texts (bulk INSERTs, mostly) are not parsed on the event loop for the
 // cache: they count as writing anything. Parsing costs ~0.5 µs per byte.
 constexpr size_t kMaxParsedText = 8192;
@@ -46,7 +47,7 @@ void ResultCache::start() {
   }
   redis_ = std::make_unique<Redis>(loop_, target, cfg_.redis.timeout);
   redis_->subscribe(cfg_.invalidation_channel, [this](std::string_view, std::string_view message) {
-    on_message("", message);
+    on_message("", message, true);   // only sidecars reach this Redis
   });
   redis_->on_up([this] { redis_up_again(); });
   redis_->on_down([this] {
@@ -100,7 +101,9 @@ ResultCache::Database& ResultCache::database(const std::string& name, const std:
     db.conninfo = conninfo_(name, user);
     db.session = std::make_unique<pq::Session>(loop_, "result cache (" + name + ")");
     db.session->configure(db.conninfo, {cfg_.invalidation_channel});
-    db.session->on_notify([this, name](const std::string&, const std::string& payload) { on_message(name, payload); });
+    db.session->on_notify([this, name](const std::string&, const std::string& payload, int be_pid) {
+      on_notify(name, payload, be_pid);
+    });
     db.session->connect_now();
   }
   // After a failure, read again at most once a second.
@@ -417,9 +420,41 @@ void ResultCache::publish(const std::string& database, const Writes& w) {
                             });
 }
 
+// A NOTIFY on the invalidation channel in `database`. Any database user may
+// send one. What names relations (a trigger's message) can only drop entries,
+// so it is taken from anyone; "schema" and "all" (drop everything, everywhere,
+// with a new Redis generation) only from a backend logged in as this sidecar's
+// own control role. The sender is looked up by its pid: a sender already gone
+// is not trusted either (its flags are lost, as if the bus had been down).
+void ResultCache::on_notify(const std::string& database, const std::string& payload, int be_pid) {
+  const bool flags = payload.find("\"schema\"") != std::string::npos || payload.find("\"all\"") != std::string::npos;
+  auto it = databases_.find(database);
+  if (!flags || it == databases_.end() || !it->second.session || sender_checks_ >= kMaxSenderChecks) {
+    // Past the bound, or without a flag spelled plainly: treated as from anyone,
+    // which ignores the flags, so a message cannot slip past the check.
+    return on_message(database, payload, false);
+  }
+  sender_checks_++;
+  it->second.session->query(
+      "SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND usename = session_user",
+      {std::to_string(be_pid)}, [this, database, payload, be_pid](pq::QueryResult r) {
+        sender_checks_--;
+        if (stopped_) return;   // stop(): the session failed its queue
+        const bool own = r.ok && r.rows.size() == 1;
+        if (!own) {
+          stats_.invalidations["untrusted"]++;
+          LOG_WARN("result cache: an invalidation message from backend %d, which is not logged in as this "
+                   "sidecar's role%s: only the relations it names are dropped", be_pid,
+                   r.ok ? "" : " (the check failed)");
+        }
+        on_message(database, payload, own);
+      });
+}
+
 // A message on the invalidation channel: from another sidecar (Redis or NOTIFY),
 // or from a trigger (NOTIFY, no origin; its database is the connection's).
-void ResultCache::on_message(const std::string& from_database, std::string_view payload) {
+// Untrusted (see on_notify): its "schema", "all" and "gen" are ignored.
+void ResultCache::on_message(const std::string& from_database, std::string_view payload, bool trusted) {
   nlohmann::json msg = nlohmann::json::parse(payload, nullptr, false);
   if (msg.is_discarded() || !msg.is_object()) {
     LOG_WARN("result cache: ignored a malformed invalidation message");
@@ -439,7 +474,7 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
   // entries where other sidecars' invalidations never look.
   if (auto gen = msg.find("gen"); from_database.empty() && gen != msg.end() && gen->is_number_integer())
     l2_generation_ = std::max(l2_generation_, gen->get<long long>());
-  if (flag("schema")) {
+  if (trusted && flag("schema")) {
     schema_moved();
     // Sent by NOTIFY (its sender's Redis was down): Redis still holds pre-move entries.
     if (!from_database.empty() && redis_up()) next_generation(nullptr);
@@ -447,7 +482,7 @@ void ResultCache::on_message(const std::string& from_database, std::string_view 
   }
   std::string database = from_database.empty() ? text("db") : from_database;
   Writes w;
-  w.everything = flag("all");
+  w.everything = trusted && flag("all");
   if (auto rels = msg.find("rels"); rels != msg.end() && rels->is_array()) {
     for (const auto& r : *rels)
       if (r.is_string() && w.relations.size() < kMaxMessageRelations) w.relations.push_back(r.get<std::string>());

@@ -163,7 +163,8 @@ class ResultCache {
   void forget_database(const std::string& name);
   void drop_local(const std::string& database, const Writes& w, const char* reason);
   void publish(const std::string& database, const Writes& w);
-  void on_message(const std::string& from_database, std::string_view payload);
+  void on_notify(const std::string& database, const std::string& payload, int be_pid);
+  void on_message(const std::string& from_database, std::string_view payload, bool trusted);
   void on_schema_bump();
   void schema_moved();
   void end_long_waits();
@@ -190,6 +191,7 @@ class ResultCache {
   long long l2_generation_ = -1;   // Redis keys' generation; -1 = unknown, L2 unused
   bool redis_was_down_ = false;    // invalidations may have been missed: move the generation on
   std::string origin_;             // this process, in published messages (its own are ignored)
+  size_t sender_checks_ = 0;       // NOTIFY senders being looked up (on_notify)
   bool stopped_ = false;           // stop() ran: nothing new is opened or read
   uv_timer_t* wait_timer_ = nullptr;   // ends waits for a catalog that takes too long (end_long_waits)
 };

@@ -16,7 +16,8 @@ void SchemaListener::configure(const std::string& channel, const std::string& co
   if (channel_.empty()) return;
   session_ = std::make_unique<pq::Session>(loop_, "schema notification channel \"" + channel_ + "\"");
   session_->configure(conninfo_, {channel_});
-  session_->on_notify([this](const std::string&, const std::string&) { version_.bump("NOTIFY on the schema channel"); });
+  session_->on_notify(
+      [this](const std::string&, const std::string&, int) { version_.bump("NOTIFY on the schema channel"); });
   session_->on_listening([this] {
     listening_ = true;
     LOG_INFO("schema version: listening for NOTIFY on channel \"%s\"", channel_.c_str());

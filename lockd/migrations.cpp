@@ -90,7 +90,7 @@ Migrations::Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string
       manifest_(loop, cfg.dir, cfg.format) {
   runner_.configure(conninfo, {});
   pg_.configure(std::move(conninfo), {kChannel});
-  pg_.on_notify([this](const std::string&, const std::string&) {
+  pg_.on_notify([this](const std::string&, const std::string&, int) {
     // A migration committed somewhere: the history and the schema have moved on.
     if (refreshing_) stale_during_refresh_ = true;
     history_.reset();

@@ -190,7 +190,8 @@ void render_cache(const CacheSnapshot& c, std::vector<MetricFamily>& out) {
   counter("pgsidecar_cache_expirations_total", "L1 entries found expired (TTL)", c.expirations);
   Builder inval("pgsidecar_cache_invalidations_total",
                 "Invalidation events, by reason: write (committed here), everything (DDL or unknown function here), "
-                "remote (another sidecar), trigger (NOTIFY from a table trigger), schema (schema version moved)",
+                "remote (another sidecar), trigger (NOTIFY from a table trigger), schema (schema version moved), "
+                "untrusted (a NOTIFY with schema/all flags from another role: flags ignored)",
                 MetricType::Counter);
   for (const auto& [reason, n] : c.invalidations) inval.add(double(n), {label("reason", reason)});
   out.push_back(std::move(inval.family));

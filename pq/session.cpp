@@ -66,7 +66,7 @@ void Session::stop() {
   state_ = State::Closed;
   std::deque<Pending> failed;
   failed.swap(queue_);
-  for (Pending& p : failed) p.done(QueryResult{false, true, "", "lockd is stopping", {}});
+  for (Pending& p : failed) p.done(QueryResult{false, true, "", "the connection was stopped", {}});
 }
 
 void Session::connect() {
@@ -200,8 +200,9 @@ void Session::consume() {
     PGnotify* n = pq_->notifies(conn_);
     if (!n) break;
     std::string channel = n->relname, payload = n->extra ? n->extra : "";
+    int be_pid = n->be_pid;
     pq_->freemem(n);
-    if (on_notify_) on_notify_(channel, payload);
+    if (on_notify_) on_notify_(channel, payload, be_pid);
   }
 }
 

@@ -38,8 +38,8 @@ class Session {
 
   // Where to connect and which channels to LISTEN on after each connect.
   void configure(std::string conninfo, std::vector<std::string> channels);
-  // Called with the channel name and payload of every notification.
-  using Notify = std::function<void(const std::string& channel, const std::string& payload)>;
+  // Called with the channel name, payload and sending backend's pid of every notification.
+  using Notify = std::function<void(const std::string& channel, const std::string& payload, int be_pid)>;
   void on_notify(Notify cb) { on_notify_ = std::move(cb); }
   // Called when the channels are LISTENed to, after each connect.
   void on_listening(std::function<void()> cb) { on_listening_ = std::move(cb); }

@@ -197,6 +197,60 @@ TEST(Metrics, OneTransactionIsOneInvalidation) {
   ASSERT_TRUE(exec(c, "DROP TABLE mt_inv").ok);
 }
 
+// Any database user may NOTIFY on the invalidation channel. A message with
+// "schema" or "all" from a backend of another role is not acted on (counted as
+// untrusted); one that names relations still drops them (a trigger's message);
+// the sidecar's own role may send either.
+TEST(Metrics, InvalidationFlagsAreTakenOnlyFromTheSidecarsRole) {
+  MetricsDaemon m("transaction", 2);
+  m.with_cache();
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  bool ok = false;
+  std::string out = cluster().psql(
+      "DROP TABLE IF EXISTS mt_forge; CREATE TABLE mt_forge (i int); INSERT INTO mt_forge VALUES (1);"
+      "GRANT SELECT ON mt_forge TO PUBLIC; DROP ROLE IF EXISTS mt_forger; CREATE ROLE mt_forger LOGIN PASSWORD 'forgerpass';",
+      "app", &ok);
+  ASSERT_TRUE(ok) << out;
+  ConnPtr c = must_connect(d.conninfo());
+  ConnPtr forger = must_connect(cluster().direct_conninfo("mt_forger", "app", "forgerpass"));
+  ConnPtr own = must_connect(cluster().direct_conninfo("app", "app", "apppass"));   // the role the daemon's control connection uses
+  ASSERT_TRUE(c && forger && own);
+  auto read = [&] { return exec(c, "SELECT i FROM mt_forge").scalar(); };
+  auto count = [&m](const std::string& reason) {
+    return std::max(0.0, sample(m.scrape(), "pgsidecar_cache_invalidations_total{reason=\"" + reason + "\"}"));
+  };
+  auto behind = [](int v) {   // no sidecar sees this write
+    ASSERT_TRUE(cluster().scalar("UPDATE mt_forge SET i = " + std::to_string(v) + " RETURNING i").has_value());
+  };
+  // Cached: a write made behind the daemon is not seen.
+  auto cached = [&](const std::string& want, int next) {
+    return eventually([&] { return read() == want; }, 5000) &&
+           eventually([&] { read(); behind(next); return read() == want; }, 20000);
+  };
+  ASSERT_TRUE(cached("1", 2));
+  const double schema0 = count("schema");
+
+  auto notify = [](const ConnPtr& from, const std::string& payload) {
+    QResult r = exec(from, "SELECT pg_notify('pgsidecar_invalidate', '" + payload + "')");
+    ASSERT_TRUE(r.ok) << r.describe();
+  };
+  notify(forger, R"({"o":"forged","db":"app","schema":true,"all":true})");
+  ASSERT_TRUE(eventually([&] { return count("untrusted") == 1; }, 5000));
+  EXPECT_EQ(read(), "1") << "a forged schema/all message dropped entries";
+  EXPECT_EQ(count("schema"), schema0);
+
+  notify(forger, R"({"rels":["mt_forge"]})");   // as pgsidecar_watch()'s trigger sends it
+  EXPECT_TRUE(eventually([&] { return read() == "2"; }, 5000)) << "a message naming a table did not drop it";
+  ASSERT_TRUE(cached("2", 3));
+
+  notify(own, R"({"o":"another sidecar","schema":true})");
+  EXPECT_TRUE(eventually([&] { return count("schema") == schema0 + 1; }, 5000));
+  EXPECT_TRUE(eventually([&] { return read() == "3"; }, 5000));
+  EXPECT_EQ(count("untrusted"), 1);
+  cluster().psql("DROP TABLE mt_forge; DROP ROLE mt_forger;");
+}
+
 TEST(Metrics, ServerDisconnectsByReason) {
   MetricsDaemon m("transaction", 1);
   Daemon d(m.cfg);
