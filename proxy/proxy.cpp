@@ -493,13 +493,14 @@ void Proxy::janitor() {
     }
   }
   janitor_timeouts(now);
-  for (auto& [key, e] : pools_) {
-    if (e->pin_waiters.empty()) continue;
-    std::erase_if(e->pin_waiters, [&](uint32_t pid) {   // clients gone or timed out
+  for (auto& entry : pools_) {
+    PoolEntry& e = *entry.second;
+    if (e.pin_waiters.empty()) continue;
+    std::erase_if(e.pin_waiters, [&](uint32_t pid) {   // clients gone or timed out
       ClientSession* c = client(pid);
-      return !c || c->pool_entry() != e.get() || !c->pin_wait().queued;
+      return !c || c->pool_entry() != &e || !c->pin_wait().queued;
     });
-    pin_slot_freed(*e);   // a reload may have raised max_pinned_per_pool
+    pin_slot_freed(e);   // a reload may have raised max_pinned_per_pool
   }
   if (janitor_ticks_ % 10 == 0) prune_pools();   // every second
   if (shutting_down_ && now >= shutdown_deadline_) {
