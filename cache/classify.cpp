@@ -119,6 +119,18 @@ bool time_literal(std::string_view s) {
   return false;
 }
 
+bool clock_word_in_string(std::string_view sql) {
+  for (size_t i = sql.find('\''); i != std::string_view::npos; i = sql.find('\'', i)) {
+    size_t end = i + 1;
+    while (end < sql.size() && (sql[end] != '\'' || (end + 1 < sql.size() && sql[end + 1] == '\'')))
+      end += sql[end] == '\'' ? 2 : 1;
+    if (time_literal(sql.substr(i + 1, end - i - 1))) return true;
+    i = end + 1;
+    if (i >= sql.size()) break;
+  }
+  return false;
+}
+
 namespace {
 
 const json kNull;

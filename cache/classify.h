@@ -109,6 +109,10 @@ bool denied_function(std::string_view name);
 // A date/time input text whose value depends on the clock ('now', ' Today',
 // 'tomorrow 10:00' ...): a literal or parameter value like this is never cached.
 bool time_literal(std::string_view text);
+// Whether a plain string literal ('...', '' inside) of sql is a time_literal. For
+// texts shape_of masks (no escape or dollar-quoted strings); quotes inside
+// comments count too, which only costs caching.
+bool clock_word_in_string(std::string_view sql);
 
 // SQL quoting for statements pgsidecar generates: 'it''s' (E'..' with a
 // backslash, so it reads the same whatever standard_conforming_strings is),

@@ -88,10 +88,24 @@ ClassificationPtr ResultCache::classify(std::string_view sql) {
     static const ClassificationPtr kTooLong = std::make_shared<const Classification>(unclassified("too long to classify"));
     return kTooLong;
   }
-  if (classified_.size() >= kMaxClassified) classified_.clear();   // rare: that many distinct texts
-  auto c = std::make_shared<const Classification>(classify_statement(sql));
+  if (classified_.size() >= kMaxClassified) classified_.clear();   // many distinct texts: start over
+  ClassificationPtr c = classify_shape(sql);
   classified_.emplace(std::string(sql), c);
   return c;
+}
+
+// Texts that differ only in their literals share one parse (StatementCache):
+// WHERE id = 1 and WHERE id = 2 are one statement to the cache. What depends on
+// the literals themselves comes from the text: SET values (StatementCache parses
+// such a text on its own) and clock words ('now', 'today' ...) in strings.
+ClassificationPtr ResultCache::classify_shape(std::string_view sql) {
+  ClassificationPtr c = shapes_.classify_now(sql);   // sql is short: parsed now if new
+  if (!c) return std::make_shared<const Classification>(unclassified("too long to classify"));
+  if (!c->cacheable || !clock_word_in_string(sql)) return c;
+  auto copy = std::make_shared<Classification>(*c);
+  copy->cacheable = false;
+  copy->not_cacheable_reason = "a string literal names a time that depends on the clock ('now', 'today' ...)";
+  return copy;
 }
 
 ResultCache::Database& ResultCache::database(const std::string& name, const std::string& user) {
@@ -289,6 +303,14 @@ void ResultCache::note_writes(const Classification& c, const std::string& databa
   // A function not known to be safe may write anything.
   for (const std::string& f : c.functions)
     if (db.catalog.user_volatile_function(f)) w.everything = true;
+}
+
+bool ResultCache::admit(std::string_view key) {
+  if (cfg_.admission == conf::CacheAdmission::Always) return true;
+  if (!doorkeeper_) doorkeeper_ = std::make_unique<Doorkeeper>();
+  if (doorkeeper_->missed_before(key)) return true;
+  stats_.first_miss++;
+  return false;
 }
 
 const StoredResult* ResultCache::find(std::string_view key) {

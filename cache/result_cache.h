@@ -27,17 +27,17 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cache/admission.h"
 #include "cache/catalog.h"
 #include "cache/classify.h"
-#include "pq/session.h"
 #include "cache/redis.h"
 #include "cache/result_store.h"
 #include "cache/schema_version.h"
+#include "cache/statement_cache.h"
 #include "conf/config.h"
+#include "pq/session.h"
 
 namespace cache {
-
-using ClassificationPtr = std::shared_ptr<const Classification>;
 
 // Relations a transaction wrote, collected until it ends.
 struct Writes {
@@ -62,6 +62,7 @@ struct Writes {
 struct CacheStats {
   uint64_t l1_hits = 0, l1_misses = 0, l2_hits = 0, l2_misses = 0;
   uint64_t stores = 0, l2_stores = 0, too_large = 0, raced = 0;
+  uint64_t first_miss = 0;                               // not stored: the key had not missed before (admission)
   uint64_t l2_corrupt = 0;                               // values from Redis that failed to decode
   std::map<std::string, uint64_t> invalidations;         // reason -> events
   uint64_t invalidated_entries = 0;
@@ -114,6 +115,9 @@ class ResultCache {
 
   // L1 lookup; the result stays valid until the next call into the cache.
   const StoredResult* find(std::string_view key);
+  // After an L1 miss: whether to look key up in L2 and store its answer
+  // (cache.admission; false counts as not stored, reason first_miss).
+  bool admit(std::string_view key);
   // L2 lookup on an L1 miss of a statement (c, run in database, kept ttl_ms). False
   // if Redis is not usable now (done never called); otherwise done runs later with
   // the entry (copied into L1) or null.
@@ -158,6 +162,7 @@ class ResultCache {
   Database& database(const std::string& name, const std::string& user);
   void load_catalog(const std::string& name, Database& db);
   bool catalog_known(const Database& db) const { return db.catalog_version == schema_.current(); }
+  ClassificationPtr classify_shape(std::string_view sql);
   // The relations a result of c depends on: what it reads, and what that reaches.
   std::vector<std::string> dependencies(const std::string& database, const Classification& c);
   void forget_database(const std::string& name);
@@ -186,11 +191,13 @@ class ResultCache {
   };
   // By statement text; looked up without copying the text.
   std::unordered_map<std::string, ClassificationPtr, TextHash, std::equal_to<>> classified_;
+  StatementCache shapes_{8 << 20, true};   // one parse per shape of text, with fingerprints
   std::map<std::string, Database> databases_;
   std::unique_ptr<Redis> redis_;
   long long l2_generation_ = -1;   // Redis keys' generation; -1 = unknown, L2 unused
   bool redis_was_down_ = false;    // invalidations may have been missed: move the generation on
   std::string origin_;             // this process, in published messages (its own are ignored)
+  std::unique_ptr<Doorkeeper> doorkeeper_;   // cache.admission: repeated (made on first use)
   size_t sender_checks_ = 0;       // NOTIFY senders being looked up (on_notify)
   bool stopped_ = false;           // stop() ran: nothing new is opened or read
   uv_timer_t* wait_timer_ = nullptr;   // ends waits for a catalog that takes too long (end_long_waits)

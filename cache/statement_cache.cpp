@@ -38,7 +38,7 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
   } else if (sql.size() > kParseOnLoop) {
     return nullptr;
   } else {
-    c = std::make_shared<const Classification>(classify_statement(sql, false));
+    c = std::make_shared<const Classification>(classify_statement(sql, fingerprints_));
     remember(std::string(key), c);
   }
   if (shape.empty() || !has_set(*c)) return c;
@@ -47,7 +47,7 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
         std::make_shared<const Classification>(unclassified("a long text with SET statements"));
     return kLongSet;
   }
-  return std::make_shared<const Classification>(classify_statement(sql, false));
+  return std::make_shared<const Classification>(classify_statement(sql, fingerprints_));
 }
 
 void StatementCache::classify_async(uv_loop_t* loop, std::string sql, std::function<void()> done) {
@@ -68,7 +68,7 @@ void StatementCache::start(Work* w) {
   int rc = uv_queue_work(
       w->loop, &w->req, [](uv_work_t* req) {
         auto* w = static_cast<Work*>(req->data);
-        w->result = classify_statement(w->sql, false);   // libpg-query keeps its state per thread
+        w->result = classify_statement(w->sql, w->self->fingerprints_);   // libpg-query keeps its state per thread
       },
       [](uv_work_t* req, int) {
         std::unique_ptr<Work> w(static_cast<Work*>(req->data));

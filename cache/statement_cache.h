@@ -23,7 +23,9 @@ class StatementCache {
   // Texts longer than this are parsed off the loop (about 8 ms of parsing).
   static constexpr size_t kParseOnLoop = 16 * 1024;
 
-  explicit StatementCache(size_t max_bytes = 8 << 20) : max_bytes_(max_bytes) {}
+  // fingerprints: also compute pg_query fingerprints (a second parse; the result cache's rules need them).
+  explicit StatementCache(size_t max_bytes = 8 << 20, bool fingerprints = false)
+      : max_bytes_(max_bytes), fingerprints_(fingerprints) {}
   // The classification of sql if it is at hand: its shape was seen before, or
   // the text is short enough to parse now. Null for a long text not seen before:
   // classify_async() parses it. Set effects carry the values of the text itself,
@@ -50,6 +52,7 @@ class StatementCache {
 
   std::unordered_map<std::string, ClassificationPtr, Hash, std::equal_to<>> map_;
   size_t bytes_ = 0, max_bytes_;
+  bool fingerprints_;
   size_t parsing_ = 0;
   std::deque<Work*> pending_;
 };

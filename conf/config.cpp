@@ -154,6 +154,9 @@ void parse(const Val& v, MigrationFormat& out) {
   out = enumerated(v, std::array{MigrationFormat::Pgsidecar, MigrationFormat::GolangMigrate, MigrationFormat::Flyway});
 }
 void parse(const Val& v, CacheMode& out) { out = enumerated(v, std::array{CacheMode::Off, CacheMode::Hinted, CacheMode::All}); }
+void parse(const Val& v, CacheAdmission& out) {
+  out = enumerated(v, std::array{CacheAdmission::Always, CacheAdmission::Repeated});
+}
 void parse(const Val& v, Compression& out) { out = enumerated(v, std::array{Compression::None, Compression::Zstd}); }
 void parse(const Val& v, std::optional<PoolMode>& out) { parse(v, out.emplace()); }
 
@@ -473,6 +476,7 @@ const Table<Cache>& cache_keys() {
       {"default_ttl", field(&Cache::default_ttl)},
       {"max_ttl", field(&Cache::max_ttl)},
       {"catalogs", field(&Cache::catalogs)},
+      {"admission", field(&Cache::admission)},
       {"invalidation_channel", [](Cache& c, const Val& v) {
          c.invalidation_channel = str(v);
          if (c.invalidation_channel.empty()) fail(v, "must not be empty");
@@ -753,6 +757,11 @@ std::string_view to_string(CacheMode m) {
   return names[static_cast<int>(m)];
 }
 
+std::string_view to_string(CacheAdmission a) {
+  static constexpr std::string_view names[] = {"always", "repeated"};
+  return names[static_cast<int>(a)];
+}
+
 std::string_view to_string(Compression c) {
   static constexpr std::string_view names[] = {"none", "zstd"};
   return names[static_cast<int>(c)];
@@ -922,6 +931,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"cache.default_ttl", ms(c.cache.default_ttl)},
       {"cache.max_ttl", ms(c.cache.max_ttl)},
       {"cache.catalogs", c.cache.catalogs ? "true" : "false"},
+      {"cache.admission", std::string(to_string(c.cache.admission))},
       {"cache.rules", std::to_string(c.cache.rules.size())},
       {"cache.invalidation_channel", c.cache.invalidation_channel},
       {"cache.redis.url", c.cache.redis.url.find('@') == std::string::npos ? c.cache.redis.url : "(set)"},

@@ -101,6 +101,7 @@ struct Migrations {
 };
 
 enum class CacheMode { Off, Hinted, All };
+enum class CacheAdmission { Always, Repeated };
 enum class Compression { None, Zstd };
 
 // One `cache.rules` item: in hinted mode, statements reading `table` or with this
@@ -126,6 +127,7 @@ struct Cache {
   Duration default_ttl{60000};
   Duration max_ttl{3600000};            // caps hinted and rule ttls
   bool catalogs = false;                // cache statements reading pg_catalog / information_schema
+  CacheAdmission admission = CacheAdmission::Repeated;   // store a miss's answer at once, or once its key missed before
   std::vector<CacheRule> rules;
   std::string invalidation_channel = "pgsidecar_invalidate";   // NOTIFY / Redis channel
   CacheRedis redis;
@@ -230,6 +232,7 @@ std::string_view to_string(AuthType a);
 std::string_view to_string(LogLevel l);
 std::string_view to_string(MigrationFormat f);
 std::string_view to_string(CacheMode m);
+std::string_view to_string(CacheAdmission a);
 std::string_view to_string(Compression c);
 std::string_view to_string(SslMode m);
 std::string_view to_string(ChannelBinding b);

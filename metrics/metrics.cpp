@@ -182,9 +182,11 @@ void render_cache(const CacheSnapshot& c, std::vector<MetricFamily>& out) {
   by_tier("pgsidecar_cache_stores_total", "Responses stored, by tier", c.stores, c.l2_stores);
   Builder not_stored("pgsidecar_cache_not_stored_total",
                      "Responses not stored: too_large (over cache.max_entry_bytes or max_bytes), raced (what it "
-                     "read was invalidated while it ran)",
+                     "read was invalidated while it ran), first_miss (its key had not missed before: cache.admission)",
                      MetricType::Counter);
-  not_stored.add(double(c.too_large), {label("reason", "too_large")}).add(double(c.raced), {label("reason", "raced")});
+  not_stored.add(double(c.too_large), {label("reason", "too_large")})
+      .add(double(c.raced), {label("reason", "raced")})
+      .add(double(c.first_miss), {label("reason", "first_miss")});
   out.push_back(std::move(not_stored.family));
   counter("pgsidecar_cache_evictions_total", "L1 entries evicted to stay within cache.max_bytes", c.evictions);
   counter("pgsidecar_cache_expirations_total", "L1 entries found expired (TTL)", c.expirations);

@@ -47,7 +47,7 @@ struct LockdSnapshot {
 struct CacheSnapshot {
   bool enabled = false;
   uint64_t l1_hits = 0, l1_misses = 0, l2_hits = 0, l2_misses = 0, stores = 0, l2_stores = 0;
-  uint64_t evictions = 0, expirations = 0, too_large = 0, raced = 0, corrupt = 0, invalidated_entries = 0;
+  uint64_t evictions = 0, expirations = 0, too_large = 0, raced = 0, first_miss = 0, corrupt = 0, invalidated_entries = 0;
   std::map<std::string, uint64_t> invalidations;   // reason -> events
   uint64_t bytes = 0, max_bytes = 0, entries = 0;
   bool redis_configured = false, redis_up = false;

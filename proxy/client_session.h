@@ -231,6 +231,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   std::optional<PendingStore> pending_store_;   // the statement at the head of the input missed: store its answer
   std::optional<PendingStore> capturing_;       // the one whose answer the server is capturing
   uint64_t lookup_id_ = 0;                 // of the L2 lookup in flight (0 = none)
+  uint64_t not_admitted_at_ = ~uint64_t(0);   // in_consumed() when the head query missed and was not admitted
   bool cache_bypass_ = false;              // session state the key cannot describe: no lookups
   bool text_mode_unsure_ = false;          // sent what may change standard_conforming_strings/client_encoding
   bool cache_paused_ = false;              // replies from cache filled the socket: resumed by on_drained

@@ -137,6 +137,7 @@ void ClientSession::build_cache_key(const CacheUnit& u) {
 ClientSession::CacheStep ClientSession::try_result_cache() {
   if (lookup_id_) return CacheStep::Waiting;
   if (cache_bypass_ || pending_store_ || waiting || !cache_reads_text()) return CacheStep::Pass;
+  if (not_admitted_at_ == in_consumed()) return CacheStep::Pass;   // judged already, before its server came
   if (server_ && !server_->clean())
     return CacheStep::Pass;   // in a transaction, or answers (or part of one) still due: order and snapshots matter
   CacheUnit u;
@@ -152,6 +153,10 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
   if (r && (!u.extended || r->has_row_description == u.describe)) {
     replay(*r, u);
     return CacheStep::Served;
+  }
+  if (!cache_->admit(key_)) {   // its first miss: not stored (cache.admission)
+    not_admitted_at_ = in_consumed();
+    return CacheStep::Pass;
   }
   pending_store_ = PendingStore{key_, c, ttl, cache_->seq()};
   static uint64_t last_lookup = 0;

@@ -451,6 +451,7 @@ std::string Proxy::render_metrics() {
     c.stores = cs.stores;
     c.l2_stores = cs.l2_stores;
     c.too_large = cs.too_large;
+    c.first_miss = cs.first_miss;
     c.raced = cs.raced;
     c.corrupt = cs.l2_corrupt;
     c.invalidated_entries = cs.invalidated_entries;

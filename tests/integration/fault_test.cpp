@@ -171,7 +171,7 @@ TEST(Fault, RedisKilledOrFrozenUnderCachedLoad) {
   START_REDIS(redis);
   DaemonConfig cfg = tx_config(3);
   cfg.set("stats_users", "[app]")
-      .set("cache", "{mode: all, redis: {url: \"" + redis.url() + "\", timeout_ms: 100}}");
+      .set("cache", "{mode: all, admission: always, redis: {url: \"" + redis.url() + "\", timeout_ms: 100}}");
   Daemon d(cfg);
   START_DAEMON(d);
   ASSERT_TRUE(eventually([&] { return l2_up(d); }, 5000));

@@ -74,7 +74,8 @@ struct MetricsDaemon {
   }
   // The result cache on (and its Redis tier, given a URL), so its families are exported too.
   MetricsDaemon& with_cache(const std::string& redis_url = "") {
-    cfg.set("cache", redis_url.empty() ? "{mode: all}" : "{mode: all, redis: {url: \"" + redis_url + "\"}}");
+    cfg.set("cache", redis_url.empty() ? "{mode: all, admission: always}"
+                                       : "{mode: all, admission: always, redis: {url: \"" + redis_url + "\"}}");
     return *this;
   }
   std::string scrape() const {

@@ -14,10 +14,13 @@ namespace {
 
 const std::string kHint = "/* pgsidecar:cache ttl=30s */ ";
 
-// A daemon with the result cache on; mode "hinted" unless given.
+// A daemon with the result cache on; mode "hinted" unless given. Every miss is
+// stored (admission: always) unless the map names an admission itself.
 DaemonConfig cache_config(const std::string& pool_mode = "transaction", const std::string& cache = "{mode: hinted}") {
   DaemonConfig c = pool_mode == "transaction" ? tx_config(3) : base_config();
-  c.set("cache", cache).set("stats_users", "[app]");
+  std::string map = cache;
+  if (map.find("admission:") == std::string::npos) map.insert(1, "admission: always, ");
+  c.set("cache", map).set("stats_users", "[app]");
   return c;
 }
 
@@ -251,6 +254,24 @@ TEST_F(ResultCache, VolatileFunctionsAreNeverCached) {
     exec(c, "SELECT rc_upper(v) FROM rc_items WHERE id = 2");
     return cache_count(d, "result_l1", "hits") > 0;
   }, 3000));
+}
+
+// cache.admission: repeated (the default) stores an answer only when its key
+// missed before: a key read once costs no store.
+TEST_F(ResultCache, RepeatedAdmissionStoresOnTheSecondMiss) {
+  Daemon d(cache_config("transaction", "{mode: hinted, admission: repeated}"));
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_EQ(read(c.get(), 60), "v60");   // first miss: not stored
+  EXPECT_EQ(cache_count(d, "result_l1", "stores"), 0);
+  change_behind(60, "second");
+  ASSERT_EQ(read(c.get(), 60), "second");   // missed again (nothing stored): now stored
+  EXPECT_EQ(cache_count(d, "result_l1", "stores"), 1);
+  change_behind(60, "third");
+  EXPECT_EQ(read(c.get(), 60), "second");   // a hit
+  EXPECT_EQ(cache_count(d, "result_l1", "hits"), 1);
+  ASSERT_EQ(read(c.get(), 61), "v61");   // another key: its first miss again
+  EXPECT_EQ(cache_count(d, "result_l1", "stores"), 1);
 }
 
 TEST_F(ResultCache, TtlExpires) {

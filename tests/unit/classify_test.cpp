@@ -349,3 +349,15 @@ TEST(ClassifyCost, TenThousandShortSelects) {
 }
 
 }  // namespace
+
+// The result cache parses once per shape; clock words in its string literals are
+// read from each text.
+TEST(ClockWordInString, FindsClockWordsInStringLiteralsOnly) {
+  EXPECT_TRUE(cache::clock_word_in_string("SELECT '   now'::timestamptz"));
+  EXPECT_TRUE(cache::clock_word_in_string("SELECT 'a', 'Today 10:00'::date"));
+  EXPECT_TRUE(cache::clock_word_in_string("SELECT 'it''s tomorrow'"));
+  EXPECT_FALSE(cache::clock_word_in_string("SELECT now_col, today FROM t WHERE v = 'x'"));
+  EXPECT_FALSE(cache::clock_word_in_string("SELECT 'it''s', 'nowhere'"));
+  EXPECT_FALSE(cache::clock_word_in_string("SELECT 1"));
+  EXPECT_FALSE(cache::clock_word_in_string("SELECT 'unterminated"));
+}

@@ -1,6 +1,7 @@
 // The result cache's building blocks: ResultStore (L1: byte-bounded LRU with TTLs,
 // a dependency index by (database, relation), invalidation sequence numbers) and
 // the value codec (response validation, Redis values, key digests).
+#include "cache/admission.h"
 #include "cache/result_store.h"
 #include "cache/value_codec.h"
 
@@ -847,3 +848,22 @@ TEST(ValueCodec, KeyDigestsOfDifferentKeysDiffer) {
 }
 
 }  // namespace
+
+// The admission filter: a key is admitted on its second miss; the filter is
+// bounded, forgetting everything after kMaxKeys remembered keys.
+TEST(Doorkeeper, AdmitsOnTheSecondMissAndForgetsPastItsBound) {
+  cache::Doorkeeper d;
+  EXPECT_FALSE(d.missed_before("a"));
+  EXPECT_TRUE(d.missed_before("a"));
+  EXPECT_TRUE(d.missed_before("a"));
+  EXPECT_FALSE(d.missed_before("b"));
+  size_t admitted_first = 0;   // false positives among new keys, while filling
+  for (size_t i = 0; i + 2 < cache::Doorkeeper::kMaxKeys; i++)
+    if (d.missed_before("k" + std::to_string(i))) admitted_first++;
+  EXPECT_LT(admitted_first, cache::Doorkeeper::kMaxKeys / 20) << "more than 5% false positives";
+  EXPECT_TRUE(d.missed_before("a"));
+  // Twice the bound of new keys: cleared at least once since "a" was remembered.
+  for (size_t i = 0; i < 2 * cache::Doorkeeper::kMaxKeys; i++) d.missed_before("m" + std::to_string(i));
+  EXPECT_FALSE(d.missed_before("a")) << "not forgotten";
+  EXPECT_TRUE(d.missed_before("a"));
+}
