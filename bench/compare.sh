@@ -16,7 +16,9 @@
 #      PGBOUNCER_BIN (pgbouncer on PATH; e.g. /tmp/pgbouncer-1.25/bin/pgbouncer),
 #      TLS (0; 1 = TLS on every hop: pgbench with sslmode=require to each target, and
 #      both poolers to PostgreSQL with server_tls_sslmode require, on a self-signed
-#      certificate made here).
+#      certificate made here), SIDECAR_YAML / BASE_YAML (lines appended to the
+#      pgsidecar / pgsidecar-base config, e.g. a cache: section; BASE_YAML defaults
+#      to SIDECAR_YAML, so one binary can run against itself with other settings).
 # Raw per-run figures go to bench/results/compare-<time>.csv, with the proxy's CPU
 # time per transaction (user+system from /proc over the run / transactions).
 set -euo pipefail
@@ -84,22 +86,23 @@ if has_target pgbouncer; then
   target_pid[pgbouncer]="$(cat "$dir/pgbouncer/pgbouncer.pid")"
 fi
 
-# start_sidecar NAME BINARY PORT METRICS_LISTEN
+# start_sidecar NAME BINARY PORT METRICS_LISTEN EXTRA_YAML
 start_sidecar() {
-  local name="$1" binary="$2" listen="$3" metrics="$4"
+  local name="$1" binary="$2" listen="$3" metrics="$4" extra="$5"
   echo "== $name on 127.0.0.1:$listen ($binary)"
   write_sidecar_yaml "$dir/$name.yaml" "$listen" "$pool_size" "$metrics" "${tls_settings[@]}"
+  if [[ -n "$extra" ]]; then printf '%s\n' "$extra" >>"$dir/$name.yaml"; fi
   "$binary" -c "$dir/$name.yaml" 2>"$dir/$name.log" &
   target_pid[$name]=$!
   wait_port "$listen"
 }
 if has_target pgsidecar || has_target pgsidecar-scraped; then
-  start_sidecar pgsidecar "$bin" "${target_port[pgsidecar]}" "127.0.0.1:$metrics_port"
+  start_sidecar pgsidecar "$bin" "${target_port[pgsidecar]}" "127.0.0.1:$metrics_port" "${SIDECAR_YAML:-}"
   target_pid[pgsidecar-scraped]="${target_pid[pgsidecar]}"
 fi
 if has_target pgsidecar-base; then
   [[ -x "$base_bin" ]] || die "pgsidecar-base needs PGSIDECAR_BASE_BIN"
-  start_sidecar pgsidecar-base "$base_bin" "${target_port[pgsidecar-base]}" ""
+  start_sidecar pgsidecar-base "$base_bin" "${target_port[pgsidecar-base]}" "" "${BASE_YAML-${SIDECAR_YAML:-}}"
 fi
 
 # run_one ROW TARGET ROUND -- PGBENCH_ARGS...: appends one CSV line.
