@@ -358,7 +358,9 @@ bool option_on(const json& options, std::string_view name) {
     const json& def = field(opt, "DefElem");
     if (field(def, "defname") != name) continue;
     const json& arg = field(def, "arg");
-    if (const json& i = field(arg, "Integer"); i.is_object()) return field(i, "ival").is_number();   // 0 is left out
+    // A number is on: 0 is left out of the tree, so it looks like the 0 a shape
+    // masks every number to (statement_cache.h), and either may stand for 1.
+    if (const json& i = field(arg, "Integer"); i.is_object()) return true;
     const std::string* s = sval(arg);
     if (!s) return true;
     std::string v(*s);

@@ -38,7 +38,10 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
   } else if (sql.size() > kParseOnLoop) {
     return nullptr;
   } else {
-    c = std::make_shared<const Classification>(classify_statement(sql, fingerprints_));
+    // The shape itself, not the first text of it: what a literal decides (an
+    // EXPLAIN option, set_config's third argument) is then judged on the masked
+    // value, which the classifier reads the cautious way, for every text alike.
+    c = std::make_shared<const Classification>(classify_statement(key, fingerprints_));
     remember(std::string(key), c);
   }
   if (shape.empty() || !has_set(*c)) return c;
@@ -68,7 +71,7 @@ void StatementCache::start(Work* w) {
   int rc = uv_queue_work(
       w->loop, &w->req, [](uv_work_t* req) {
         auto* w = static_cast<Work*>(req->data);
-        w->result = classify_statement(w->sql, w->self->fingerprints_);   // libpg-query keeps its state per thread
+        w->result = classify_statement(w->key, w->self->fingerprints_);   // the shape; libpg-query keeps its state per thread
       },
       [](uv_work_t* req, int) {
         std::unique_ptr<Work> w(static_cast<Work*>(req->data));

@@ -1,5 +1,6 @@
 // Statement classification for the result cache: kinds, relations, cacheability, hints.
 #include "cache/classify.h"
+#include "cache/statement_cache.h"
 
 #include <gtest/gtest.h>
 #include <pthread.h>
@@ -60,7 +61,6 @@ TEST(ClassifyRead, SelectsCollectEveryRelationButCtes) {
       {"EXPLAIN SELECT * FROM t", Kind::Read, "not a SELECT", {"t"}, {}},
       {"EXPLAIN DELETE FROM t", Kind::Read, "not a SELECT", {"t"}, {}},   // does not run
       {"EXPLAIN (ANALYZE false) UPDATE t SET x = 1", Kind::Read, "not a SELECT", {"t"}, {}},
-      {"EXPLAIN (ANALYZE 0) UPDATE t SET x = 1", Kind::Read, "not a SELECT", {"t"}, {}},
       {"EXPLAIN ANALYZE SELECT * FROM t", Kind::Read, "not a SELECT", {"t"}, {}},
       {"COPY t TO STDOUT", Kind::Read, "not a SELECT", {"t"}, {}},
       {"COPY (SELECT * FROM t) TO STDOUT", Kind::Read, "not a SELECT", {"t"}, {}},
@@ -83,6 +83,9 @@ TEST(ClassifyWrite, TargetsAreWritesAndSourcesReads) {
       {"REFRESH MATERIALIZED VIEW mv", Kind::Write, "not a SELECT", {}, {"mv"}},
       {"EXPLAIN ANALYZE DELETE FROM t", Kind::Write, "not a SELECT", {}, {"t"}},
       {"EXPLAIN (ANALYZE, BUFFERS) UPDATE t SET x = 1", Kind::Write, "not a SELECT", {}, {"t"}},
+      // A number counts as on: texts share the classification of their shape, where every number is 0.
+      {"EXPLAIN (ANALYZE 0) UPDATE t SET x = 1", Kind::Write, "not a SELECT", {}, {"t"}},
+      {"EXPLAIN (ANALYZE 1) UPDATE t SET x = 1", Kind::Write, "not a SELECT", {}, {"t"}},
       {"WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", Kind::Write, "writes in a CTE", {}, {"t"}},
       {"WITH n AS (INSERT INTO log VALUES (1) RETURNING id) UPDATE t SET x = n.id FROM n", Kind::Write,
        "not a SELECT", {}, {"log", "t"}},
@@ -360,4 +363,20 @@ TEST(ClockWordInString, FindsClockWordsInStringLiteralsOnly) {
   EXPECT_FALSE(cache::clock_word_in_string("SELECT 'it''s', 'nowhere'"));
   EXPECT_FALSE(cache::clock_word_in_string("SELECT 1"));
   EXPECT_FALSE(cache::clock_word_in_string("SELECT 'unterminated"));
+}
+
+// Texts of one shape share a classification, taken from the shape itself: a
+// literal that decides what runs is judged the cautious way for all of them.
+TEST(StatementCacheShapes, LiteralsThatDecideAreReadTheCautiousWay) {
+  cache::StatementCache sc;
+  // EXPLAIN ANALYZE 'false' first, then 'true': the second runs the UPDATE.
+  ASSERT_TRUE(sc.classify_now("EXPLAIN (ANALYZE 'false') UPDATE t SET x = 1"));
+  cache::ClassificationPtr on = sc.classify_now("EXPLAIN (ANALYZE 'true') UPDATE t SET x = 1");
+  ASSERT_TRUE(on);
+  EXPECT_EQ(on->writes, std::vector<std::string>{"t"});
+  // set_config(..., 't') first: the text with 'false' keeps its setting for the session.
+  ASSERT_TRUE(sc.classify_now("SELECT set_config('app.x', 'a', 't')"));
+  cache::ClassificationPtr session = sc.classify_now("SELECT set_config('app.x', 'a', 'false')");
+  ASSERT_TRUE(session);
+  EXPECT_TRUE(session->has_session_effects());
 }
