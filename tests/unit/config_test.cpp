@@ -385,6 +385,8 @@ TEST(Config, ExampleFileMatchesDefaults) {
   EXPECT_EQ(c.auth_file, d.auth_file);
   EXPECT_EQ(c.admin_users, d.admin_users);
   EXPECT_EQ(c.stats_users, d.stats_users);
+  EXPECT_EQ(c.cache.admission, d.cache.admission);
+  EXPECT_EQ(c.cache.catalogs, d.cache.catalogs);
   EXPECT_EQ(c.pool_mode, d.pool_mode);
   EXPECT_EQ(c.default_pool_size, d.default_pool_size);
   EXPECT_EQ(c.min_pool_size, d.min_pool_size);
