@@ -47,8 +47,8 @@ bool load(const std::string& path, Loaded& out) {
     }
     out.users = std::move(*users);
   }
-  proxy::tls::Contexts tls;   // every certificate and key file must be usable
-  if (std::string err; !proxy::tls::build(out.config, tls, err)) {
+  tls::Contexts tls;   // every certificate and key file must be usable
+  if (std::string err; !tls::build(out.config, tls, err)) {
     std::fprintf(stderr, "%s\n", err.c_str());
     return false;
   }

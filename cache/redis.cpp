@@ -1,8 +1,6 @@
 #include "cache/redis.h"
 
 #include <arpa/inet.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
 
 #include <charconv>
 #include <climits>
@@ -11,23 +9,14 @@
 #include <map>
 #include <random>
 
-#include "cache/redis_libuv_adapter.h"
 #include "conf/log.h"
 
-// How hiredis 0.14.1 behaves, which everything below relies on:
-// - Every callback given with a command runs exactly once: with the reply, or
-//   with a NULL reply when the context is freed (by redisAsyncFree or by
-//   hiredis itself after an error, which then also calls the disconnect
-//   callback). A failed connect calls the connect callback with an error and
-//   then frees the context itself.
-// - redisAsyncFree inside a reply callback only marks the context; hiredis
-//   frees it when the callback returns. Outside a callback it frees at once.
-// - A well-formed reply that no command asked for trips an assert in hiredis
-//   (garbage bytes are a protocol error and handled): only a broken Redis
-//   would send one.
-// So a context is detached (ac->data = nullptr) before anything frees it, and
-// the static callbacks below ignore detached contexts. They are noexcept: hiredis
-// and libuv are C, nothing may unwind through them.
+// Ownership: each connection attempt is a heap Socket that libuv's close
+// callback deletes, after every callback of its requests (connect, write) has
+// run. A Link forgets its Socket by clearing socket->link; the Socket's
+// callbacks then do nothing. So nothing here is freed under a running callback,
+// and a callback that a user callback made the Link give up on stops at once.
+// The static callbacks are noexcept: libuv is C, nothing may unwind through it.
 
 namespace cache {
 namespace {
@@ -39,21 +28,7 @@ constexpr milliseconds kFirstBackoff{100};
 constexpr milliseconds kMaxBackoff{5000};
 constexpr milliseconds kConnectTimeout{2000};   // name lookup and TCP connect of one attempt
 
-RedisReply convert(const redisReply* r) {
-  RedisReply out;
-  switch (r->type) {
-    case REDIS_REPLY_NIL: out.type = RedisReply::Type::Nil; break;
-    case REDIS_REPLY_INTEGER: out.type = RedisReply::Type::Integer; out.integer = r->integer; break;
-    case REDIS_REPLY_STRING: out.type = RedisReply::Type::String; out.str.assign(r->str, r->len); break;
-    case REDIS_REPLY_STATUS: out.type = RedisReply::Type::Status; out.str.assign(r->str, r->len); break;
-    case REDIS_REPLY_ERROR: out.type = RedisReply::Type::Error; out.str.assign(r->str, r->len); break;
-    case REDIS_REPLY_ARRAY:
-      out.type = RedisReply::Type::Array;
-      for (size_t i = 0; i < r->elements; i++) out.elements.push_back(convert(r->element[i]));
-      break;
-  }
-  return out;
-}
+constexpr size_t kMaxReplyBytes = 64 << 20;   // one reply; larger is a protocol error (memory stays bounded)
 
 // A throwing caller's callback is logged and the client carries on.
 template <class F>
@@ -112,10 +87,12 @@ bool parse_redis_url(std::string_view url, RedisTarget& out, std::string& err) {
     out = t;
     return true;
   }
-  if (url.starts_with("rediss://")) return fail("TLS (rediss://) is not supported");
-  if (!url.starts_with(kRedis)) return fail("expected redis://[:password@]host[:port][/db] or unix:///path/to/socket");
+  constexpr std::string_view kRediss = "rediss://";
+  t.tls = url.starts_with(kRediss);
+  if (!t.tls && !url.starts_with(kRedis))
+    return fail("expected redis[s]://[:password@]host[:port][/db] or unix:///path/to/socket");
 
-  std::string_view rest = url.substr(kRedis.size());
+  std::string_view rest = url.substr(t.tls ? kRediss.size() : kRedis.size());
   size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   std::string_view db = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
@@ -160,13 +137,35 @@ struct Redis::Impl {
     Clock::time_point deadline;
     bool handshake = false;         // AUTH, SELECT, PING, SUBSCRIBE confirmations: not the caller's
   };
+  struct Link;
 
-  // One hiredis connection with its own reconnect backoff: the command one or the pub/sub one.
+  // One connection attempt: its handle, TLS, parser and output. Deleted by
+  // libuv's close callback, which runs after those of its requests.
+  struct Socket {
+    union {
+      uv_tcp_t tcp;
+      uv_pipe_t pipe;
+    } h;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    Link* link = nullptr;               // null once its Link gave up on it
+    std::unique_ptr<tls::Stream> tls;   // rediss://
+    resp::Parser parser{kMaxReplyBytes};
+    std::string plain;                  // commands not yet encrypted or queued for writing
+    std::string wire;                   // bytes to write once the write in flight is done
+    std::string writing;                // the write in flight (empty: none)
+    bool connected = false;
+    bool broken = false;                // a write could not start: dropped from the timer
+    uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&h); }
+    uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&h); }
+  };
+
+  // The command connection or the pub/sub one, with its own reconnect backoff.
   struct Link {
     Link(Impl* o, const char* n) : owner(o), name(n) {}
     Impl* owner;
     const char* name;
-    redisAsyncContext* ac = nullptr;      // null while down
+    Socket* sock = nullptr;               // null while down
     uv_getaddrinfo_t* lookup = nullptr;   // host name being resolved (heap: freed in its callback)
     // Counts down to the deadline while connecting or awaiting a reply, and to
     // the next attempt while down. Heap: freed in its close callback.
@@ -180,6 +179,7 @@ struct Redis::Impl {
   uv_loop_t* loop;
   RedisTarget target;
   milliseconds timeout;
+  tls::ContextPtr tls_ctx;
   std::string where;                      // for logs: host:port or the socket path, never the password
   Link cmd{this, "command"};
   Link pubsub{this, "pub/sub"};
@@ -189,7 +189,8 @@ struct Redis::Impl {
   bool started = false, stopped = false;
   std::minstd_rand rng{std::random_device{}()};
 
-  Impl(uv_loop_t* l, RedisTarget t, milliseconds to) : loop(l), target(std::move(t)), timeout(to) {
+  Impl(uv_loop_t* l, RedisTarget t, milliseconds to, tls::ContextPtr ctx)
+      : loop(l), target(std::move(t)), timeout(to), tls_ctx(std::move(ctx)) {
     where = target.unix_path.empty() ? target.host + ":" + std::to_string(target.port) : target.unix_path;
   }
 
@@ -211,7 +212,7 @@ struct Redis::Impl {
     link.deadline = Clock::now() + kConnectTimeout;
     uv_timer_start(link.timer, on_timer, kConnectTimeout.count(), 0);
     if (!target.unix_path.empty() || is_ip_literal(target.host)) return open(link, target.host);
-    // hiredis would resolve the name itself, blocking the loop: resolve on the thread pool first.
+    // A name is looked up on the thread pool: getaddrinfo would block the loop.
     auto* req = new uv_getaddrinfo_t;
     req->data = &link;
     addrinfo hints{};
@@ -226,8 +227,8 @@ struct Redis::Impl {
 
   static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept {
     auto* link = static_cast<Link*>(req->data);
-    // IPv4 first, as hiredis does: "localhost" often lists ::1 first, and Redis
-    // is commonly bound to 127.0.0.1 only.
+    // IPv4 first: "localhost" often lists ::1 first, and Redis is commonly
+    // bound to 127.0.0.1 only.
     const addrinfo* pick = res;
     for (const addrinfo* a = res; a; a = a->ai_next)
       if (a->ai_family == AF_INET) {
@@ -244,40 +245,58 @@ struct Redis::Impl {
     link->owner->open(*link, ip);
   }
 
-  void open(Link& link, const std::string& host) {
-    redisAsyncContext* ac = target.unix_path.empty() ? redisAsyncConnect(host.c_str(), target.port)
-                                                     : redisAsyncConnectUnix(target.unix_path.c_str());
-    if (!ac) return down(link, "out of memory");
-    if (ac->err) {   // failed at once (a missing unix socket): hiredis leaves freeing it to us
-      std::string why = ac->c.errstr;
-      redisAsyncFree(ac);
-      return down(link, why);
+  void open(Link& link, const std::string& ip) {
+    auto* s = new Socket;
+    s->link = &link;
+    s->h.tcp.data = s;   // the same field in either member of the union
+    s->connect_req.data = s;
+    s->write_req.data = s;
+    int rc = 0;
+    if (target.unix_path.empty()) {
+      sockaddr_storage addr{};
+      rc = uv_ip4_addr(ip.c_str(), target.port, reinterpret_cast<sockaddr_in*>(&addr));
+      if (rc != 0) rc = uv_ip6_addr(ip.c_str(), target.port, reinterpret_cast<sockaddr_in6*>(&addr));
+      uv_tcp_init(loop, &s->h.tcp);
+      s->h.tcp.data = s;
+      if (rc == 0) rc = uv_tcp_connect(&s->connect_req, &s->h.tcp, reinterpret_cast<sockaddr*>(&addr), on_connected);
+    } else {
+      uv_pipe_init(loop, &s->h.pipe, 0);
+      s->h.pipe.data = s;
+      uv_pipe_connect(&s->connect_req, &s->h.pipe, target.unix_path.c_str(), on_connected);
     }
-    if (!redis_uv::attach(ac, loop)) {
-      redisAsyncFree(ac);
-      return down(link, "could not watch the socket");
+    link.sock = s;
+    if (rc != 0) return drop(link, std::string("could not connect: ") + uv_strerror(rc));
+    if (target.tls) {
+      if (!tls_ctx) return drop(link, "TLS: no context for rediss://");
+      s->tls = std::make_unique<tls::Stream>(tls_ctx, target.host);   // SNI and verify-full: the URL's host
+      if (!s->tls->ok()) return drop(link, "TLS: " + s->tls->error());
     }
-    if (target.unix_path.empty()) redisEnableKeepAlive(&ac->c);   // notices a vanished host while idle
-    ac->data = &link;
-    link.ac = ac;
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    redisAsyncSetConnectCallback(ac, on_connect);   // after attach: this starts waiting for the connect
-    handshake(link);
+    handshake(link);   // written once connected (and, with TLS, once the TLS handshake is done)
   }
 
-  // A failed connect; hiredis frees ac when this returns. A successful one
-  // needs nothing here: the handshake is already queued.
-  static void on_connect(const redisAsyncContext* ac, int status) noexcept {
-    auto* link = static_cast<Link*>(ac->data);
-    if (link && status != REDIS_OK) link->owner->lost(*link, ac->c.errstr);
+  static void on_connected(uv_connect_t* req, int status) noexcept {
+    auto* s = static_cast<Socket*>(req->data);
+    if (!s->link) return;
+    Impl& self = *s->link->owner;
+    if (status < 0) return self.drop(*s->link, std::string("could not connect: ") + uv_strerror(status));
+    s->connected = true;
+    if (self.target.unix_path.empty()) {
+      uv_tcp_nodelay(&s->h.tcp, 1);
+      uv_tcp_keepalive(&s->h.tcp, 1, 60);   // notices a vanished host while idle
+    }
+    uv_read_start(s->stream(), on_alloc, on_read);
+    if (s->tls) {
+      s->tls->input(nullptr, 0);
+      if (s->tls->handshake() == tls::Stream::Step::Failed)
+        return self.drop(*s->link, "TLS handshake: " + s->tls->error());
+      take_tls_output(*s);
+    }
+    self.flush(*s);
   }
 
-  // Queued before the connect completes (hiredis sends it once it does), so
-  // nothing is ever sent from the connect callback, where freeing the context
-  // would pull it from under hiredis. The command connection always sends at
-  // least one command (PING without AUTH or SELECT): up is then reported from a
-  // reply callback, where hiredis defers a free that on_up might cause, and
-  // only once the peer has answered like a Redis.
+  // Queued before the connection is up. The command connection always sends at
+  // least one command (PING without AUTH or SELECT), so up is reported only
+  // once the peer has answered like a Redis.
   void handshake(Link& link) {
     std::vector<std::vector<std::string>> steps;
     if (!target.password.empty()) steps.push_back({"AUTH", target.password});
@@ -290,9 +309,8 @@ struct Redis::Impl {
       steps.push_back(subscribe);
     }
     for (const auto& argv : steps) {
-      bool subscribe = argv[0] == "SUBSCRIBE";   // confirmed once per channel, through the message callback
-      if (!send(link, argv, subscribe ? on_message : on_reply)) return drop(link, "could not send " + argv[0]);
-      size_t replies = subscribe ? argv.size() - 1 : 1;
+      resp::encode(link.sock->plain, argv);
+      size_t replies = argv[0] == "SUBSCRIBE" ? argv.size() - 1 : 1;   // one confirmation per channel
       for (size_t i = 0; i < replies; i++) expect(link, {{}, link.deadline, true});
     }
   }
@@ -302,30 +320,135 @@ struct Redis::Impl {
     if (!link.pending.empty() && link.pending.front().handshake) return;   // more to come
     link.ready = true;
     link.backoff = kFirstBackoff;
-    LOG_INFO("redis: %s connection to %s is up", link.name, where.c_str());
+    std::string_view tls_version = link.sock && link.sock->tls ? link.sock->tls->version() : "";
+    LOG_INFO("redis: %s connection to %s is up%s%.*s", link.name, where.c_str(), tls_version.empty() ? "" : ", ",
+             int(tls_version.size()), tls_version.data());
     if (&link != &cmd) return;
     stats.connects++;
     if (on_up) call_user("on_up", on_up);
   }
 
-  // ------------------------------------------------------------ commands
+  // ------------------------------------------------------------ reading
+
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
+    static char read_buf[64 << 10];   // one loop: the bytes are used before the next read
+    *buf = uv_buf_init(read_buf, sizeof read_buf);
+  }
+
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
+    auto* s = static_cast<Socket*>(stream->data);
+    if (!s->link || nread == 0) return;
+    Impl& self = *s->link->owner;
+    if (nread < 0)
+      return self.drop(*s->link, nread == UV_EOF ? "closed by Redis" : std::string("read failed: ") + uv_strerror(int(nread)));
+    if (!s->tls) return (void)self.feed(*s, std::string_view(buf->base, size_t(nread)));
+    s->tls->input(reinterpret_cast<const uint8_t*>(buf->base), size_t(nread));
+    if (!s->tls->handshake_done()) {
+      tls::Stream::Step step = s->tls->handshake();
+      take_tls_output(*s);
+      if (step == tls::Stream::Step::Failed) return self.drop(*s->link, "TLS handshake: " + s->tls->error());
+      self.flush(*s);   // the next flight, or (Done) the commands queued behind the handshake
+      if (step == tls::Stream::Step::More) return;
+    }
+    static uint8_t plain[16 << 10];
+    for (;;) {
+      long n = s->tls->read(plain, sizeof plain);
+      take_tls_output(*s);
+      if (n < 0) return self.drop(*s->link, "TLS: " + s->tls->error());
+      if (n == 0) break;
+      if (!self.feed(*s, std::string_view(reinterpret_cast<const char*>(plain), size_t(n)))) return;
+    }
+    self.flush(*s);
+  }
+
+  // Replies to their commands, messages to their channels. False once the
+  // socket was given up on (a protocol error, or by a callback).
+  bool feed(Socket& s, std::string_view in) {
+    RedisReply r;
+    for (;;) {
+      resp::Parser::Status st = s.parser.next(in, r);
+      if (st == resp::Parser::Status::More) return true;
+      if (st == resp::Parser::Status::Invalid) {
+        drop(*s.link, "protocol error: " + s.parser.error());
+        return false;
+      }
+      Link& link = *s.link;
+      if (&link == &pubsub && is_message(r)) deliver(r);
+      else reply(link, std::move(r));
+      if (!s.link) return false;
+    }
+  }
+
+  static bool is_message(const RedisReply& m) {
+    return m.type == RedisReply::Type::Array && m.elements.size() == 3 && m.elements[0].str == "message";
+  }
+
+  void deliver(const RedisReply& m) {
+    auto it = channels.find(m.elements[1].str);
+    if (it != channels.end()) call_user("message", [&] { it->second(m.elements[1].str, m.elements[2].str); });
+  }
+
+  void reply(Link& link, RedisReply r) {
+    // Only a broken Redis (or not a Redis) answers what nobody asked.
+    if (link.pending.empty()) return drop(link, "a reply that no command asked for");
+    Pending p = std::move(link.pending.front());
+    link.pending.pop_front();
+    arm_deadline(link);
+    if (p.handshake) return handshake_reply(link, r);
+    if (!r.ok()) stats.errors++;
+    if (p.done) call_user("command", [&] { p.done(std::move(r)); });   // last: it may call stop()
+  }
+
+  // ------------------------------------------------------------ writing
 
   bool command(std::vector<std::string> argv, Done done) {
     // An empty command would get no reply from Redis and shift every later reply.
-    if (!cmd.ready || argv.empty() || !send(cmd, argv, on_reply)) return false;
+    if (!cmd.ready || argv.empty()) return false;
+    resp::encode(cmd.sock->plain, argv);
     expect(cmd, {std::move(done), Clock::now() + timeout, false});
+    flush(*cmd.sock);
     return true;
   }
 
-  static bool send(Link& link, const std::vector<std::string>& argv, redisCallbackFn* cb) {
-    if (!link.ac) return false;
-    std::vector<const char*> ptrs;
-    std::vector<size_t> lens;
-    for (const std::string& a : argv) {
-      ptrs.push_back(a.data());
-      lens.push_back(a.size());
+  static void take_tls_output(Socket& s) {
+    std::string& out = tls::Stream::output();
+    s.wire += out;
+    out.clear();
+  }
+
+  // Writes what is queued; what comes meanwhile waits for the write in flight,
+  // so commands of one loop turn go out together. Never fails the link here:
+  // command() must not call back, so a write that cannot start is dropped from the timer.
+  void flush(Socket& s) {
+    if (!s.connected || s.broken) return;
+    if (!s.plain.empty() && (!s.tls || s.tls->handshake_done())) {
+      if (s.tls) {
+        bool ok = s.tls->write(reinterpret_cast<const uint8_t*>(s.plain.data()), s.plain.size());
+        take_tls_output(s);
+        s.plain.clear();
+        if (!ok) return fail_soon(s);
+      } else {
+        s.wire += s.plain;
+        s.plain.clear();
+      }
     }
-    return redisAsyncCommandArgv(link.ac, cb, nullptr, int(argv.size()), ptrs.data(), lens.data()) == REDIS_OK;
+    if (!s.writing.empty() || s.wire.empty()) return;
+    s.writing.swap(s.wire);
+    uv_buf_t b = uv_buf_init(s.writing.data(), unsigned(s.writing.size()));
+    if (uv_write(&s.write_req, s.stream(), &b, 1, on_written) != 0) fail_soon(s);
+  }
+
+  void fail_soon(Socket& s) {
+    s.broken = true;
+    uv_timer_start(s.link->timer, on_timer, 0, 0);
+  }
+
+  static void on_written(uv_write_t* req, int status) noexcept {
+    auto* s = static_cast<Socket*>(req->data);
+    if (!s->link) return;
+    if (status < 0) return s->link->owner->drop(*s->link, std::string("write failed: ") + uv_strerror(status));
+    s->writing.clear();
+    s->link->owner->flush(*s);
   }
 
   void expect(Link& link, Pending p) {
@@ -340,55 +463,25 @@ struct Redis::Impl {
     uv_timer_start(link.timer, on_timer, std::max<int64_t>(left.count(), 0), 0);
   }
 
-  static void on_reply(redisAsyncContext* ac, void* r, void*) noexcept {
-    auto* link = static_cast<Link*>(ac->data);
-    if (!link) return;
-    if (!r) return link->owner->lost(*link, ac->c.errstr);   // hiredis is freeing ac
-    link->owner->reply(*link, convert(static_cast<redisReply*>(r)));
-  }
-
-  void reply(Link& link, RedisReply r) {
-    Pending p = std::move(link.pending.front());
-    link.pending.pop_front();
-    arm_deadline(link);
-    if (p.handshake) return handshake_reply(link, r);
-    if (!r.ok()) stats.errors++;
-    if (p.done) call_user("command", [&] { p.done(std::move(r)); });   // last: it may call stop()
-  }
-
-  static void on_message(redisAsyncContext* ac, void* r, void*) noexcept {
-    auto* link = static_cast<Link*>(ac->data);
-    if (!link) return;
-    if (!r) return link->owner->lost(*link, ac->c.errstr);
-    RedisReply m = convert(static_cast<redisReply*>(r));
-    if (m.type != RedisReply::Type::Array || m.elements.size() < 3) return;
-    const std::string& kind = m.elements[0].str;
-    if (kind == "subscribe" && !link->pending.empty()) return link->owner->reply(*link, std::move(m));
-    if (kind != "message") return;
-    auto it = link->owner->channels.find(m.elements[1].str);
-    if (it != link->owner->channels.end())
-      call_user("message", [&] { it->second(m.elements[1].str, m.elements[2].str); });
-  }
-
   // ------------------------------------------------------------ failures
-
-  static void on_disconnect(const redisAsyncContext* ac, int) noexcept {
-    if (auto* link = static_cast<Link*>(ac->data)) link->owner->lost(*link, ac->c.errstr);
-  }
 
   static void on_timer(uv_timer_t* t) noexcept {
     auto* link = static_cast<Link*>(t->data);
     Impl& self = *link->owner;
-    if (!link->ac && !link->lookup) return self.connect(*link);   // the wait before retrying is over
+    if (!link->sock && !link->lookup) return self.connect(*link);   // the wait before retrying is over
+    if (link->sock && link->sock->broken) return self.drop(*link, "could not write to Redis");
     if (link->pending.empty() || link->pending.front().handshake) return self.drop(*link, "connect timed out");
     self.stats.timeouts++;
     self.drop(*link, "no reply within " + std::to_string(self.timeout.count()) + " ms");
   }
 
-  // Forgets the connection without freeing it: its callbacks become no-ops.
-  static void detach(Link& link) {
-    if (link.ac) link.ac->data = nullptr;
-    link.ac = nullptr;
+  // Forgets the connection; libuv frees it once its callbacks have run (they do nothing now).
+  static void close_connection(Link& link) {
+    if (Socket* s = link.sock) {
+      s->link = nullptr;
+      uv_close(s->handle(), [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+      link.sock = nullptr;
+    }
     if (link.lookup) {
       link.lookup->data = nullptr;
       uv_cancel(reinterpret_cast<uv_req_t*>(link.lookup));   // best effort: its callback frees it either way
@@ -396,22 +489,9 @@ struct Redis::Impl {
     }
   }
 
-  // hiredis is freeing the connection (error, EOF, failed connect).
-  void lost(Link& link, const std::string& why) {
-    detach(link);
-    down(link, why);
-  }
-
-  // We give up on the connection (timeout, failed handshake).
   void drop(Link& link, const std::string& why) {
     close_connection(link);
     down(link, why);
-  }
-
-  static void close_connection(Link& link) {
-    redisAsyncContext* ac = link.ac;
-    detach(link);
-    if (ac) redisAsyncFree(ac);   // runs the pending callbacks, which see a detached context
   }
 
   void down(Link& link, const std::string& why) {
@@ -457,8 +537,8 @@ struct Redis::Impl {
   }
 };
 
-Redis::Redis(uv_loop_t* loop, RedisTarget target, std::chrono::milliseconds timeout)
-    : impl_(std::make_unique<Impl>(loop, std::move(target), timeout)) {}
+Redis::Redis(uv_loop_t* loop, RedisTarget target, std::chrono::milliseconds timeout, tls::ContextPtr tls)
+    : impl_(std::make_unique<Impl>(loop, std::move(target), timeout, std::move(tls))) {}
 
 // Destroy a Redis after stop() (or let this stop it), never from inside one of
 // its own callbacks. stop() only asks libuv to close handles: the loop must run

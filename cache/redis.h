@@ -1,8 +1,9 @@
-// A Redis client on the daemon's libuv loop (hiredis's async API with its libuv
-// adapter): commands with a deadline, a pub/sub connection of its own, and
-// reconnection with backoff. Redis is an optional tier: every failure (refused,
-// timed out, disconnected mid-reply, garbage on the wire) comes back as a
-// RedisReply of type Failed, is counted, and never blocks or throws.
+// A Redis client on the daemon's libuv loop: RESP (cache/resp.h) over TCP, TLS
+// (tls/tls.h, for rediss://) or a unix socket; commands with a deadline, a
+// pub/sub connection of its own, and reconnection with backoff. Redis is an
+// optional tier: every failure (refused, timed out, disconnected mid-reply,
+// garbage or an unasked-for reply on the wire, a failed TLS handshake) comes
+// back as a RedisReply of type Failed, is counted, and never blocks or throws.
 #pragma once
 #include <uv.h>
 
@@ -14,16 +15,10 @@
 #include <string_view>
 #include <vector>
 
-namespace cache {
+#include "cache/resp.h"
+#include "tls/tls.h"
 
-struct RedisReply {
-  enum class Type : uint8_t { Failed, Nil, Integer, String, Status, Array, Error };
-  Type type = Type::Failed;   // Failed: not sent, timed out, or the connection was lost
-  long long integer = 0;
-  std::string str;            // String, Status, Error
-  std::vector<RedisReply> elements;
-  bool ok() const { return type != Type::Failed && type != Type::Error; }
-};
+namespace cache {
 
 struct RedisStats {
   uint64_t errors = 0;       // commands that failed (Failed or Error replies)
@@ -38,8 +33,9 @@ struct RedisTarget {
   std::string unix_path;     // set instead of host/port for unix:// URLs
   std::string password;      // AUTH after connect when set
   int db = 0;                // SELECT after connect when non-zero
+  bool tls = false;          // rediss://: TLS, with the context given to Redis
 };
-// Parses redis://[:password@]host[:port][/db] or unix:///path/to/socket; false + err if invalid.
+// Parses redis[s]://[:password@]host[:port][/db] or unix:///path/to/socket; false + err if invalid.
 bool parse_redis_url(std::string_view url, RedisTarget& out, std::string& err);
 
 class Redis {
@@ -47,7 +43,8 @@ class Redis {
   using Done = std::function<void(RedisReply)>;
   using Message = std::function<void(std::string_view channel, std::string_view message)>;
 
-  Redis(uv_loop_t* loop, RedisTarget target, std::chrono::milliseconds timeout);
+  // tls: for a rediss:// target, the context its connections use (tls::Contexts::redis).
+  Redis(uv_loop_t* loop, RedisTarget target, std::chrono::milliseconds timeout, tls::ContextPtr tls = nullptr);
   ~Redis();
   Redis(const Redis&) = delete;
   Redis& operator=(const Redis&) = delete;

@@ -45,7 +45,16 @@ void ResultCache::start() {
     LOG_ERROR("cache.redis.url: %s; running without Redis", err.c_str());
     return;
   }
-  redis_ = std::make_unique<Redis>(loop_, target, cfg_.redis.timeout);
+  tls::ContextPtr tls;
+  if (target.tls) {   // the files were checked at config load (tls::build); read again here
+    std::string key;
+    tls = tls::connect_context(cfg_.redis.tls, "cache.redis.tls_", err, key);
+    if (!tls) {
+      LOG_ERROR("%s; running without Redis", err.c_str());
+      return;
+    }
+  }
+  redis_ = std::make_unique<Redis>(loop_, target, cfg_.redis.timeout, std::move(tls));
   redis_->subscribe(cfg_.invalidation_channel, [this](std::string_view, std::string_view message) {
     on_message("", message, true);   // only sidecars reach this Redis
   });

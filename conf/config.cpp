@@ -449,9 +449,19 @@ const Table<CacheRedis>& cache_redis_keys() {
   static const Table<CacheRedis> keys = {
       {"url", [](CacheRedis& r, const Val& v) {
          r.url = str(v);
-         if (!r.url.empty() && !r.url.starts_with("redis://") && !r.url.starts_with("unix://"))
-           fail(v, "must be redis://[:password@]host[:port][/db] or unix:///path" + got(r.url));
+         if (!r.url.empty() && !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") &&
+             !r.url.starts_with("unix://"))
+           fail(v, "must be redis://[:password@]host[:port][/db], rediss://... (TLS) or unix:///path" + got(r.url));
        }},
+      {"tls_sslmode", [](CacheRedis& r, const Val& v) {
+         parse(v, r.tls.sslmode);
+         if (r.tls.sslmode != SslMode::Require && r.tls.sslmode != SslMode::VerifyCa &&
+             r.tls.sslmode != SslMode::VerifyFull)
+           fail(v, "must be require, verify-ca or verify-full (TLS is on for rediss:// URLs only)");
+       }},
+      {"tls_ca_file", [](CacheRedis& r, const Val& v) { r.tls.ca_file = str(v); }},
+      {"tls_cert_file", [](CacheRedis& r, const Val& v) { r.tls.cert_file = str(v); }},
+      {"tls_key_file", [](CacheRedis& r, const Val& v) { r.tls.key_file = str(v); }},
       {"timeout_ms", [](CacheRedis& r, const Val& v) { r.timeout = Duration(integer(v, 1, 60000)); }},
       {"compression", field(&CacheRedis::compression)},
       {"key_prefix", field(&CacheRedis::key_prefix)},
@@ -589,7 +599,7 @@ const Table<Config>& config_keys() {
   return keys;
 }
 
-// What TLS settings need of each other; the files themselves are read by proxy/tls.h.
+// What TLS settings need of each other; the files themselves are read by tls/tls.h.
 void check_tls(const Config& cfg, std::map<std::string, int>& seen) {
   const Tls& c = cfg.client_tls;
   if (c.sslmode != SslMode::Disable && (c.key_file.empty() || c.cert_file.empty()))
@@ -600,6 +610,10 @@ void check_tls(const Config& cfg, std::map<std::string, int>& seen) {
                                          " requires client_tls_ca_file (the CA of client certificates)");
   if (cfg.auth_type == AuthType::Cert && (c.sslmode != SslMode::VerifyCa && c.sslmode != SslMode::VerifyFull))
     fail(seen["auth_type"], "auth_type cert requires client_tls_sslmode verify-ca or verify-full");
+  const Tls& r = cfg.cache.redis.tls;
+  if (r.key_file.empty() != r.cert_file.empty())
+    fail(seen[r.key_file.empty() ? "cache.redis.tls_cert_file" : "cache.redis.tls_key_file"],
+         "cache.redis.tls_key_file and cache.redis.tls_cert_file go together");
   for (const Tls* t : {&cfg.client_tls, &cfg.server_tls}) {
     const char* side = t == &cfg.client_tls ? "client" : "server";
     if (t->key_file.empty() != t->cert_file.empty())
@@ -618,6 +632,10 @@ Config parse_config(const YAML::Node& root, const std::string& name) {
   if (root.IsNull()) return cfg;  // empty file: all defaults
   if (!root.IsMap()) fail(line_of(root, 1), "expected a map of settings at the top level");
   auto seen = apply_map(cfg, root, config_keys(), 1);
+  // Lines of cache.redis.* too: its TLS files are read later (tls/tls.h), and named with them.
+  if (const YAML::Node cache = root["cache"]; cache && cache.IsMap())
+    if (const YAML::Node redis = cache["redis"]; redis && redis.IsMap())
+      for (const auto& kv : redis) seen["cache.redis." + kv.first.Scalar()] = line_of(kv.first, seen["cache"]);
   cfg.lines.insert(seen.begin(), seen.end());
   if (cfg.min_pool_size > cfg.default_pool_size) {
     fail(seen["min_pool_size"], "min_pool_size " + std::to_string(cfg.min_pool_size) +
@@ -938,6 +956,10 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"cache.redis.timeout_ms", std::to_string(c.cache.redis.timeout.count())},
       {"cache.redis.compression", std::string(to_string(c.cache.redis.compression))},
       {"cache.redis.key_prefix", c.cache.redis.key_prefix},
+      {"cache.redis.tls_sslmode", std::string(to_string(c.cache.redis.tls.sslmode))},
+      {"cache.redis.tls_ca_file", c.cache.redis.tls.ca_file},
+      {"cache.redis.tls_cert_file", c.cache.redis.tls.cert_file},
+      {"cache.redis.tls_key_file", c.cache.redis.tls.key_file},
   };
 }
 

@@ -50,6 +50,11 @@ inline Tls prefer_tls() {
   t.sslmode = SslMode::Prefer;
   return t;
 }
+inline Tls verify_full_tls() {
+  Tls t;
+  t.sslmode = SslMode::VerifyFull;
+  return t;
+}
 
 // One entry of `databases:`. The key "*" matches any database name not listed.
 struct Database {
@@ -113,7 +118,8 @@ struct CacheRule {
 
 // `cache.redis:` map: the shared L2 tier and invalidation bus; url "" = off.
 struct CacheRedis {
-  std::string url;
+  std::string url;                      // redis://, rediss:// (TLS) or unix://
+  Tls tls = verify_full_tls();          // tls_*: used with rediss:// only
   Duration timeout{50};                 // a slower answer counts as Redis being down
   Compression compression = Compression::Zstd;
   std::string key_prefix = "pgsidecar:";

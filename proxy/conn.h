@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "proxy/tls.h"
+#include "tls/tls.h"
 
 namespace proxy {
 

@@ -22,7 +22,7 @@
 #include "pool/pool.h"
 #include "pool/statements.h"
 #include "proxy/auth.h"
-#include "proxy/tls.h"
+#include "tls/tls.h"
 
 namespace proxy {
 

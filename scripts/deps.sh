@@ -15,7 +15,7 @@ packages=(
   python3-psycopg libpostgresql-jdbc-java
   prometheus-cpp-dev prometheus
   nlohmann-json3-dev zlib1g-dev
-  libpg-query-dev libhiredis-dev libzstd-dev redis-server
+  libpg-query-dev libzstd-dev redis-server
 )
 # A JDK (java runs JdbcPrepared.java as a source file) and Node, unless already there.
 command -v javac >/dev/null || packages+=(default-jdk-headless)

@@ -1,4 +1,4 @@
-// Fuzzes the TLS record path toward clients (proxy/tls.h): the input is what a
+// Fuzzes the TLS record path toward clients (tls/tls.h): the input is what a
 // client sends after pgsidecar answered 'S' to its SSLRequest, handed to a
 // server-side Stream in pieces as socket reads would deliver it: the first byte
 // picks the piece size (0 = all at once), the rest is the ciphertext. Each piece
@@ -13,13 +13,13 @@
 #include <cstdlib>
 #include <string>
 
-#include "proxy/tls.h"
+#include "tls/tls.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/support/self_signed_cert.h"
 
 namespace {
 
-proxy::tls::ContextPtr g_ctx;
+tls::ContextPtr g_ctx;
 
 }  // namespace
 
@@ -29,9 +29,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   conf::Config cfg;
   cfg.client_tls.sslmode = conf::SslMode::Prefer;
   if (!dir || !testsupport::write_self_signed_cert(dir, cfg.client_tls.key_file, cfg.client_tls.cert_file)) std::abort();
-  proxy::tls::Contexts contexts;
+  tls::Contexts contexts;
   std::string err;
-  if (!proxy::tls::build(cfg, contexts, err)) std::abort();
+  if (!tls::build(cfg, contexts, err)) std::abort();
   g_ctx = contexts.clients;
   std::system((std::string("rm -rf ") + dir).c_str());   // OpenSSL has read the files
   return 0;
@@ -42,9 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t piece = data[0];
   data++;
   size--;
-  proxy::tls::Stream s(g_ctx, "");
+  tls::Stream s(g_ctx, "");
   FUZZ_CHECK(s.ok());
-  std::string& out = proxy::tls::Stream::output();
+  std::string& out = tls::Stream::output();
   size_t plaintext = 0, said = 0;
   bool failed = false;
   for (size_t at = 0; at < size && !failed;) {
@@ -52,9 +52,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     s.input(data + at, n);
     at += n;
     if (!s.handshake_done()) {
-      proxy::tls::Stream::Step step = s.handshake();
-      FUZZ_CHECK(step != proxy::tls::Stream::Step::Done || s.handshake_done());
-      failed = step == proxy::tls::Stream::Step::Failed;
+      tls::Stream::Step step = s.handshake();
+      FUZZ_CHECK(step != tls::Stream::Step::Done || s.handshake_done());
+      failed = step == tls::Stream::Step::Failed;
       if (failed || !s.handshake_done()) {
         said += out.size();
         out.clear();

@@ -146,19 +146,7 @@ TEST(Fault, ClientKilledMidCopyFromStdin) {
 // ------------------------------------------------------------------ 16
 namespace {
 
-std::map<std::string, std::string> cache_row(const Daemon& d, const std::string& name) {
-  std::map<std::string, std::string> out;
-  ConnectResult admin = pg_connect(d.conninfo("app", "pgsidecar"), 3000);
-  if (!admin.ok()) return out;
-  PGresult* res = PQexec(admin.conn.get(), "SHOW CACHE");
-  for (int row = 0; row < PQntuples(res); row++) {
-    if (name != PQgetvalue(res, row, 0)) continue;
-    for (int col = 0; col < PQnfields(res); col++) out[PQfname(res, col)] = PQgetvalue(res, row, col);
-  }
-  PQclear(res);
-  return out;
-}
-bool l2_up(const Daemon& d) { return cache_row(d, "result_l2")["state"] == "up"; }
+bool l2_up(const Daemon& d) { return admin_row(d, "SHOW CACHE", "result_l2")["state"] == "up"; }
 
 }  // namespace
 
@@ -176,7 +164,7 @@ TEST(Fault, RedisKilledOrFrozenUnderCachedLoad) {
   START_DAEMON(d);
   ASSERT_TRUE(eventually([&] { return l2_up(d); }, 5000));
   auto l2 = [&](const char* col) {
-    std::string v = cache_row(d, "result_l2")[col];
+    std::string v = admin_row(d, "SHOW CACHE", "result_l2")[col];
     return v.empty() ? -1L : std::stol(v);
   };
 

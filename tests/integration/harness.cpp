@@ -662,6 +662,11 @@ bool RedisServer::start(std::string* err) {
   std::vector<std::string> args = {"redis-server", "--bind", "127.0.0.1", "--port", std::to_string(port_),
                                    "--save", "", "--appendonly", "no", "--daemonize", "no",
                                    "--dir", dir_, "--logfile", log_path_};
+  if (!tls_cert_.empty()) {
+    args[4] = "0";   // no plain TCP
+    args.insert(args.end(), {"--tls-port", std::to_string(port_), "--tls-cert-file", tls_cert_, "--tls-key-file",
+                             tls_key_, "--tls-ca-cert-file", tls_ca_, "--tls-auth-clients", "optional"});
+  }
   int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
   pid_t pid = spawn_child(args, nullfd);   // redis-server logs to --logfile
   ::close(nullfd);
@@ -720,8 +725,19 @@ void RedisServer::kill() {
   pid_ = -1;
 }
 
+void RedisServer::use_tls(const std::string& cert_file, const std::string& key_file, const std::string& ca_file) {
+  tls_cert_ = cert_file;
+  tls_key_ = key_file;
+  tls_ca_ = ca_file;
+}
+
+std::string RedisServer::url() const {
+  return (tls_cert_.empty() ? "redis://127.0.0.1:" : "rediss://localhost:") + std::to_string(port_);
+}
+
 std::string RedisServer::cli(const std::string& args) const {
-  return trim(run_process({"sh", "-c", "redis-cli -p " + std::to_string(port_) + " " + args}, 10000).output);
+  std::string tls = tls_cert_.empty() ? "" : "--tls --cacert '" + tls_ca_ + "' ";
+  return trim(run_process({"sh", "-c", "redis-cli " + tls + "-p " + std::to_string(port_) + " " + args}, 10000).output);
 }
 
 std::string RedisServer::log() const { return read_file(log_path_); }
@@ -933,6 +949,19 @@ std::string sqlstate_from_message(const std::string& msg) {
 
 bool is_connection_failure_state(const std::string& s) {
   return s.rfind("08", 0) == 0 || s == "57P01" || s == "57P02" || s == "57P03";
+}
+
+std::map<std::string, std::string> admin_row(const Daemon& d, const std::string& show, const std::string& name) {
+  std::map<std::string, std::string> out;
+  ConnectResult admin = pg_connect(d.conninfo("app", "pgsidecar"), 3000);
+  if (!admin.ok()) return out;
+  PGresult* res = PQexec(admin.conn.get(), show.c_str());
+  for (int row = 0; row < PQntuples(res); row++) {
+    if (name != PQgetvalue(res, row, 0)) continue;
+    for (int col = 0; col < PQnfields(res); col++) out[PQfname(res, col)] = PQgetvalue(res, row, col);
+  }
+  PQclear(res);
+  return out;
 }
 
 ConnectResult pg_connect(const std::string& conninfo, int timeout_ms) {

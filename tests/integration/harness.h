@@ -141,14 +141,20 @@ class RedisServer {
   void kill();   // SIGKILL and wait: Redis dying with commands in flight.
   bool running();
 
+  // Before start(): serve TLS only (on port()) with this certificate and key;
+  // clients are verified against ca_file when they offer a certificate.
+  void use_tls(const std::string& cert_file, const std::string& key_file, const std::string& ca_file);
+
   int port() const { return port_; }
-  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  // redis://127.0.0.1:PORT, or with TLS rediss://localhost:PORT (the name a test certificate carries).
+  std::string url() const;
   // Runs `redis-cli -p PORT ARGS` through sh (so ARGS may be quoted) and returns its trimmed output.
   std::string cli(const std::string& args) const;
   std::string log() const;
 
  private:
   std::string dir_, log_path_;
+  std::string tls_cert_, tls_key_, tls_ca_;   // "" = no TLS
   int port_ = 0;
   pid_t pid_ = -1;
 };
@@ -235,6 +241,11 @@ class Daemon {
 };
 
 // ---------------------------------------------------------------- libpq
+// The row of an admin console SHOW (e.g. "SHOW CACHE") whose first column is
+// `name`, as column -> value; empty if none, or if the console cannot be reached.
+// Logs in as app (the config must list it in stats_users or admin_users).
+std::map<std::string, std::string> admin_row(const Daemon& d, const std::string& show, const std::string& name);
+
 struct QResult {
   bool ok = false;              // COMMAND_OK / TUPLES_OK / COPY_*
   ExecStatusType status = PGRES_FATAL_ERROR;

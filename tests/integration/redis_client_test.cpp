@@ -108,6 +108,7 @@ class FakeRedis {
     Silent,          // reads everything, answers nothing more
     Garbage,         // answers later commands with bytes that are not RESP
     GarbageAtOnce,   // sends garbage as soon as it accepts, before any PING
+    Unasked,         // answers later commands twice: a well-formed reply nobody asked for
   };
 
   explicit FakeRedis(Mode mode) : mode_(mode) {
@@ -162,6 +163,7 @@ class FakeRedis {
       c.in.erase(0, n);
       if (c.commands++ == 0) send_all(c.fd, "+PONG\r\n");
       else if (mode_ == Mode::Garbage) send_all(c.fd, kGarbage);
+      else if (mode_ == Mode::Unasked) send_all(c.fd, "+OK\r\n:42\r\n");
     }
   }
 
@@ -237,14 +239,23 @@ TEST(RedisClient, ParseUrl) {
   EXPECT_EQ(t.port, 6390);
   EXPECT_EQ(t.db, 0);
 
+  ASSERT_TRUE(cache::parse_redis_url("rediss://:pw@cache.example.com:6380/2", t, err)) << err;
+  EXPECT_TRUE(t.tls);
+  EXPECT_EQ(t.host, "cache.example.com");
+  EXPECT_EQ(t.port, 6380);
+  EXPECT_EQ(t.db, 2);
+  EXPECT_EQ(t.password, "pw");
+  ASSERT_TRUE(cache::parse_redis_url("redis://cache.example.com", t, err)) << err;
+  EXPECT_FALSE(t.tls);
+
   ASSERT_TRUE(cache::parse_redis_url("unix:///run/redis/redis.sock", t, err)) << err;
   EXPECT_EQ(t.unix_path, "/run/redis/redis.sock");
 
   // Bad URLs: false, a message naming the problem, out untouched, the password never echoed.
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"", "expected redis://"},
-      {"http://host:6379", "expected redis://"},
-      {"rediss://host", "TLS"},
+      {"", "expected redis[s]://"},
+      {"http://host:6379", "expected redis[s]://"},
+      {"rediss://", "missing host"},
       {"redis://", "missing host"},
       {"redis://:6379", "missing host"},
       {"redis://host:0", "port"},
@@ -520,6 +531,20 @@ TEST(RedisClient, GarbageRepliesFailWithoutCrashing) {
     EXPECT_FALSE(r.up());
     EXPECT_EQ(r.stats().connects, 0u);
     EXPECT_GE(fake.connections(), 2);
+    r.stop();
+  }
+  {
+    // A well-formed reply that no command asked for (hiredis 0.14 aborted the
+    // process on one): the command gets its own reply, then the connection is dropped.
+    FakeRedis fake(FakeRedis::Mode::Unasked);
+    Redis r(loop.get(), target_of(fake.url()), Ms(2000));
+    r.start();
+    ASSERT_TRUE(loop.run_until([&] { return r.up(); }, 3000));
+    RedisReply rep = call(loop, r, {"SET", "k", "v"});
+    EXPECT_EQ(rep.type, Type::Status);
+    EXPECT_EQ(rep.str, "OK");
+    EXPECT_TRUE(loop.run_until([&] { return r.stats().disconnects == 1; }, 1000));
+    EXPECT_TRUE(loop.run_until([&] { return r.up(); }, 3000));   // and comes back
     r.stop();
   }
 }

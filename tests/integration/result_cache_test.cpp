@@ -26,16 +26,7 @@ DaemonConfig cache_config(const std::string& pool_mode = "transaction", const st
 
 // SHOW CACHE row `name` ("result_l1", "result_l2") as column -> value.
 std::map<std::string, std::string> cache_row(const Daemon& d, const std::string& name) {
-  std::map<std::string, std::string> out;
-  ConnPtr admin = must_connect(d.conninfo("app", "pgsidecar"));
-  if (!admin) return out;
-  PGresult* r = PQexec(admin.get(), "SHOW CACHE");
-  for (int row = 0; row < PQntuples(r); row++) {
-    if (name != PQgetvalue(r, row, 0)) continue;
-    for (int col = 0; col < PQnfields(r); col++) out[PQfname(r, col)] = PQgetvalue(r, row, col);
-  }
-  PQclear(r);
-  return out;
+  return admin_row(d, "SHOW CACHE", name);
 }
 long cache_count(const Daemon& d, const std::string& row, const std::string& column) {
   std::string v = cache_row(d, row)[column];

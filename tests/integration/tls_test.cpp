@@ -822,3 +822,50 @@ TEST_F(Tls, DirectTlsNeedsAlpnPostgresql) {
   EXPECT_EQ(direct_tls_login(d.port(), "", 0), "E");                  // no ALPN at all: 08P01
   expect_serving(d, "direct TLS");
 }
+
+// 14. rediss://: the result cache's Redis over TLS, its CA and its name checked.
+// With the wrong CA or a certificate for another name, Redis stays down, the log
+// says why, and queries are answered all the same.
+TEST_F(Tls, RedissChecksTheCaAndTheName) {
+  ASSERT_APP_SQL("DROP TABLE IF EXISTS tls_rc; CREATE TABLE tls_rc (v text); INSERT INTO tls_rc VALUES ('over tls');");
+  const std::string query = "/* pgsidecar:cache */ SELECT v FROM tls_rc";
+  auto config = [](const std::string& url, const KeyPair& ca) {
+    return base_config().set("stats_users", "[app]").set(
+        "cache", "{mode: hinted, admission: always, redis: {url: \"" + url + "\", tls_ca_file: " + yaml_str(ca.crt) +
+                     ", timeout_ms: 1000}}");
+  };
+  auto l2 = [](const Daemon& d) { return admin_row(d, "SHOW CACHE", "result_l2"); };
+
+  RedisServer redis;
+  redis.use_tls(g_certs.server.crt, g_certs.server.key, g_certs.ca.crt);
+  START_REDIS(redis);
+  {
+    Daemon d(config(redis.url(), g_certs.ca));
+    START_DAEMON(d);
+    ASSERT_TRUE(eventually([&] { return l2(d)["state"] == "up"; }, 10000)) << d.log();
+    ConnPtr c = must_connect(d.conninfo());
+    ASSERT_EQ(exec(c, query).scalar(), "over tls");
+    EXPECT_TRUE(eventually([&] { return l2(d)["stores"] == "1"; }, 5000)) << d.log();
+    EXPECT_NE(redis.cli("--scan --pattern 'pgsidecar:r:*'"), "");   // it is in Redis
+    EXPECT_TRUE(contains(d.log(), "TLSv1.")) << d.log();
+  }
+
+  RedisServer elsewhere;   // serves a certificate for elsewhere.example only
+  elsewhere.use_tls(g_certs.elsewhere.crt, g_certs.elsewhere.key, g_certs.ca.crt);
+  START_REDIS(elsewhere);
+  struct Case {
+    std::string url;
+    KeyPair ca;
+    std::string why;
+  };
+  for (const Case& k : {Case{redis.url(), g_certs.wrong_ca, "certificate verify failed"},
+                        Case{elsewhere.url(), g_certs.ca, "hostname mismatch"}}) {
+    SCOPED_TRACE(k.why);
+    Daemon d(config(k.url, k.ca));
+    START_DAEMON(d);
+    EXPECT_TRUE(eventually([&] { return contains(d.log(), k.why); }, 10000)) << d.log();
+    ConnPtr c = must_connect(d.conninfo());
+    EXPECT_EQ(exec(c, query).scalar(), "over tls");
+    EXPECT_NE(l2(d)["state"], "up");
+  }
+}

@@ -190,6 +190,22 @@ TEST(Config, Cache) {
   EXPECT_NE(load_err("cache: {redis: {compression: lz4}}\n").find("must be none or zstd"), std::string::npos);
 }
 
+TEST(Config, CacheRedisTls) {
+  const conf::Config c = load_ok(
+      "cache:\n  mode: all\n  redis:\n    url: \"rediss://cache.example.com:6380\"\n    tls_sslmode: verify-ca\n"
+      "    tls_ca_file: /etc/ca.pem\n    tls_cert_file: /etc/c.pem\n    tls_key_file: /etc/c.key\n");
+  EXPECT_EQ(c.cache.redis.tls.sslmode, conf::SslMode::VerifyCa);
+  EXPECT_EQ(c.cache.redis.tls.ca_file, "/etc/ca.pem");
+  EXPECT_EQ(c.cache.redis.tls.cert_file, "/etc/c.pem");
+  EXPECT_EQ(c.cache.redis.tls.key_file, "/etc/c.key");
+  EXPECT_EQ(c.lines.at("cache.redis.tls_ca_file"), 6);   // for tls::build's file:line messages
+  EXPECT_EQ(conf::Config{}.cache.redis.tls.sslmode, conf::SslMode::VerifyFull);
+  EXPECT_EQ(load_err("cache:\n  redis: {tls_sslmode: prefer}\n"),
+            "test.yaml:2: tls_sslmode must be require, verify-ca or verify-full (TLS is on for rediss:// URLs only)");
+  EXPECT_EQ(load_err("cache:\n  redis:\n    url: \"rediss://x\"\n    tls_key_file: /k\n"),
+            "test.yaml:4: cache.redis.tls_key_file and cache.redis.tls_cert_file go together");
+}
+
 TEST(Config, MetricsListen) {
   EXPECT_NE(load_err("metrics: {listen: \"127.0.0.1\"}\n").find("must be \"IP:port\""), std::string::npos);
   EXPECT_NE(load_err("metrics: {listen: \"127.0.0.1:9127x\"}\n").find("must be \"IP:port\""), std::string::npos);

@@ -1,6 +1,6 @@
-// proxy/tls.h in memory: both ends of a connection, no sockets. Ciphertext is
+// tls/tls.h in memory: both ends of a connection, no sockets. Ciphertext is
 // handed across in pieces of every size down to one byte, as reads would deliver it.
-#include "proxy/tls.h"
+#include "tls/tls.h"
 
 #include "tests/support/self_signed_cert.h"
 
@@ -14,7 +14,7 @@
 
 namespace {
 
-using proxy::tls::Stream;
+using tls::Stream;
 
 // A self-signed certificate for localhost / 127.0.0.1 (its own CA), in temp files.
 struct Files {
@@ -33,7 +33,7 @@ const Files& files() {
 }
 
 // Contexts toward clients (entry "" unused) and toward the servers of entry "db".
-proxy::tls::Contexts contexts(conf::SslMode server_mode) {
+tls::Contexts contexts(conf::SslMode server_mode) {
   conf::Config cfg;
   cfg.client_tls.sslmode = conf::SslMode::Prefer;
   cfg.client_tls.key_file = files().key;
@@ -43,9 +43,9 @@ proxy::tls::Contexts contexts(conf::SslMode server_mode) {
   conf::Database db;
   db.name = "db";
   cfg.databases.push_back(db);
-  proxy::tls::Contexts out;
+  tls::Contexts out;
   std::string err;
-  EXPECT_TRUE(proxy::tls::build(cfg, out, err)) << err;
+  EXPECT_TRUE(tls::build(cfg, out, err)) << err;
   return out;
 }
 
@@ -114,7 +114,7 @@ Stream::Step connect(Stream& client, Stream& server, size_t piece) {
 }
 
 TEST(TlsStream, HandshakeAndDataInPiecesOfEverySize) {
-  proxy::tls::Contexts ctx = contexts(conf::SslMode::VerifyFull);
+  tls::Contexts ctx = contexts(conf::SslMode::VerifyFull);
   for (size_t piece : {size_t(1), size_t(2), size_t(5), size_t(13), size_t(100), size_t(0)}) {
     Stream client(ctx.for_database("db"), "localhost"), server(ctx.clients, "");
     ASSERT_TRUE(client.ok() && server.ok());
@@ -138,7 +138,7 @@ TEST(TlsStream, HandshakeAndDataInPiecesOfEverySize) {
 }
 
 TEST(TlsStream, VerifyFullChecksTheHostName) {
-  proxy::tls::Contexts full = contexts(conf::SslMode::VerifyFull), ca = contexts(conf::SslMode::VerifyCa);
+  tls::Contexts full = contexts(conf::SslMode::VerifyFull), ca = contexts(conf::SslMode::VerifyCa);
   for (const char* host : {"localhost", "127.0.0.1"}) {
     Stream client(full.for_database("db"), host), server(full.clients, "");
     EXPECT_EQ(connect(client, server, 0), Stream::Step::Done) << host << ": " << client.error();
@@ -155,7 +155,7 @@ TEST(TlsStream, VerifyFullChecksTheHostName) {
 
 // A peer that floods TLS 1.3 KeyUpdates (each one makes us answer) is cut off.
 TEST(TlsStream, KeyUpdateFloodIsBounded) {
-  proxy::tls::Contexts ctx = contexts(conf::SslMode::Require);
+  tls::Contexts ctx = contexts(conf::SslMode::Require);
   Stream server(ctx.clients, "");
   SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, nullptr);
@@ -200,13 +200,33 @@ TEST(TlsStream, BadFilesAreReportedWithTheirKey) {
   cfg.client_tls.sslmode = conf::SslMode::Require;
   cfg.client_tls.key_file = files().key;
   cfg.client_tls.cert_file = files().dir + "/missing.pem";
-  proxy::tls::Contexts out;
+  tls::Contexts out;
   std::string err;
-  EXPECT_FALSE(proxy::tls::build(cfg, out, err));
+  EXPECT_FALSE(tls::build(cfg, out, err));
   EXPECT_EQ(err.rfind("p.yaml:7: client_tls_cert_file: cannot read " + files().dir + "/missing.pem", 0), 0u) << err;
   cfg.client_tls.cert_file = files().key;   // a key where a certificate belongs
-  EXPECT_FALSE(proxy::tls::build(cfg, out, err));
+  EXPECT_FALSE(tls::build(cfg, out, err));
   EXPECT_NE(err.find("no PEM certificate"), std::string::npos) << err;
+}
+
+TEST(TlsStream, RedisContextOnlyForRediss) {
+  conf::Config cfg;
+  cfg.source_path = "p.yaml";
+  cfg.lines["cache.redis.tls_ca_file"] = 9;
+  cfg.cache.redis.url = "redis://127.0.0.1";
+  cfg.cache.redis.tls.ca_file = files().dir + "/missing.pem";
+  tls::Contexts out;
+  std::string err;
+  EXPECT_TRUE(tls::build(cfg, out, err)) << err;   // plain redis://: the TLS files are not read
+  EXPECT_EQ(out.redis, nullptr);
+  cfg.cache.redis.url = "rediss://127.0.0.1";
+  EXPECT_FALSE(tls::build(cfg, out, err));
+  EXPECT_EQ(err.rfind("p.yaml:9: cache.redis.tls_ca_file: cannot read " + files().dir + "/missing.pem", 0), 0u) << err;
+  cfg.cache.redis.tls.ca_file = files().cert;   // self-signed: its own CA
+  ASSERT_TRUE(tls::build(cfg, out, err)) << err;
+  ASSERT_NE(out.redis, nullptr);
+  EXPECT_EQ(out.redis->mode, conf::SslMode::VerifyFull);
+  EXPECT_FALSE(out.redis->accept);
 }
 
 }  // namespace

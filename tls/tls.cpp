@@ -1,4 +1,4 @@
-#include "proxy/tls.h"
+#include "tls/tls.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <functional>
 
-namespace proxy::tls {
+namespace tls {
 namespace {
 
 constexpr unsigned char kAlpn[] = "\x0apostgresql";   // ALPN wire format: length, name
@@ -49,7 +49,8 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
 
 // Builds one side's context; err is a message without the "file:line: " prefix,
 // bad_key the config key it is about.
-std::shared_ptr<Context> make(const conf::Tls& t, bool accept,
+// A context toward a server offers ALPN "postgresql" only when that server is a PostgreSQL.
+std::shared_ptr<Context> make(const conf::Tls& t, bool accept, bool postgresql,
                               const std::function<std::string(const std::string&)>& key_name, std::string& err,
                               std::string& bad_key) {
   auto c = std::make_shared<Context>();
@@ -109,7 +110,7 @@ std::shared_ptr<Context> make(const conf::Tls& t, bool accept,
     SSL_CTX_set_alpn_select_cb(c->ctx, select_alpn, nullptr);
   } else {
     SSL_CTX_set_verify(c->ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-    SSL_CTX_set_alpn_protos(c->ctx, kAlpn, sizeof kAlpn - 1);
+    if (postgresql) SSL_CTX_set_alpn_protos(c->ctx, kAlpn, sizeof kAlpn - 1);
   }
   return c;
 }
@@ -126,7 +127,7 @@ bool build(const conf::Config& cfg, Contexts& out, std::string& err) {
   Contexts next;
   std::string msg, key;
   if (cfg.client_tls.sslmode != conf::SslMode::Disable) {
-    next.clients = make(cfg.client_tls, true, [](const std::string& k) { return "client_tls_" + k; }, msg, key);
+    next.clients = make(cfg.client_tls, true, true, [](const std::string& k) { return "client_tls_" + k; }, msg, key);
     if (!next.clients) {
       err = cfg.where(key) + msg;
       return false;
@@ -136,15 +137,26 @@ bool build(const conf::Config& cfg, Contexts& out, std::string& err) {
     conf::Tls t = conf::server_tls_for(cfg, db);
     if (t.sslmode == conf::SslMode::Disable) continue;
     auto name = [&db](const std::string& k) { return conf::server_tls_key(db, "server_tls_" + k); };
-    ContextPtr c = make(t, false, name, msg, key);
+    ContextPtr c = make(t, false, true, name, msg, key);
     if (!c) {
       err = cfg.where(key) + msg;
       return false;
     }
     next.servers[db.name] = std::move(c);
   }
+  if (cfg.cache.redis.url.starts_with("rediss://")) {
+    next.redis = connect_context(cfg.cache.redis.tls, "cache.redis.tls_", msg, key);
+    if (!next.redis) {
+      err = cfg.where(key) + msg;
+      return false;
+    }
+  }
   out = std::move(next);
   return true;
+}
+
+ContextPtr connect_context(const conf::Tls& t, const std::string& key_prefix, std::string& err, std::string& bad_key) {
+  return make(t, false, false, [&key_prefix](const std::string& k) { return key_prefix + k; }, err, bad_key);
 }
 
 std::string& Stream::output() { return g_output; }
@@ -316,4 +328,4 @@ std::string Stream::server_end_point() const {
   return std::string(reinterpret_cast<char*>(buf), len);
 }
 
-}  // namespace proxy::tls
+}  // namespace tls

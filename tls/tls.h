@@ -16,7 +16,7 @@
 
 #include "conf/config.h"
 
-namespace proxy::tls {
+namespace tls {
 
 // One side's SSL_CTX and how connections made from it must check their peer.
 struct Context {
@@ -30,11 +30,13 @@ struct Context {
 using ContextPtr = std::shared_ptr<const Context>;
 
 // Every context a configuration needs: toward clients (null when
-// client_tls_sslmode is disable) and toward each `databases:` entry's servers
-// (null for an entry whose server_tls_sslmode is disable).
+// client_tls_sslmode is disable), toward each `databases:` entry's servers
+// (null for an entry whose server_tls_sslmode is disable), and toward Redis
+// (null unless cache.redis.url is rediss://).
 struct Contexts {
   ContextPtr clients;
   std::map<std::string, ContextPtr> servers;   // by entry name ("*" included)
+  ContextPtr redis;
   ContextPtr for_database(const std::string& entry_name) const {
     auto it = servers.find(entry_name);
     return it == servers.end() ? nullptr : it->second;
@@ -44,6 +46,9 @@ struct Contexts {
 // ("file:line: client_tls_cert_file: ...") if one is unreadable, malformed, or a
 // key does not match its certificate.
 bool build(const conf::Config& cfg, Contexts& out, std::string& err);
+// A context toward a TLS server that is not a PostgreSQL (Redis: no ALPN).
+// Null + err ("<key_prefix>ca_file: ...") and bad_key (that key) on failure.
+ContextPtr connect_context(const conf::Tls& t, const std::string& key_prefix, std::string& err, std::string& bad_key);
 
 class Stream {
  public:
@@ -98,4 +103,4 @@ class Stream {
   std::string error_;
 };
 
-}  // namespace proxy::tls
+}  // namespace tls
