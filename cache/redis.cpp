@@ -1,6 +1,9 @@
 #include "cache/redis.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <climits>
@@ -28,7 +31,9 @@ constexpr milliseconds kFirstBackoff{100};
 constexpr milliseconds kMaxBackoff{5000};
 constexpr milliseconds kConnectTimeout{2000};   // name lookup and TCP connect of one attempt
 
-constexpr size_t kMaxReplyBytes = 64 << 20;   // one reply; larger is a protocol error (memory stays bounded)
+// One reply; larger is a protocol error (memory stays bounded). Values written
+// are kept below it (Redis::kMaxValueBytes), so what we store can be read back.
+constexpr size_t kMaxReplyBytes = Redis::kMaxValueBytes + (1 << 20);
 
 // A throwing caller's callback is logged and the client carries on.
 template <class F>
@@ -63,6 +68,14 @@ bool percent_decode(std::string_view s, std::string& out) {
     i += 2;
   }
   return true;
+}
+
+// Text from Redis (an error reply) for a log line: short, no control characters.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 200)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+  if (s.size() > 200) out += "...";
+  return out;
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -282,7 +295,14 @@ struct Redis::Impl {
     s->connected = true;
     if (self.target.unix_path.empty()) {
       uv_tcp_nodelay(&s->h.tcp, 1);
-      uv_tcp_keepalive(&s->h.tcp, 1, 60);   // notices a vanished host while idle
+      // A vanished host behind the idle pub/sub connection is noticed within about 30 s.
+      uv_tcp_keepalive(&s->h.tcp, 1, 15);
+      uv_os_fd_t fd;
+      if (uv_fileno(reinterpret_cast<uv_handle_t*>(&s->h.tcp), &fd) == 0) {
+        int interval = 5, count = 3;
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+      }
     }
     uv_read_start(s->stream(), on_alloc, on_read);
     if (s->tls) {
@@ -316,7 +336,7 @@ struct Redis::Impl {
   }
 
   void handshake_reply(Link& link, const RedisReply& r) {
-    if (!r.ok()) return drop(link, "handshake failed: " + r.str);   // e.g. WRONGPASS, DB index out of range
+    if (!r.ok()) return drop(link, "handshake failed: " + printable(r.str));   // e.g. WRONGPASS, DB index out of range
     if (!link.pending.empty() && link.pending.front().handshake) return;   // more to come
     link.ready = true;
     link.backoff = kFirstBackoff;
@@ -457,9 +477,11 @@ struct Redis::Impl {
   }
 
   // Replies come in order, so the oldest pending command has the nearest deadline.
+  // A socket that could not write is dropped first (fail_soon's 0 ms stays).
   void arm_deadline(Link& link) {
+    if (link.sock && link.sock->broken) return;
     if (link.pending.empty()) return (void)uv_timer_stop(link.timer);
-    auto left = std::chrono::duration_cast<milliseconds>(link.pending.front().deadline - Clock::now());
+    auto left = std::chrono::ceil<milliseconds>(link.pending.front().deadline - Clock::now());
     uv_timer_start(link.timer, on_timer, std::max<int64_t>(left.count(), 0), 0);
   }
 
@@ -470,6 +492,8 @@ struct Redis::Impl {
     Impl& self = *link->owner;
     if (!link->sock && !link->lookup) return self.connect(*link);   // the wait before retrying is over
     if (link->sock && link->sock->broken) return self.drop(*link, "could not write to Redis");
+    // libuv counts from the loop's cached time: a deadline not reached yet is waited for.
+    if (!link->pending.empty() && link->pending.front().deadline > Clock::now()) return self.arm_deadline(*link);
     if (link->pending.empty() || link->pending.front().handshake) return self.drop(*link, "connect timed out");
     self.stats.timeouts++;
     self.drop(*link, "no reply within " + std::to_string(self.timeout.count()) + " ms");

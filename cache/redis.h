@@ -40,6 +40,9 @@ bool parse_redis_url(std::string_view url, RedisTarget& out, std::string& err);
 
 class Redis {
  public:
+  // Longest value a caller should SET: a reply up to this size (plus framing) is read back.
+  static constexpr size_t kMaxValueBytes = 64 << 20;
+
   using Done = std::function<void(RedisReply)>;
   using Message = std::function<void(std::string_view channel, std::string_view message)>;
 

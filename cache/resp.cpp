@@ -102,9 +102,10 @@ Parser::Status Parser::next(std::string_view& in, RedisReply& out) {
             state_ = State::Bulk;
             break;
           case '*':
-            // Each element takes at least 3 bytes ("+\r\n"): a count the limit cannot hold is refused now.
-            if (n < -1 || (n > 0 && size_t(n) > (max_reply_ - used_) / 3))
+            // Each element is charged its memory up front: a count the limit cannot hold is refused now.
+            if (n < -1 || (n > 0 && size_t(n) > (max_reply_ - used_) / sizeof(RedisReply)))
               return fail("an array of " + std::to_string(n) + " elements");
+            if (n > 0) used_ += size_t(n) * sizeof(RedisReply);
             if (n <= 0) {
               v.type = n == 0 ? RedisReply::Type::Array : RedisReply::Type::Nil;
               whole = finish_value();

@@ -2,7 +2,9 @@
 //
 // The parser is incremental (bytes arrive in any pieces), iterative (an array
 // nests by an explicit stack, never by recursion) and bounded: one reply may
-// take at most max_reply_bytes of input and nest at most kMaxDepth arrays deep.
+// take at most max_reply_bytes, counting its input and sizeof(RedisReply) per
+// array element (so the limit bounds memory too), and nest at most kMaxDepth
+// arrays deep.
 // Anything else (RESP3 types, a bad length, a line without CR LF) is Invalid,
 // and the connection it came from is to be dropped.
 #pragma once
@@ -34,6 +36,8 @@ class Parser {
   static constexpr size_t kMaxLine = 64 << 10;   // status, error, integer and length lines
 
   explicit Parser(size_t max_reply_bytes) : max_reply_(max_reply_bytes) {}
+  Parser(const Parser&) = delete;              // holds pointers into itself
+  Parser& operator=(const Parser&) = delete;
 
   enum class Status { Reply, More, Invalid };
   // Consumes bytes from the front of in. Reply: out holds the next whole reply
@@ -61,7 +65,7 @@ class Parser {
   std::vector<Frame> stack_;    // open arrays, outermost first
   RedisReply* bulk_ = nullptr;  // the bulk string being read (State::Bulk)
   size_t bulk_left_ = 0;
-  size_t used_ = 0;             // input bytes of the reply so far
+  size_t used_ = 0;             // of max_reply_: input bytes and elements of the reply so far
   std::string error_;
 };
 

@@ -373,6 +373,7 @@ void ResultCache::store(std::string key, std::string response, const std::string
   std::string encoded;
   bool to_redis = redis_ && redis_->up() && l2_generation_ >= 0;
   if (to_redis) encoded = encode_value(key, response, cfg_.redis.compression);
+  if (encoded.size() > Redis::kMaxValueBytes) to_redis = false;   // could not be read back
   StoredResult entry{key, std::move(response), has_row_description,
                      Clock::now() + std::chrono::milliseconds(ttl_ms)};
   auto db = databases_.find(database);

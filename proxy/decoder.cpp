@@ -142,8 +142,9 @@ struct BackendType {
 struct BackendTable {
   BackendType t[256];
   constexpr BackendTable() : t() {
-    for (char c : {'T', 'D', 'C', 'n', 'I', 's', 'A', 'G', 'H', 'W', 'd', 'V', 't', 'v'}) t[uint8_t(c)] = {true, -1, false, nullptr};
-    for (char c : {'1', '2', '3', 'c'}) t[uint8_t(c)] = {true, 4, false, nullptr};
+    for (char c : {'T', 'D', 'C', 'A', 'G', 'H', 'W', 'd', 'V', 't', 'v'}) t[uint8_t(c)] = {true, -1, false, nullptr};
+    // No body: ParseComplete, BindComplete, CloseComplete, CopyDone, NoData, EmptyQueryResponse, PortalSuspended.
+    for (char c : {'1', '2', '3', 'c', 'n', 'I', 's'}) t[uint8_t(c)] = {true, 4, false, nullptr};
     t['Z'] = {true, 5, true, ready_body};
     t['K'] = {true, 12, true, any_body};
     t['S'] = {true, -1, true, param_status_body};

@@ -124,6 +124,7 @@ struct Backend {
   bool copy_in = false, skip_to_sync = false;
   uint32_t pid = 0, key = 0;
   bool control = false;        // a pgsidecar control connection (libpq): kept between inputs
+  bool garbled = false;        // sent raw script bytes: may stop mid-message
   std::string in, out, held;   // held: replies kept back while the script holds them
   std::map<std::string, std::string> statements;
   std::string portal;          // text of the unnamed portal's statement
@@ -399,6 +400,14 @@ struct FakeServer {
     }
   }
 
+  // A server that sent raw bytes may have stopped mid-message, where pgsidecar
+  // rightly waits for the rest (up to server_reset_timeout, which the fuzzer never
+  // lets pass). Such a server ends its stream here, as a broken one's peer would.
+  void close_garbled() {
+    for (auto& b : backends)
+      if (b->garbled) b->closing = true;
+  }
+
   // A script step acting on the newest server connection.
   void act(uint8_t what, const uint8_t* data, size_t n) {
     Backend* b = newest();
@@ -416,7 +425,10 @@ struct FakeServer {
       }
       case 3: pg::write_error(m, "NOTICE", "01000", std::string(reinterpret_cast<const char*>(data), strnlen(reinterpret_cast<const char*>(data), n))); break;
       case 4: pg::Writer(m, 'A').u32(b ? b->pid : 0).cstr("chan").cstr("payload").finish(); break;
-      case 5: m.assign(reinterpret_cast<const char*>(data), n); break;   // anything at all
+      case 5:   // anything at all
+        m.assign(reinterpret_cast<const char*>(data), n);
+        if (b) b->garbled = true;
+        break;
       case 6:
         if (b) b->closing = true;
         return;
@@ -559,8 +571,8 @@ World& world() {
 // The client (and its cancel connections) leave. A logged-in client is gone at
 // once, even while its server holds an answer back. One still logging in, or
 // whose server runs pgsidecar's own SETs, is not read until that ends (bounded by
-// server_reset_timeout); it is gone once the server answers what it held. Then
-// no server is still granted or waited for.
+// server_reset_timeout); it is gone once the server answers what it held, or
+// ends its stream after raw bytes. Then no server is still granted or waited for.
 void leave(World& w, proxy::Proxy& p, Client& client, std::vector<std::unique_ptr<Client>>& cancels) {
   client.shut();
   for (auto& c : cancels) c->shut();
@@ -569,6 +581,7 @@ void leave(World& w, proxy::Proxy& p, Client& client, std::vector<std::unique_pt
   for (const proxy::ClientSession* c : p.sessions())
     FUZZ_CHECK(!c->logged_in() || (c->server() && c->server()->busy_internal()));
   w.server.release_held();
+  w.server.close_garbled();
   w.settle(p, {});
   FUZZ_CHECK(p.client_count() == 0);
   w.server.error_next = false;

@@ -410,6 +410,14 @@ TEST(DecoderBackend, MalformedMessagesAreInvalid) {
   EXPECT_EQ(back(msg('K', be32(1))), FrameStatus::Invalid);
   EXPECT_EQ(back(msg('1', "x")), FrameStatus::Invalid);
   EXPECT_EQ(back(msg('c', "x")), FrameStatus::Invalid);
+  // NoData, EmptyQueryResponse and PortalSuspended have no body either: a longer one is
+  // refused from its header, not waited for (the session fuzzer found a server stuck
+  // in a reset behind a NoData claiming 84 bytes).
+  for (char type : {'n', 'I', 's'}) {
+    EXPECT_EQ(back(msg(type, "x")), FrameStatus::Invalid) << type;
+    EXPECT_EQ(back(msg_len(type, 84, "TABL"), 9), FrameStatus::Invalid) << type;
+    EXPECT_EQ(back(msg(type, "")), FrameStatus::Ready) << type;
+  }
   EXPECT_EQ(back(msg('S', cstr("a"))), FrameStatus::Invalid);            // no value
   EXPECT_EQ(back(msg('S', cstr("a") + cstr("b") + "c")), FrameStatus::Invalid);
   EXPECT_EQ(back(msg('E', "SERROR")), FrameStatus::Invalid);             // field without NUL

@@ -115,13 +115,19 @@ TEST(Resp, RefusesWhatItDoesNotUnderstandOrCannotHold) {
   EXPECT_EQ(parse("*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", {}).size(), 1u);
   std::string big = "*3\r\n$400\r\n" + std::string(400, 'a') + "\r\n$400\r\n" + std::string(400, 'b') + "\r\n$400\r\n" +
                     std::string(400, 'c') + "\r\n";
-  EXPECT_EQ(parse(big, {}, &st, 1300).size(), 1u);
-  EXPECT_TRUE(parse(big, {100, 500, 900}, &st, 1000).empty());
+  EXPECT_EQ(parse(big, {}, &st, 1300 + 3 * sizeof(RedisReply)).size(), 1u);   // elements count too
+  EXPECT_TRUE(parse(big, {100, 500, 900}, &st, 1300).empty());
   EXPECT_EQ(st, Parser::Status::Invalid);
   // The limit is per reply: many small replies pass.
   std::string many;
   for (int i = 0; i < 1000; i++) many += ":1\r\n";
   EXPECT_EQ(parse(many, {}, &st, 100).size(), 1000u);
+  // 64 MB of "+\r\n" would make 22 million elements of 72 bytes: refused from its count.
+  Parser p(64 << 20);
+  std::string_view huge = "*22369616\r\n";
+  RedisReply r;
+  EXPECT_EQ(p.next(huge, r), Parser::Status::Invalid);
+  EXPECT_NE(p.error().find("array"), std::string::npos) << p.error();
 }
 
 }  // namespace
