@@ -16,6 +16,7 @@ packages=(
   prometheus-cpp-dev prometheus
   nlohmann-json3-dev zlib1g-dev
   libpg-query-dev libzstd-dev redis-server
+  valgrind
 )
 # A JDK (java runs JdbcPrepared.java as a source file) and Node, unless already there.
 command -v javac >/dev/null || packages+=(default-jdk-headless)
