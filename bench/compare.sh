@@ -13,7 +13,8 @@
 #      "pgsidecar-base" for a second pgsidecar binary, PGSIDECAR_BASE_BIN, on PORT+4:
 #      a change against its parent in one interleaved run),
 #      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-bench),
-#      PGBOUNCER_BIN (pgbouncer on PATH; e.g. /tmp/pgbouncer-1.25/bin/pgbouncer),
+#      PGBOUNCER_BIN (/tmp/pgbouncer-1.25/bin/pgbouncer, made by bench/build-pgbouncer.sh,
+#      when it exists; else Debian's pgbouncer on PATH),
 #      TLS (0; 1 = TLS on every hop: pgbench with sslmode=require to each target, and
 #      both poolers to PostgreSQL with server_tls_sslmode require, on a self-signed
 #      certificate made here), SIDECAR_YAML / BASE_YAML (lines appended to the
@@ -40,7 +41,7 @@ targets="${TARGETS:-direct pgbouncer pgsidecar}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 base_bin="${PGSIDECAR_BASE_BIN:-}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-bench}"
-pgbouncer_bin="${PGBOUNCER_BIN:-pgbouncer}"
+pgbouncer_bin="${PGBOUNCER_BIN:-$(default_pgbouncer pgbouncer)}"
 tls="${TLS:-0}"
 pgdata="$dir/pgdata"
 declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)) [pgsidecar-scraped]=$((port + 2))

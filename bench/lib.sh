@@ -27,6 +27,7 @@
 #   start_pgbouncer BIN PORT POOL_SIZE [KEY=VALUE...]
 #                                     that ini (1000 clients, log and pid file), BIN as a daemon; waits for PORT
 #   stop_pgbouncer                    SIGTERM to $dir/pgbouncer's PgBouncer
+#   default_pgbouncer FALLBACK        /tmp/pgbouncer-1.25/bin/pgbouncer (bench/build-pgbouncer.sh) if built, else FALLBACK
 #   write_sidecar_yaml FILE PORT POOL_SIZE METRICS_LISTEN [KEY=VALUE...]   the same for pgsidecar, lockd off
 #   results_csv NAME HEADER           new bench/results/NAME-<time>.csv with HEADER; prints its path
 #   pgbench_run NAME PORT [ARG...]    pgbench -T $duration -j $jobs -l, as bench on bench, logs in a fresh
@@ -165,6 +166,9 @@ start_pgbouncer() {
 }
 
 stop_pgbouncer() { kill_pidfile "$dir/pgbouncer/pgbouncer.pid" TERM; }
+default_pgbouncer() {
+  if [[ -x /tmp/pgbouncer-1.25/bin/pgbouncer ]]; then echo /tmp/pgbouncer-1.25/bin/pgbouncer; else echo "$1"; fi
+}
 
 write_sidecar_yaml() {
   local file="$1" listen="$2" pool="$3" metrics="$4"; shift 4

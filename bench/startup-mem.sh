@@ -10,7 +10,7 @@
 # Env: RUNS (20), CLIENT_COUNTS ("1000 5000"), PORT (25442: PostgreSQL; +1
 #      pgsidecar; +2 PgBouncer), TARGETS ("pgsidecar pgbouncer"),
 #      PGSIDECAR_BIN (build/app/pgsidecar), BENCH_DIR (/tmp/pgsidecar-startup),
-#      PGBOUNCER_BIN (/usr/sbin/pgbouncer; e.g. /tmp/pgbouncer-1.25/bin/pgbouncer),
+#      PGBOUNCER_BIN (/tmp/pgbouncer-1.25/bin/pgbouncer from bench/build-pgbouncer.sh if built, else /usr/sbin/pgbouncer),
 #      TLS (0; 1 = the idle clients connect with TLS: SSLRequest, then a TLS 1.3
 #      handshake on a self-signed certificate made here; the poolers answer 'S').
 # With TLS=1 the per-client figure is the memory of one idle TLS client connection.
@@ -26,7 +26,7 @@ port="${PORT:-25442}"
 targets="${TARGETS:-pgsidecar pgbouncer}"
 bin="${PGSIDECAR_BIN:-$repo/build/app/pgsidecar}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-startup}"
-pgbouncer_bin="${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}"
+pgbouncer_bin="${PGBOUNCER_BIN:-$(default_pgbouncer /usr/sbin/pgbouncer)}"
 tls="${TLS:-0}"
 pgdata="$dir/pgdata"
 
