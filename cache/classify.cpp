@@ -34,6 +34,7 @@
 #include <pg_query.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <limits>
@@ -686,8 +687,25 @@ Classification classify_here(std::string_view sql, bool with_fingerprint) {
 // costs ~2 µs per kB); the proxy reads none longer than max_inspect_bytes.
 constexpr size_t kMaxText = 16 << 20;
 
-bool ident_char(unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == '$' || ch >= 0x80; }
-bool op_char(char ch) { return std::string_view("+-*/<>=~!@#%^&|`?:").find(ch) != std::string_view::npos; }
+// Character classes for the scanner below, one table lookup each (ASCII, as the C
+// locale has it): it runs on every simple Query, so it avoids ctype calls and searches.
+enum : uint8_t { kIdentChar = 1, kDigitChar = 2, kOpChar = 4, kPlainChar = 8 };
+constexpr std::array<uint8_t, 256> kCharClass = [] {
+  std::array<uint8_t, 256> t{};
+  constexpr std::string_view ops = "+-*/<>=~!@#%^&|`?:", special = "'\"()[],;";
+  for (int c = 0; c < 256; c++) {
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'), digit = c >= '0' && c <= '9';
+    if (alpha || digit || c == '_' || c == '$' || c >= 0x80) t[c] |= kIdentChar;
+    if (digit) t[c] |= kDigitChar;
+    if (ops.find(char(c)) != std::string_view::npos) t[c] |= kOpChar;
+    // Copied as is, adding no token and no level: spaces, dots and the like.
+    if (t[c] == 0 && special.find(char(c)) == std::string_view::npos) t[c] |= kPlainChar;
+  }
+  return t;
+}();
+bool ident_char(unsigned char ch) { return kCharClass[ch] & kIdentChar; }
+bool digit_char(unsigned char ch) { return kCharClass[ch] & kDigitChar; }
+bool op_char(char ch) { return kCharClass[uint8_t(ch)] & kOpChar; }
 
 // One pass over a SQL text as PostgreSQL's scanner (standard_conforming_strings
 // on, as libpg-query reads it) sees its tokens: the shape (literals masked) and
@@ -696,40 +714,46 @@ bool op_char(char ch) { return std::string_view("+-*/<>=~!@#%^&|`?:").find(ch) !
 // lists are flat, so a comma starts that count again.
 class Scanner {
  public:
-  explicit Scanner(std::string_view sql) : s_(sql) { shape_.reserve(sql.size()); }
+  explicit Scanner(std::string_view sql) : s_(sql) {}
 
   void run() {
     levels_.assign(1, 0);
     for (i_ = 0; i_ < s_.size();) step();
   }
   size_t depth() const { return depth_; }
-  std::string take_shape() { return plain_ ? std::move(shape_) : std::string(); }
+  // The text with its literals masked, copied in runs between them.
+  std::string take_shape() {
+    if (!plain_) return {};
+    if (copied_ == 0) return std::string(s_);
+    shape_.append(s_.substr(copied_));
+    return std::move(shape_);
+  }
 
  private:
   void step() {
     const char ch = s_[i_];
+    if (kCharClass[uint8_t(ch)] & kPlainChar) {   // a run of them at once
+      while (++i_ < s_.size() && (kCharClass[uint8_t(s_[i_])] & kPlainChar)) {
+      }
+      return;
+    }
     const char next = i_ + 1 < s_.size() ? s_[i_ + 1] : '\0';
     if (ch == '\'') return string_literal(escape_prefix());
     if (ch == '"') return copy_quoted('"');
     if (ch == '-' && next == '-') return copy_until_newline();
     if (ch == '/' && next == '*') return block_comment();
     if (ch == '$' && (i_ == 0 || !ident_char(uint8_t(s_[i_ - 1])))) return dollar();
-    if (std::isdigit(uint8_t(ch)) && (i_ == 0 || !ident_char(uint8_t(s_[i_ - 1])))) return number();
+    if (digit_char(uint8_t(ch)) && (i_ == 0 || !ident_char(uint8_t(s_[i_ - 1])))) return number();
     if (ident_char(uint8_t(ch))) {
-      size_t start = i_;
       while (i_ < s_.size() && ident_char(uint8_t(s_[i_]))) i_++;
-      shape_.append(s_.substr(start, i_ - start));
       return token();
     }
     if (op_char(ch)) {
-      size_t start = i_;
       while (i_ < s_.size() && op_char(s_[i_]) && !(s_[i_] == '-' && i_ + 1 < s_.size() && s_[i_ + 1] == '-') &&
              !(s_[i_] == '/' && i_ + 1 < s_.size() && s_[i_ + 1] == '*'))
         i_++;
-      shape_.append(s_.substr(start, i_ - start));
       return token();
     }
-    shape_.push_back(ch);
     i_++;
     switch (ch) {
       case '(': case '[':
@@ -781,27 +805,24 @@ class Scanner {
       }
     }
     i_ = std::min(i_, s_.size());
-    if (plain_) shape_.append("''");
+    if (plain_) mask(start, "''");
     operand();
   }
   void copy_quoted(char quote) {
-    size_t start = i_++;
+    i_++;
     while (i_ < s_.size()) {
       if (s_[i_++] != quote) continue;
       if (i_ < s_.size() && s_[i_] == quote) i_++;
       else break;
     }
-    shape_.append(s_.substr(start, i_ - start));
     token();
   }
   void copy_until_newline() {
     size_t end = s_.find('\n', i_);
-    end = end == std::string_view::npos ? s_.size() : end;
-    shape_.append(s_.substr(i_, end - i_));
-    i_ = end;
+    i_ = end == std::string_view::npos ? s_.size() : end;
   }
   void block_comment() {   // nested, as PostgreSQL's
-    size_t start = i_, nesting = 0;
+    size_t nesting = 0;
     while (i_ < s_.size()) {
       if (s_.compare(i_, 2, "/*") == 0) nesting++, i_ += 2;
       else if (s_.compare(i_, 2, "*/") == 0) {
@@ -811,22 +832,20 @@ class Scanner {
         i_++;
       }
     }
-    shape_.append(s_.substr(start, i_ - start));
   }
   // $tag$ ... $tag$ (not masked), or a parameter $1.
   void dollar() {
     size_t tag_end = i_ + 1;
-    while (tag_end < s_.size() && (std::isalnum(uint8_t(s_[tag_end])) || s_[tag_end] == '_' || uint8_t(s_[tag_end]) >= 0x80)) tag_end++;
-    if (tag_end < s_.size() && s_[tag_end] == '$' && !(tag_end > i_ + 1 && std::isdigit(uint8_t(s_[i_ + 1])))) {
+    while (tag_end < s_.size() && ident_char(uint8_t(s_[tag_end])) && s_[tag_end] != '$') tag_end++;
+    if (tag_end < s_.size() && s_[tag_end] == '$' && !(tag_end > i_ + 1 && digit_char(uint8_t(s_[i_ + 1])))) {
       std::string_view tag = s_.substr(i_, tag_end - i_ + 1);
       size_t close = s_.find(tag, tag_end + 1);
       i_ = close == std::string_view::npos ? s_.size() : close + tag.size();
       plain_ = false;
       return operand();
     }
-    size_t start = i_++;
-    while (i_ < s_.size() && std::isdigit(uint8_t(s_[i_]))) i_++;
-    shape_.append(s_.substr(start, i_ - start));
+    i_++;
+    while (i_ < s_.size() && digit_char(uint8_t(s_[i_]))) i_++;
     operand();
   }
   // An integer masks to 0, a decimal or real to 0.0: the grammar takes only
@@ -835,10 +854,11 @@ class Scanner {
   // a second dot (1.2.3, 1..2), or an integer of more than 9 digits (past int4, a
   // numeric constant).
   void number() {
+    const size_t start = i_;
     size_t digits = 0;
     bool decimal = false;
     for (; i_ < s_.size(); i_++) {
-      if (std::isdigit(uint8_t(s_[i_]))) digits++;
+      if (digit_char(uint8_t(s_[i_]))) digits++;
       else if (s_[i_] == '.' && !decimal) decimal = true;
       else break;
     }
@@ -846,21 +866,29 @@ class Scanner {
     if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
       size_t e = i_ + 1;
       if (e < s_.size() && (s_[e] == '+' || s_[e] == '-')) e++;
-      if (e < s_.size() && std::isdigit(uint8_t(s_[e]))) {
+      if (e < s_.size() && digit_char(uint8_t(s_[e]))) {
         decimal = true;
         i_ = e;
-        while (i_ < s_.size() && std::isdigit(uint8_t(s_[i_]))) i_++;
+        while (i_ < s_.size() && digit_char(uint8_t(s_[i_]))) i_++;
       }
     }
     if (!decimal && digits > 9) plain_ = false;   // an integer past int4 is a numeric constant
-    shape_.append(decimal ? "0.0" : "0");
+    mask(start, decimal ? "0.0" : "0");
     operand();
   }
   void operand() {}   // literals and parameters add no level of their own
+  // The literal from start to here reads as `with` in the shape.
+  void mask(size_t start, std::string_view with) {
+    if (copied_ == 0) shape_.reserve(s_.size() + 16);
+    shape_.append(s_.substr(copied_, start - copied_));
+    shape_.append(with);
+    copied_ = i_;
+  }
 
   std::string_view s_;
   size_t i_ = 0;
-  std::string shape_;
+  std::string shape_;   // up to copied_, masked
+  size_t copied_ = 0;
   bool plain_ = true;
   std::vector<size_t> levels_;
   size_t sum_ = 0, depth_ = 0;
