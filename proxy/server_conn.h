@@ -37,9 +37,12 @@ struct ServerTarget {
   // The same server and database (the login aside).
   bool same_database(const ServerTarget& o) const { return host == o.host && port == o.port && dbname == o.dbname; }
   // The same server, database, login and TLS settings: a server made for one serves the other.
+  // Checked as each server goes back to the pool: compares in place, copies nothing.
   bool same_login(const ServerTarget& o) const {
-    auto settings = [](const ServerTarget& t) { return t.tls ? t.tls->settings : conf::Tls{}; };
-    return same_database(o) && user == o.user && settings(*this) == settings(o);
+    static const conf::Tls kPlain;
+    const conf::Tls& mine = tls ? tls->settings : kPlain;
+    const conf::Tls& theirs = o.tls ? o.tls->settings : kPlain;
+    return same_database(o) && user == o.user && (tls == o.tls || mine == theirs);
   }
 };
 
