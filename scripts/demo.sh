@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine (as root) to a running pgsidecar:
-# installs deps, builds (Release), starts a throwaway PostgreSQL 15 under
+# installs what the daemon needs (scripts/deps.sh --daemon), builds the daemon
+# alone (Release, no tests) into build-demo/, starts a throwaway PostgreSQL 15 under
 # /tmp/pgsidecar-demo, writes a config and runs the daemon in the foreground.
 # Ctrl-C stops pgsidecar, then PostgreSQL. Rerunning reuses the cluster.
 #
@@ -25,12 +26,14 @@ fi
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 as_postgres() { runuser -u postgres -- "$@"; }
 
-scripts/deps.sh
+started=$SECONDS
+scripts/deps.sh --daemon
 
-echo "== building (Release) into build/"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)"
-bin="$PWD/build/app/pgsidecar"
+echo "== building the daemon (Release) into build-demo/"
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DPGSIDECAR_TESTS=OFF >/dev/null
+cmake --build build-demo -j "$(nproc)" --target pgsidecar
+bin="$PWD/build-demo/app/pgsidecar"
+echo "== packages and build took $((SECONDS - started)) s"
 
 # Throwaway cluster: PostgreSQL itself asks for passwords on TCP (scram), so the
 # pool logs in with the password from the auth_file, like a real deployment.

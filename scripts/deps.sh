@@ -3,9 +3,17 @@
 # Skips apt entirely when every package is already installed, so reruns are fast.
 # Also installs the real drivers that tests/integration/drivers_test.cpp runs
 # (psycopg, PostgreSQL JDBC, node-postgres into tests/clients/node_modules).
+#   scripts/deps.sh --daemon    only what building the daemon (-DPGSIDECAR_TESTS=OFF)
+#                               and the demo's PostgreSQL need (scripts/demo.sh)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
+daemon_packages=(
+  build-essential cmake pkg-config
+  libuv1-dev libpq-dev libyaml-cpp-dev libssl-dev
+  prometheus-cpp-dev nlohmann-json3-dev zlib1g-dev libpg-query-dev libzstd-dev
+  postgresql
+)
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libpq-dev libyaml-cpp-dev libssl-dev
@@ -18,10 +26,19 @@ packages=(
   libpg-query-dev libzstd-dev redis-server
   valgrind
 )
-# A JDK (java runs JdbcPrepared.java as a source file) and Node, unless already there.
-command -v javac >/dev/null || packages+=(default-jdk-headless)
-command -v node >/dev/null || packages+=(nodejs)
-command -v npm >/dev/null || packages+=(npm)
+daemon_only=0
+if [[ "${1:-}" == --daemon ]]; then
+  daemon_only=1
+  packages=("${daemon_packages[@]}")
+elif (($#)); then
+  echo "deps.sh: unknown argument $1 (only --daemon)" >&2
+  exit 2
+else
+  # A JDK (java runs JdbcPrepared.java as a source file) and Node, unless already there.
+  command -v javac >/dev/null || packages+=(default-jdk-headless)
+  command -v node >/dev/null || packages+=(nodejs)
+  command -v npm >/dev/null || packages+=(npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -40,7 +57,7 @@ install_node_clients() {
 }
 
 if ((${#missing[@]} == 0)); then
-  install_node_clients
+  ((daemon_only)) || install_node_clients
   exit 0
 fi
 
@@ -60,4 +77,4 @@ if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_ctlcluster >/dev
   pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
 
-install_node_clients
+((daemon_only)) || install_node_clients
