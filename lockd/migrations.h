@@ -60,9 +60,6 @@ class Migrations {
   Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string conninfo, cache::SchemaVersion& schema);
   ~Migrations();
 
-  // Opens the status connection now, so the first status needs one query and
-  // migrations committed elsewhere are heard of (NOTIFY) from the start.
-  void warm() { pg_.connect_now(); }
   void status(Reply reply);
   void migrate(Reply reply);
   void stop();

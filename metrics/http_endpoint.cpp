@@ -175,7 +175,7 @@ HttpEndpoint::Reply HttpEndpoint::answer(const http::ParseResult& parsed) const 
     if (parsed.head.method != "GET") return {405, "only GET is served here\n", kPlainText};
     return route.handler();
   }
-  return {404, "not found; GET /metrics is served here\n", kPlainText};
+  return {404, "not found; GET /metrics, /healthz and /readyz are served here\n", kPlainText};
 }
 
 // A complete head or a refusal: write the answer and shut down; drain until the peer closes.

@@ -1,5 +1,6 @@
-// A minimal HTTP/1.x endpoint on the event loop for Prometheus scrapes:
-// `GET /metrics` is answered with render(); one request per connection.
+// A minimal HTTP/1.x endpoint on the event loop for Prometheus scrapes and probes:
+// `GET /metrics` is answered with render(), other paths by their route(); one
+// request per connection.
 // Serving on the loop keeps every metric on one thread (no exporter threads
 // reading what the loop writes).
 //
@@ -58,13 +59,16 @@ class HttpEndpoint {
   // Stops listening and closes every open connection.
   void stop();
 
+  // Adds GET path (before start()); /metrics is there from the start.
+  void route(std::string_view path, std::function<Reply()> handler) { routes_.push_back({path, std::move(handler)}); }
+
   int port() const;                                      // the bound port (listen port 0: the one picked), 0 if stopped
   size_t connections() const { return conns_.size(); }   // open scrape connections
 
   struct Conn;   // one scrape connection (defined in the .cpp)
 
  private:
-  // GET paths and what they answer; /healthz and /readyz will slot in here.
+  // GET paths and what they answer (the path's text must outlive the endpoint).
   struct Route {
     std::string_view path;
     std::function<Reply()> handler;

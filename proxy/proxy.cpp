@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include <nlohmann/json.hpp>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,6 +85,9 @@ const auth::ScramSecret* Proxy::scram_secret(const std::string& user) const {
 bool Proxy::start(std::string& err) {
   if (!tls::build(cfg_, tls_, err)) return false;
   // Metrics first: if they cannot listen, no client is accepted by a daemon about to exit.
+  readiness_.configure(cfg_);
+  metrics_endpoint_.route("/healthz", [] { return metrics::HttpEndpoint::Reply{200, "ok\n"}; });
+  metrics_endpoint_.route("/readyz", [this] { return readyz(); });
   if (!cfg_.metrics.listen.empty() && !metrics_endpoint_.start(cfg_.metrics.listen, err)) return false;
   if (!cfg_.listen_addr.empty()) {
     tcp_listener_ = std::make_unique<uv_tcp_t>();
@@ -472,6 +476,29 @@ std::string Proxy::render_metrics() {
   return metrics_.render(snap);
 }
 
+metrics::HttpEndpoint::Reply Proxy::readyz() {
+  nlohmann::json not_ready = nlohmann::json::object();
+  if (shutting_down_) not_ready["shutdown"] = "shutting down";
+  for (const auto& [key, e] : pools_) {
+    const pool::Pool& p = *e->pool;
+    if (p.settings().min_size <= 0) continue;
+    pool::Stats s = p.stats();
+    if (s.idle + s.active == 0)
+      not_ready["pool " + p.database() + "/" + p.user()] =
+          "no live server (min_pool_size " + std::to_string(p.settings().min_size) + ")";
+  }
+  for (const auto& [name, why] : readiness_.unreachable(pool::Clock::now()))
+    not_ready["database " + name] = "no server answered within server_check_delay: " + why;
+  if (lockd_metrics_) {
+    metrics::LockdSnapshot snap;
+    lockd_metrics_(snap);
+    if (snap.migrations_configured && snap.migration_status != "current")
+      not_ready["migrations"] = snap.migration_status.empty() ? "status not known yet" : snap.migration_status;
+  }
+  nlohmann::json body = {{"ready", not_ready.empty()}, {"not_ready", not_ready}};
+  return {not_ready.empty() ? 200 : 503, body.dump() + "\n", "application/json"};
+}
+
 void Proxy::janitor() {
   // The loop is late by as long as something held it: a long callback delays
   // every connection, so operators see it (pgsidecar_event_loop_lag_seconds).
@@ -480,6 +507,7 @@ void Proxy::janitor() {
   janitor_due_ms_ = now_ms + kJanitorMs;
   pool::Time now = pool::Clock::now();
   for (auto& [key, e] : pools_) e->pool->tick(now);
+  if (!cfg_.metrics.listen.empty() && !shutting_down_) readiness_.tick(now);   // only /readyz reads it
   if (++janitor_ticks_ % 100 == 0) statements_.sweep();   // every 10 s: drop statements nobody holds
   if (!pending_pauses_.empty()) finish_pauses();
   if (cfg_.client_login_timeout.count() > 0) {
@@ -564,6 +592,7 @@ bool Proxy::reload(conf::Config cfg, Userlist users, std::string& err) {
   secrets_.clear();
   logx::set_level(cfg_.log_level);
   schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
+  readiness_.configure(cfg_);
   for (auto& [key, e] : pools_) {
     const std::string& database = e->pool->database();
     const conf::Database* db = conf::find_database(cfg_, database);
@@ -595,6 +624,7 @@ void Proxy::shutdown(bool fast, std::function<void()> done) {
     schema_listener_.stop();
     if (result_cache_) result_cache_->stop();
     metrics_endpoint_.stop();
+    readiness_.stop();
     shutdown_deadline_ = pool::Clock::now() + (fast ? conf::Duration(0) : cfg_.shutdown_timeout);
     if (tcp_listener_) uv_close(reinterpret_cast<uv_handle_t*>(tcp_listener_.get()), nullptr);
     if (unix_listener_) {

@@ -18,6 +18,7 @@
 #include "cache/schema_version.h"
 #include "conf/config.h"
 #include "metrics/http_endpoint.h"
+#include "proxy/readiness.h"
 #include "metrics/metrics.h"
 #include "pool/pool.h"
 #include "pool/statements.h"
@@ -116,6 +117,9 @@ class Proxy {
   }
   // The /metrics text: a snapshot of pools, clients and caches, taken now.
   std::string render_metrics();
+  // GET /readyz: 200, or 503 with a JSON body naming what is not ready.
+  metrics::HttpEndpoint::Reply readyz();
+  Readiness& readiness() { return readiness_; }
   metrics::Metrics& metrics() { return metrics_; }
   // Adds lockd's figures to each snapshot (the app wires lockd in).
   void set_lockd_metrics(std::function<void(metrics::LockdSnapshot&)> fill) { lockd_metrics_ = std::move(fill); }
@@ -197,6 +201,7 @@ class Proxy {
   void finish_pauses();
   metrics::Metrics metrics_{PGSIDECAR_VERSION};
   metrics::HttpEndpoint metrics_endpoint_{loop_, [this] { return render_metrics(); }};
+  Readiness readiness_{loop_};
   static constexpr uint64_t kJanitorMs = 100;                              // janitor() period
   prometheus::Histogram& loop_lag_ = metrics_.event_loop_lag_seconds();    // how late janitor() ran
   uint64_t janitor_due_ms_ = 0;                                            // uv_now() it is due next (0: not started)

@@ -189,6 +189,7 @@ bool ServerConn::handle_login_message(char type, const uint8_t* body, size_t len
       login_tracked_ = tracked_;
       LOG_DEBUG("server connection %s@%s:%d/%s ready (pid %u)", target_.user.c_str(), target_.host.c_str(),
                 target_.port, target_.dbname.c_str(), backend_pid_);
+      proxy_.readiness().note_login(pool_.database(), target_.user, pool::Clock::now());
       pool_.login_done(this, nullptr);
       return false;
     case 'N':

@@ -240,6 +240,8 @@ class Daemon {
   std::optional<int> status_;
 };
 
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
 // ---------------------------------------------------------------- libpq
 // The row of an admin console SHOW (e.g. "SHOW CACHE") whose first column is
 // `name`, as column -> value; empty if none, or if the console cannot be reached.

@@ -192,7 +192,6 @@ long num(const json& j, const std::string& key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return -1;
   return j[key].get<long>();
 }
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
 // ---------------------------------------------------------------- setup
 

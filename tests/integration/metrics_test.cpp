@@ -284,6 +284,67 @@ TEST(Metrics, OnlyMetricsPathIsServed) {
   EXPECT_EQ(exec(c, "SELECT 3").scalar(), "3");
 }
 
+// /healthz answers while the loop runs; /readyz follows PostgreSQL: 503 naming the
+// database entry while it is down, 200 again once it is back.
+TEST(Metrics, ReadyzFollowsPostgreSQL) {
+  MetricsDaemon m("transaction", 2);
+  m.cfg.set("server_check_delay", "1s");
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  EXPECT_EQ(http_get(m.port, "/healthz"), "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                          "Content-Length: 3\r\nConnection: close\r\n\r\nok\n");
+  auto ready = [&] { return http_get(m.port, "/readyz"); };
+  std::string r;
+  ASSERT_TRUE(eventually([&] { return starts_with(r = ready(), "HTTP/1.1 200"); }, 10000)) << r;
+  EXPECT_TRUE(contains(r, "application/json")) << r;
+  EXPECT_TRUE(contains(r, "{\"not_ready\":{},\"ready\":true}")) << r;
+
+  struct Restart {   // PostgreSQL comes back for the next tests, whatever happens here
+    ~Restart() { cluster().start(); }
+  } restart;
+  ASSERT_TRUE(cluster().stop(PgCluster::StopMode::Immediate));
+  ASSERT_TRUE(eventually([&] { return starts_with(r = ready(), "HTTP/1.1 503"); }, 10000)) << r;
+  EXPECT_TRUE(contains(r, "\"ready\":false")) << r;
+  EXPECT_TRUE(contains(r, "\"database app\"")) << r;
+  EXPECT_EQ(http_get(m.port, "/healthz").rfind("HTTP/1.1 200", 0), 0u);   // alive, just not ready
+
+  ASSERT_TRUE(cluster().start());
+  EXPECT_TRUE(eventually([&] { return starts_with(r = ready(), "HTTP/1.1 200"); }, 10000)) << r;
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(exec(c, "SELECT 1").scalar(), "1");
+}
+
+// A pool with min_pool_size needs a live server, and lockd's migrations must be current.
+TEST(Metrics, ReadyzNeedsWarmPoolsAndCurrentMigrations) {
+  MetricsDaemon m("transaction", 2);
+  m.with_lockd();
+  m.cfg.db("warm", "{host: 127.0.0.1, port: " + std::to_string(cluster().port()) +
+                       ", dbname: app, user: app, password: apppass, min_pool_size: 1}");
+  m.cfg.db("cold", "{host: 127.0.0.1, port: " + std::to_string(cluster().port()) +
+                       ", dbname: app, user: nobody_here, password: x, min_pool_size: 1}");
+  Daemon d(m.cfg);
+  START_DAEMON(d);
+  std::string r;
+  // The warm pool gets its server and every database answers; nobody_here cannot
+  // log in, so that pool never gets one.
+  ASSERT_TRUE(eventually([&] {
+    r = http_get(m.port, "/readyz");
+    return !contains(r, "pool warm/app") && !contains(r, "\"database ");
+  }, 10000)) << r;
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 503")) << r;
+  EXPECT_TRUE(contains(r, "\"pool cold/nobody_here\":\"no live server (min_pool_size 1)\"")) << r;
+  EXPECT_FALSE(contains(r, "migrations")) << r;   // an empty directory: current
+  // A migration file not applied yet: once lockd has seen it (a status request),
+  // pending, and not ready for that reason too.
+  write_file(d.dir() + "/V1__first.sql", "CREATE TABLE readyz_m (id int);");
+  run_process({daemon_binary(), "ctl", "--socket", d.dir() + "/lockd.sock", "status"}, 10000);
+  EXPECT_TRUE(eventually([&] {
+    r = http_get(m.port, "/readyz");
+    return contains(r, "\"migrations\":\"pending\"");
+  }, 15000)) << r;
+}
+
 TEST(Metrics, PortInUseFailsStartWithAClearMessage) {
   MetricsDaemon m("session", 2);
   int busy = socket(AF_INET, SOCK_STREAM, 0);

@@ -261,7 +261,6 @@ Outcome login_and_query(const std::string& ci, const std::string& sql = "SELECT 
 const char* kSslOfBackend = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 const char* kSslAndUser = "SELECT ssl, version, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Values of column `name` in the answer to sql (e.g. SHOW CLIENTS' tls).
 std::vector<std::string> column(const ConnPtr& c, const std::string& sql, const std::string& name) {
