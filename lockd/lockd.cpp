@@ -288,6 +288,10 @@ struct Lockd::Impl {
   // started or answered for idle_ms (also those whose requests stay queued
   // because they do not read their answers).
   void sweep() {
+    // A status that is not current is evaluated again (from cache within verify_interval):
+    // /readyz must not wait for a client's request after PostgreSQL or another sidecar moved it.
+    if (migrations && (!migrations->last_status() || migrations->last_status()->status != "current"))
+      migrations->status([](const Migrations::Answer&) {});
     uint64_t now = uv_now(loop);
     std::vector<Client*> idle;
     for (auto& [id, c] : clients) {

@@ -481,9 +481,12 @@ metrics::HttpEndpoint::Reply Proxy::readyz() {
   if (shutting_down_) not_ready["shutdown"] = "shutting down";
   for (const auto& [key, e] : pools_) {
     const pool::Pool& p = *e->pool;
-    if (p.settings().min_size <= 0) continue;
+    // Only the pools made at start (an entry that names its user): a client naming
+    // a user that cannot log in must not hold the sidecar out of rotation.
+    const conf::Database* db = conf::find_database(cfg_, p.database());
+    if (p.settings().min_size <= 0 || !db || db->name == "*" || db->user != p.user()) continue;
     pool::Stats s = p.stats();
-    if (s.idle + s.active == 0)
+    if (s.idle + s.active + s.checking == 0)
       not_ready["pool " + p.database() + "/" + p.user()] =
           "no live server (min_pool_size " + std::to_string(p.settings().min_size) + ")";
   }
@@ -496,7 +499,9 @@ metrics::HttpEndpoint::Reply Proxy::readyz() {
       not_ready["migrations"] = snap.migration_status.empty() ? "status not known yet" : snap.migration_status;
   }
   nlohmann::json body = {{"ready", not_ready.empty()}, {"not_ready", not_ready}};
-  return {not_ready.empty() ? 200 : 503, body.dump() + "\n", "application/json"};
+  // Names come from clients and servers: invalid UTF-8 is replaced, never thrown on.
+  return {not_ready.empty() ? 200 : 503, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+          "application/json"};
 }
 
 void Proxy::janitor() {

@@ -81,6 +81,8 @@ void Readiness::configure(const conf::Config& cfg) {
         old != entries_.end() && old->second.host == e.host && old->second.port == e.port) {
       e.last_ok = old->second.last_ok;
       e.last_error = old->second.last_error;
+      e.probe_deadline = old->second.probe_deadline;
+      e.next_probe = old->second.next_probe;
       if (!e.fixed_user) e.user = old->second.user;
       std::swap(e.probe, old->second.probe);
     }
@@ -133,8 +135,11 @@ void Readiness::probe_done(const std::string& name, bool ok, const std::string& 
 
 std::map<std::string, std::string> Readiness::unreachable(pool::Time now) const {
   std::map<std::string, std::string> out;
-  for (const auto& [name, e] : entries_)
-    if (e.last_ok == pool::Time{} || now - e.last_ok > window_) out[name] = e.last_error;
+  for (const auto& [name, e] : entries_) {
+    // A probe still within its timeout keeps a fresh-enough entry ready: a slow answer is no failure.
+    auto grace = e.probe ? window_ + probe_timeout_ : window_;
+    if (e.last_ok == pool::Time{} || now - e.last_ok > grace) out[name] = e.last_error;
+  }
   return out;
 }
 
