@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything needed to build, test and benchmark pgsidecar on Debian 12.
+# Installs everything needed to build, test, benchmark and package pgsidecar on Debian 12.
 # Skips apt entirely when every package is already installed, so reruns are fast.
 # Also installs the real drivers that tests/integration/drivers_test.cpp runs
 # (psycopg, PostgreSQL JDBC, node-postgres into tests/clients/node_modules).
@@ -24,7 +24,7 @@ packages=(
   prometheus-cpp-dev prometheus
   nlohmann-json3-dev zlib1g-dev
   libpg-query-dev libzstd-dev redis-server
-  valgrind
+  valgrind debhelper go-md2man
 )
 daemon_only=0
 if [[ "${1:-}" == --daemon ]]; then

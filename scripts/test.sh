@@ -3,14 +3,16 @@
 # integration tests, which start their own PostgreSQL under /tmp) and checks the
 # systemd unit. SANITIZE=1 builds into build-asan/ with ASan+UBSan instead.
 #
-# With CI=true (as .ci/run has it) or --full, three more stages follow:
+# With CI=true (as .ci/run has it) or --full, four more stages follow:
 #   budget  bench/budget.sh on build/'s daemon: instructions per transaction
 #         (valgrind) within 10% of bench/budgets.json; skipped with SANITIZE=1
+#   package  tests/package/package_test.sh: builds the Debian package, installs,
+#         upgrades, removes and purges it on this machine (needs root)
 #   asan  the ASan/UBSan build (build-asan/) and ctest under it (ASAN_TESTS
 #         picks the tests: "all" (default), "unit", or a ctest -L label regex);
 #         skipped when SANITIZE=1 already made the main run a sanitizer run
 #   fuzz  scripts/fuzz.sh: every tests/fuzz target for FUZZ_SECONDS (30 here)
-# FULL=0 turns them off under CI=true; BUDGET=0 / ASAN=0 / FUZZ=0 turn off one of them.
+# FULL=0 turns them off under CI=true; BUDGET=0 / PACKAGE=0 / ASAN=0 / FUZZ=0 turn off one of them.
 # Every stage prints a header and its duration; all stages run even after a
 # failure, and the failures are listed at the end. Exits non-zero on any failure.
 set -euo pipefail
@@ -81,6 +83,9 @@ stage "systemd unit" systemd/verify.sh "$build_dir/app/pgsidecar"
 if ((full)); then
   if [[ "${BUDGET:-1}" == 1 && "$build_dir" == build ]]; then
     stage "instruction budget" env PGSIDECAR_BIN="$PWD/$build_dir/app/pgsidecar" bench/budget.sh
+  fi
+  if [[ "${PACKAGE:-1}" == 1 ]]; then
+    stage package tests/package/package_test.sh
   fi
   if [[ "${ASAN:-1}" == 1 && "$build_dir" != build-asan ]]; then
     asan_ctest() {
