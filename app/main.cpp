@@ -29,30 +29,22 @@ struct Loaded {
   proxy::Userlist users;
 };
 
-// Loads the config and its auth file; on failure prints "file:line: message".
-bool load(const std::string& path, Loaded& out) {
+// Loads the config and its auth file; on failure err is "file:line: message".
+bool load(const std::string& path, Loaded& out, std::string& err) {
   conf::LoadResult r = conf::load_file(path);
   if (!r.config) {
-    std::fprintf(stderr, "%s\n", r.error.c_str());
+    err = r.error;
     return false;
   }
   out.config = std::move(*r.config);
   out.users.clear();
   if (!out.config.auth_file.empty()) {
-    std::string err;
     auto users = auth::load_userlist(out.config.auth_file, err);
-    if (!users) {
-      std::fprintf(stderr, "%s\n", err.c_str());
-      return false;
-    }
+    if (!users) return false;
     out.users = std::move(*users);
   }
   tls::Contexts tls;   // every certificate and key file must be usable
-  if (std::string err; !tls::build(out.config, tls, err)) {
-    std::fprintf(stderr, "%s\n", err.c_str());
-    return false;
-  }
-  return true;
+  return tls::build(out.config, tls, err);
 }
 
 struct App {
@@ -68,13 +60,9 @@ struct App {
     if (signum == SIGHUP) {
       sdnotify::reloading();
       Loaded fresh;
-      if (load(config_path, fresh)) {
-        std::string err;
-        if (!proxy->reload(std::move(fresh.config), std::move(fresh.users), err))
-          LOG_ERROR("reload failed, keeping the running configuration: %s", err.c_str());
-      } else {
-        LOG_ERROR("reload failed; keeping the running configuration");
-      }
+      std::string err;
+      if (!load(config_path, fresh, err) || !proxy->reload(std::move(fresh.config), std::move(fresh.users), err))
+        LOG_ERROR("reload failed, keeping the running configuration: %s", err.c_str());
       sdnotify::ready();
       return;
     }
@@ -129,12 +117,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   Loaded loaded;
-  if (!load(config_path, loaded)) return 1;
+  if (std::string err; !load(config_path, loaded, err)) {
+    std::fprintf(stderr, "%s\n", err.c_str());   // plain text: the log format is in the file that failed
+    return 1;
+  }
   if (check_only) {
     std::printf("%s: configuration OK\n", config_path.c_str());
     return 0;
   }
   logx::set_level(loaded.config.log_level);
+  logx::set_format(loaded.config.log_format);
   std::signal(SIGPIPE, SIG_IGN);
 
   App app;

@@ -150,6 +150,7 @@ void parse(const Val& v, std::optional<std::string>& out) { out = str(v); }
 void parse(const Val& v, LogLevel& out) {
   out = enumerated(v, std::array{LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error});
 }
+void parse(const Val& v, LogFormat& out) { out = enumerated(v, std::array{LogFormat::Text, LogFormat::Json}); }
 void parse(const Val& v, MigrationFormat& out) {
   out = enumerated(v, std::array{MigrationFormat::Pgsidecar, MigrationFormat::GolangMigrate, MigrationFormat::Flyway});
 }
@@ -590,6 +591,7 @@ const Table<Config>& config_keys() {
       {"server_channel_binding", field(&Config::server_channel_binding)},
       {"client_channel_binding", field(&Config::client_channel_binding)},
       {"log_level", field(&Config::log_level)},
+      {"log_format", field(&Config::log_format)},
       {"metrics", section(&Config::metrics, metrics_keys, "{listen: \"127.0.0.1:9127\"}")},
       {"lockd", section(&Config::lockd, lockd_keys, "{socket_path: /run/pgsidecar/lockd.sock}")},
       {"migrations", section(&Config::migrations, migrations_keys, "{dir: /etc/pgsidecar/migrations, database: app}")},
@@ -847,6 +849,7 @@ std::string_view to_string(LogLevel l) {
   static constexpr std::string_view names[] = {"debug", "info", "warn", "error"};
   return names[static_cast<int>(l)];
 }
+std::string_view to_string(LogFormat f) { return f == LogFormat::Json ? "json" : "text"; }
 
 
 std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
@@ -928,6 +931,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"server_channel_binding", std::string(to_string(c.server_channel_binding))},
       {"client_channel_binding", std::string(to_string(c.client_channel_binding))},
       {"log_level", std::string(to_string(c.log_level))},
+      {"log_format", std::string(to_string(c.log_format))},
       {"metrics.listen", c.metrics.listen},
       {"lockd.socket_path", c.lockd.socket_path},
       {"lockd.socket_mode", octal(c.lockd.socket_mode)},

@@ -18,6 +18,7 @@ using Duration = std::chrono::milliseconds;
 enum class PoolMode { Session, Transaction };
 enum class AuthType { Trust, ScramSha256, Cert };
 enum class LogLevel { Debug, Info, Warn, Error };
+enum class LogFormat { Text, Json };
 
 // Bits of Config::server_auth_methods: the methods a PostgreSQL server may ask
 // pgsidecar to log in with. YAML names: scram-sha-256, md5, password (alias cleartext).
@@ -202,6 +203,7 @@ struct Config {
   ChannelBinding client_channel_binding = ChannelBinding::Prefer;   // offer (prefer) or demand (require) it of TLS clients
 
   LogLevel log_level = LogLevel::Info;
+  LogFormat log_format = LogFormat::Text;
   Metrics metrics;
   Lockd lockd;
   Migrations migrations;
@@ -236,6 +238,7 @@ const Database* find_database(const Config& cfg, std::string_view name);
 std::string_view to_string(PoolMode m);
 std::string_view to_string(AuthType a);
 std::string_view to_string(LogLevel l);
+std::string_view to_string(LogFormat f);
 std::string_view to_string(MigrationFormat f);
 std::string_view to_string(CacheMode m);
 std::string_view to_string(CacheAdmission a);

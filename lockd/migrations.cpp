@@ -336,7 +336,9 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
                   }
                   runner_.query("COMMIT", {}, [=, this](pq::QueryResult q) {
                     if (!q.ok) return record_failure(r, file, q.message);
-                    LOG_INFO("migrations: applied %s in %.1f ms", file.file.c_str(), ms);
+                    logx::Fields f;
+                    f.duration_ms = ms;
+                    LOG_INFO(f, "migrations: applied %s", file.file.c_str());
                     r->applied.push_back(file.version);
                     applied_total_++;
                     r->history.rows.push_back({file.version, file.sha256, true, ""});

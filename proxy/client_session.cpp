@@ -26,8 +26,24 @@ void ClientSession::fatal(std::string_view code, std::string_view message) {
   fatal_at_ = pool::Clock::now();
 }
 
+logx::Fields ClientSession::log_fields(std::string& addr, std::string_view sqlstate) const {
+  auto [host, port] = peer_address();
+  addr = port ? host + ":" + std::to_string(port) : host;
+  logx::Fields f;
+  f.client_id = cancel_pid_;
+  f.client_addr = addr;
+  f.db = database_;
+  f.user = user_;
+  f.application_name = application_name();
+  if (server_) f.server_pid = server_->backend_pid();
+  f.sqlstate = sqlstate;
+  return f;
+}
+
 void ClientSession::protocol_violation(std::string_view message) {
-  LOG_WARN("client %u: protocol violation: %.*s", cancel_pid_, int(message.size()), message.data());
+  std::string addr;
+  LOG_WARN(log_fields(addr, "08P01"), "protocol violation: %.*s", int(message.size()),
+           message.data());
   fatal("08P01", message);
 }
 
@@ -70,7 +86,8 @@ void ClientSession::on_tls_ready() {
 }
 
 void ClientSession::on_tls_failed(const std::string& reason) {
-  LOG_INFO("client %u: %s", cancel_pid_, reason.c_str());
+  std::string addr;
+  LOG_INFO(log_fields(addr), "%s", reason.c_str());
   proxy_.tls_handshake_failed("client");
   close();
 }
@@ -199,7 +216,9 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
   if (proxy_.config().auth_type == conf::AuthType::Cert) {
     // The client certificate verified against client_tls_ca_file; its CN is the user.
     if (tls() && tls()->peer_common_name() == user_) return auth_ok();
-    LOG_INFO("client %u: certificate authentication failed for user \"%s\"", cancel_pid_, user_.c_str());
+    std::string addr;
+    LOG_INFO(log_fields(addr, "28000"), "certificate authentication failed for user \"%s\"",
+             user_.c_str());
     return fatal("28000", "certificate authentication failed for user \"" + user_ +
                               "\": the client certificate's common name must be the user name");
   }
@@ -249,7 +268,9 @@ bool ClientSession::handle_password_message(char, const uint8_t* body, size_t le
   }
   bool known = proxy_.scram_secret(user_) != nullptr;
   if (!scram_->client_final(r.bytes(r.remaining()), reply, err) || !known) {
-    LOG_INFO("client %u: password authentication failed for user \"%s\"", cancel_pid_, user_.c_str());
+    std::string addr;
+    LOG_INFO(log_fields(addr, "28P01"), "password authentication failed for user \"%s\"",
+             user_.c_str());
     fatal("28P01", "password authentication failed for user \"" + user_ + "\"");
     return false;
   }
@@ -361,7 +382,8 @@ void ClientSession::finish_login() {
     const ServerTarget& t = *pool_entry_->target;
     cache_->attach(database_, user_, t.host + ":" + std::to_string(t.port) + "/" + t.dbname);
   }
-  LOG_DEBUG("client %u logged in: %s@%s", cancel_pid_, user_.c_str(), database_.c_str());
+  std::string addr;
+  LOG_DEBUG(log_fields(addr), "client logged in");
   if (pool_entry_->mode == conf::PoolMode::Transaction) {
     detach_server(false);
   }
@@ -792,7 +814,8 @@ void ClientSession::server_lost() {
 }
 
 void ClientSession::on_read_end(int status) {
-  if (status != UV_EOF) LOG_DEBUG("client %u: read error: %s", cancel_pid_, uv_strerror(status));
+  std::string addr;
+  if (status != UV_EOF) LOG_DEBUG(log_fields(addr), "client read error: %s", uv_strerror(status));
   close();
 }
 

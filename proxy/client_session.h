@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "cache/result_cache.h"
+#include "conf/log.h"
 #include "pool/pool.h"
 #include "pool/statements.h"
 #include "proxy/auth.h"
@@ -38,6 +39,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   const std::string& database() const { return database_; }
   const std::string& application_name() const { return wanted_[0]; }
   bool is_admin() const { return admin_; }
+  // The fields of this client's log lines; addr holds the text client_addr points at.
+  logx::Fields log_fields(std::string& addr, std::string_view sqlstate = {}) const;
   // The admin console's PAUSE finished: its reply goes out now.
   void admin_reply_paused();
   pool::Time started() const { return started_; }

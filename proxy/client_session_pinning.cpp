@@ -123,8 +123,9 @@ void ClientSession::check_pin_state() {
       };
       drop_pin(pin_.kinds & uint8_t(~kinds_left(pin_.kinds, row.data(), row.size(), followed)));
     } else {
-      LOG_WARN("client %u: asking the server which session state is left failed: %s; it stays pinned",
-               cancel_pid_, err->message.c_str());
+      std::string addr;
+      LOG_WARN(log_fields(addr), "asking the server which session state is left failed: %s; the client stays pinned",
+               err->message.c_str());
     }
     if (!pin_.pinned() && server_->clean()) {
       ServerConn* s = server_;
@@ -141,8 +142,10 @@ void ClientSession::pin_log(pool::Time now) {
   const conf::Duration after = proxy_.config().pinned_log_after;
   if (!pin_.pinned() || pin_.logged || after.count() <= 0 || now - pin_.since < after) return;
   pin_.logged = true;
-  LOG_INFO("client %u (%s@%s, application_name '%s') pinned to its server for %llds by %s (%s)", cancel_pid_,
-           user_.c_str(), database_.c_str(), application_name().c_str(),
+  std::string addr;
+  logx::Fields f = log_fields(addr);
+  f.duration_ms = std::chrono::duration<double, std::milli>(now - pin_.since).count();
+  LOG_INFO(f, "client pinned to its server for %llds by %s (%s)",
            static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(now - pin_.since).count()),
            pin_.first.c_str(), pin_names(pin_.kinds).c_str());
 }

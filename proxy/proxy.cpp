@@ -195,14 +195,16 @@ bool Proxy::cancel(uint32_t requester, uint32_t pid, uint32_t key) {
   }
   auto* cc = new CancelConn(*this, requester, *s);
   cc->connect(s->target().host, s->target().port);
-  LOG_INFO("forwarding cancel request of client %u to server pid %u", pid, s->backend_pid());
+  std::string addr;
+  LOG_INFO(c->log_fields(addr), "forwarding a cancel request to the server");
   return true;
 }
 
 void Proxy::cancel_backend(const ServerConn& s) {
   auto* cc = new CancelConn(*this, 0, s);
   cc->connect(s.target().host, s.target().port);
-  LOG_INFO("client gone mid-query: cancelling it on server pid %u", s.backend_pid());
+  std::string addr;
+  LOG_INFO(s.log_fields(addr), "client gone mid-query: cancelling its query on the server");
 }
 
 void Proxy::cancel_started(uint64_t server_id) { cancels_[server_id].in_flight++; }
@@ -521,7 +523,8 @@ void Proxy::janitor() {
       if (!c->logged_in() && !c->closing() && !c->waiting && now - c->started() > cfg_.client_login_timeout)
         late.push_back(c);
     for (ClientSession* c : late) {
-      LOG_INFO("client %u: client_login_timeout: login not completed in time%s", c->cancel_pid(),
+      std::string addr;
+      LOG_INFO(c->log_fields(addr, "08P01"), "client_login_timeout: login not completed in time%s",
                c->tls() && !c->tls()->handshake_done() ? " (TLS handshake)" : "");
       c->fatal("08P01", "client_login_timeout: login not completed in time");
     }
@@ -596,6 +599,7 @@ bool Proxy::reload(conf::Config cfg, Userlist users, std::string& err) {
   users_ = std::move(users);
   secrets_.clear();
   logx::set_level(cfg_.log_level);
+  logx::set_format(cfg_.log_format);
   schema_listener_.configure(cfg_.schema_notify_channel, cfg_.schema_notify_conninfo);
   readiness_.configure(cfg_);
   for (auto& [key, e] : pools_) {

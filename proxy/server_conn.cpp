@@ -125,10 +125,23 @@ void ServerConn::send_startup() {
   send(out);
 }
 
+logx::Fields ServerConn::log_fields(std::string& addr, std::string_view sqlstate) const {
+  addr = target_.host + ":" + std::to_string(target_.port);
+  logx::Fields f;
+  f.server_pid = backend_pid_;
+  f.server_addr = addr;
+  f.db = pool_.database();
+  f.user = target_.user;
+  if (client_) f.client_id = client_->cancel_pid();
+  f.sqlstate = sqlstate;
+  return f;
+}
+
 void ServerConn::fail_login(pg::ErrorInfo e) {
   if (!logging_in()) return;
-  LOG_WARN("server login failed for %s@%s:%d/%s: %s %s", target_.user.c_str(), target_.host.c_str(), target_.port,
-           target_.dbname.c_str(), e.code.c_str(), e.message.c_str());
+  std::string addr;
+  LOG_WARN(log_fields(addr, e.code), "server login to database \"%s\" failed: %s",
+           target_.dbname.c_str(), e.message.c_str());
   state_ = State::Idle;   // no longer logging in; the pool retires us
   pool::Failure f{"FATAL", e.code, e.message, e.detail};
   pool_.login_done(this, &f);
@@ -187,8 +200,10 @@ bool ServerConn::handle_login_message(char type, const uint8_t* body, size_t len
       state_ = State::Idle;
       tx_status_ = 'I';
       login_tracked_ = tracked_;
-      LOG_DEBUG("server connection %s@%s:%d/%s ready (pid %u)", target_.user.c_str(), target_.host.c_str(),
-                target_.port, target_.dbname.c_str(), backend_pid_);
+      {
+        std::string addr;
+        LOG_DEBUG(log_fields(addr), "server connection ready");
+      }
       proxy_.readiness().note_login(pool_.database(), target_.user, pool::Clock::now());
       pool_.login_done(this, nullptr);
       return false;
@@ -785,8 +800,8 @@ void ServerConn::run_check(const std::string& sql) {
 void ServerConn::tick(pool::Time now) {
   if (state_ != State::Internal || internal_deadline_ == pool::Time{} || now < internal_deadline_) return;
   bool check = pool::Member::state == pool::Member::State::Checking;
-  LOG_WARN("server connection %s@%s:%d/%s (pid %u): %s passed without an answer", target_.user.c_str(),
-           target_.host.c_str(), target_.port, target_.dbname.c_str(), backend_pid_,
+  std::string addr;
+  LOG_WARN(log_fields(addr), "%s passed without an answer from the server",
            check ? "server_check_timeout" : "server_reset_timeout");
   close_member(check ? "server_check_timeout passed" : "server_reset_timeout passed");
   close();   // not after a flush: the server may not be reading
@@ -795,8 +810,8 @@ void ServerConn::tick(pool::Time now) {
 void ServerConn::close_member(std::string_view reason) {
   if (closing()) return;
   if (close_reason_.empty()) close_reason_ = reason;
-  LOG_DEBUG("closing server connection %s@%s/%s (pid %u): %.*s", target_.user.c_str(), target_.host.c_str(),
-            target_.dbname.c_str(), backend_pid_, int(reason.size()), reason.data());
+  std::string addr;
+  LOG_DEBUG(log_fields(addr), "closing server connection: %.*s", int(reason.size()), reason.data());
   if (state_ == State::Idle || state_ == State::Linked || state_ == State::Internal) {
     std::string out;
     pg::write_terminate(out);

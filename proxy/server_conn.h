@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "conf/log.h"
 #include "cache/statement_cache.h"
 #include "pool/pool.h"
 #include "pool/statements.h"
@@ -188,6 +189,8 @@ class ServerConn final : public Conn, public pool::Member {
   const std::vector<std::pair<std::string, std::string>>& params() const { return params_; }
   uint32_t backend_pid() const { return backend_pid_; }
   uint32_t backend_key() const { return backend_key_; }
+  // The fields of this server's log lines; addr holds the text server_addr points at.
+  logx::Fields log_fields(std::string& addr, std::string_view sqlstate = {}) const;
   const ServerTarget& target() const { return target_; }
 
   // pool::Member

@@ -24,7 +24,7 @@ packages=(
   prometheus-cpp-dev prometheus
   nlohmann-json3-dev zlib1g-dev
   libpg-query-dev libzstd-dev redis-server
-  valgrind debhelper go-md2man
+  valgrind debhelper go-md2man jq
 )
 daemon_only=0
 if [[ "${1:-}" == --daemon ]]; then

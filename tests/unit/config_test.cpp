@@ -82,6 +82,7 @@ query_wait_timeout: 1.5s
 client_login_timeout: 20
 shutdown_timeout: 45s
 log_level: debug
+log_format: json
 databases:
   app:
     host: db.internal
@@ -121,6 +122,7 @@ databases:
   EXPECT_EQ(c.client_login_timeout, 20s);
   EXPECT_EQ(c.shutdown_timeout, 45s);
   EXPECT_EQ(c.log_level, conf::LogLevel::Debug);
+  EXPECT_EQ(c.log_format, conf::LogFormat::Json);
   ASSERT_EQ(c.databases.size(), 1u);
   const conf::Database& d = c.databases[0];
   EXPECT_EQ(d.name, "app");
@@ -227,6 +229,7 @@ TEST(Config, BadEnumHasLine) {
   EXPECT_EQ(load_err("auth_type: md5\n"), "test.yaml:1: auth_type must be trust, scram-sha-256 or cert, got 'md5'");
   EXPECT_EQ(load_err("log_level: verbose\n"),
             "test.yaml:1: log_level must be debug, info, warn or error, got 'verbose'");
+  EXPECT_EQ(load_err("log_format: logfmt\n"), "test.yaml:1: log_format must be text or json, got 'logfmt'");
   EXPECT_EQ(load_err("server_reset_query_always: yes\n"),
             "test.yaml:1: server_reset_query_always must be true or false, got 'yes'");
 }
@@ -422,6 +425,7 @@ TEST(Config, ExampleFileMatchesDefaults) {
   EXPECT_EQ(c.client_login_timeout, d.client_login_timeout);
   EXPECT_EQ(c.shutdown_timeout, d.shutdown_timeout);
   EXPECT_EQ(c.log_level, d.log_level);
+  EXPECT_EQ(c.log_format, d.log_format);
   EXPECT_EQ(c.idle_transaction_timeout, d.idle_transaction_timeout);
   EXPECT_EQ(c.query_timeout, d.query_timeout);
   EXPECT_EQ(c.client_idle_timeout, d.client_idle_timeout);
