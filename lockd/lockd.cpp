@@ -519,6 +519,7 @@ struct Lockd::Impl {
     json list = json::array();
     for (const LockInfo& l : locks->list(req.name)) {
       list.push_back({{"name", l.name}, {"held", l.held}, {"held_ms", l.held_ms}, {"waiters", l.waiters},
+                      {"remote_waiters", l.remote_waiters},
                       {"estimated_wait_ms", l.estimate_ms ? json(*l.estimate_ms) : json(nullptr)}});
     }
     finish(c, {{"ok", true}, {"locks", list}}, "locks");
@@ -547,6 +548,7 @@ void Lockd::fill(metrics::LockdSnapshot& out) const {
     out.lock_waits = s.waits;
     out.lock_timeouts = s.timeouts;
     out.lock_contention = s.contention;
+    out.lock_handoffs = s.handoffs;
     out.lock_lost = s.lost;
     out.locks_held = d.locks->holders();
     out.lock_waiters = d.locks->waiters();
@@ -567,11 +569,11 @@ bool Lockd::admin_table(const std::string& what, std::vector<std::string>& colum
   const Impl& d = *impl_;
   auto opt = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
   if (what == "locks") {
-    columns = {"name", "held", "held_ms", "waiters", "estimated_wait_ms"};
+    columns = {"name", "held", "held_ms", "waiters", "remote_waiters", "estimated_wait_ms"};
     if (d.locks) {
       for (const LockInfo& l : d.locks->list())
         rows.push_back({l.name, l.held ? "yes" : "no", std::to_string(l.held_ms), std::to_string(l.waiters),
-                        opt(l.estimate_ms)});
+                        std::to_string(l.remote_waiters), opt(l.estimate_ms)});
     }
     return true;
   }

@@ -12,6 +12,39 @@ namespace {
 
 constexpr int64_t kFirstBackoffMs = 5, kMaxBackoffMs = 1000;
 constexpr double kHoldWeight = 0.3;   // of the newest hold time in the moving average
+constexpr const char* kChannel = "pgsidecar_locks";   // payload: "<key> <ticket, 0 = released> <instance>"
+constexpr const char* kNoTicket = "9223372036854775807";   // a try-only request: newer than every ticket
+
+// The global queue: one row per waiter, on any sidecar. A row is live while the
+// session that wrote it is (same pid and start time in pg_stat_activity).
+constexpr const char* kCreateQueue =
+    "CREATE TABLE IF NOT EXISTS pgsidecar_lock_queue ("
+    " ticket bigserial PRIMARY KEY, key bigint NOT NULL, pid int NOT NULL, backend_start timestamptz,"
+    " queued_at timestamptz NOT NULL DEFAULT now())";
+constexpr const char* kLive =
+    "SELECT q.ticket, q.pid FROM pgsidecar_lock_queue q WHERE q.key = $1::bigint AND EXISTS ("
+    " SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.pid"
+    " AND (a.backend_start = q.backend_start OR a.backend_start IS NULL OR q.backend_start IS NULL))";
+// Answers: the ticket, and how many live tickets are older.
+const std::string kEnqueue = std::string("WITH live AS (") + kLive + "),"
+    " t AS (INSERT INTO pgsidecar_lock_queue (key, pid, backend_start)"
+    "  SELECT $1::bigint, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid() RETURNING ticket)"
+    " SELECT t.ticket, (SELECT count(*) FROM live),"
+    " pg_notify('pgsidecar_locks', $1::bigint::text || ' ' || t.ticket || ' ' || $2::text) FROM t";
+// Takes the advisory lock only when no other host has an older live ticket than
+// $2; drops dead tickets on the way. Answers: got, other hosts' older tickets,
+// their oldest ticket, their number of tickets.
+const std::string kTry = std::string("WITH live AS (") + kLive + "),"
+    " dead AS (DELETE FROM pgsidecar_lock_queue WHERE key = $1::bigint AND ticket NOT IN (SELECT ticket FROM live)"
+    "  RETURNING 1),"
+    " n AS (SELECT count(*) FILTER (WHERE ticket < $2::bigint AND pid <> pg_backend_pid()) AS ahead,"
+    "  min(ticket) FILTER (WHERE pid <> pg_backend_pid()) AS first,"
+    "  count(*) FILTER (WHERE pid <> pg_backend_pid()) AS remote FROM live)"
+    " SELECT CASE WHEN n.ahead = 0 THEN pg_try_advisory_lock($1::bigint) ELSE false END, n.ahead, n.first, n.remote,"
+    " (SELECT count(*) FROM dead) FROM n";
+constexpr const char* kDequeue = "DELETE FROM pgsidecar_lock_queue WHERE ticket = $1::bigint";
+constexpr const char* kRelease =
+    "SELECT pg_advisory_unlock($1::bigint), pg_notify('pgsidecar_locks', $1::bigint::text || ' 0 ' || $2::text)";
 
 using Fire = std::function<void()>;
 
@@ -48,12 +81,17 @@ int64_t lock_key(const std::string& name) {
   return static_cast<int64_t>(k);
 }
 
+
 LockTable::LockTable(uv_loop_t* loop, std::string conninfo, Deliver deliver, prometheus::Histogram* wait_seconds)
     : loop_(loop), pg_(loop, "lockd locks"), deliver_(std::move(deliver)), wait_seconds_(wait_seconds) {
-  pg_.configure(std::move(conninfo), {});
+  std::random_device rd;
+  instance_ = std::to_string(uint64_t(rd()) << 32 | rd());
+  pg_.configure(std::move(conninfo), {kChannel});
   pg_.on_down([this](bool was_up) {
+    queue_created_ = false;
     if (was_up) on_connection_lost();
   });
+  pg_.on_notify([this](const std::string&, const std::string& payload, int) { on_notify(payload); });
 }
 
 LockTable::~LockTable() { stop(); }
@@ -85,20 +123,15 @@ std::string LockTable::acquire(Owner owner, const std::string& name, int64_t tim
     l.key = std::to_string(lock_key(name));
   }
   owned_[owner]++;
-  l.waiters.push_back({owner, Clock::now(), timeout_ms == 0});
-  Waiter& w = l.waiters.back();
-  if (timeout_ms > 0) arm_timeout(l, w, timeout_ms);
-  pump(l);
-  // Still waiting behind someone here: say where it stands (a try-only request ends now).
-  auto me = std::find_if(l.waiters.begin(), l.waiters.end(), [owner](const Waiter& x) { return x.owner == owner; });
-  if (me != l.waiters.end() && (l.holder != 0 || me != l.waiters.begin())) {
-    if (me->try_only) {
-      drop_waiter(l, size_t(me - l.waiters.begin()), LockEvent(LockEvent::Kind::Timeout, name));
-    } else {
-      stats_.waits++;
-      tell_queued(l);
-    }
+  const bool try_only = timeout_ms == 0;
+  if (try_only && (l.holder != 0 || !l.waiters.empty())) {   // not free here: no need to ask PostgreSQL
+    l.waiters.push_back({owner, Clock::now(), true});
+    drop_waiter(l, l.waiters.size() - 1, LockEvent(LockEvent::Kind::Timeout, name));
+    return "";
   }
+  l.waiters.push_back({owner, Clock::now(), try_only});
+  if (timeout_ms > 0) arm_timeout(l, l.waiters.back(), timeout_ms);
+  pump(l);
   return "";
 }
 
@@ -111,25 +144,25 @@ void LockTable::arm_timeout(Lock& l, Waiter& w, int64_t timeout_ms) {
       if (lk.waiters[i].owner != owner) continue;
       stats_.timeouts++;
       drop_waiter(lk, i, LockEvent(LockEvent::Kind::Timeout, name));
+      pump(lk);   // it may have been the one the lock waited for
       return erase_if_unused(name);
     }
   });
   start_timer(w.timer, timeout_ms);
 }
 
-// Sends a Queued event to every waiter that has not had one, with its position.
-void LockTable::tell_queued(Lock& l) {
-  for (size_t i = 0; i < l.waiters.size(); i++) {
-    Waiter& w = l.waiters[i];
-    // The first waiter of a free lock is being granted, unless another host holds it.
-    if (w.told_queued || (i == 0 && l.holder == 0 && l.pg != Pg::Backoff)) continue;
-    w.told_queued = true;
-    LockEvent e{LockEvent::Kind::Queued, l.name};
-    e.position = int(i) + 1;
-    e.estimate_ms = estimate(l, i);
-    e.waited_ms = ms_since(w.since);
-    deliver_(w.owner, e);
-  }
+// Tells waiter i that it waits, once: position 1 + the waiters ahead of it, on
+// every host (1 = next).
+void LockTable::tell_queued(Lock& l, size_t i, int ahead) {
+  Waiter& w = l.waiters[i];
+  if (w.told_queued) return;
+  w.told_queued = true;
+  stats_.waits++;
+  LockEvent e{LockEvent::Kind::Queued, l.name};
+  e.position = ahead + 1;
+  e.estimate_ms = estimate(l, size_t(ahead));
+  e.waited_ms = ms_since(w.since);
+  deliver_(w.owner, e);
 }
 
 std::optional<int64_t> LockTable::estimate(const Lock& l, size_t ahead) const {
@@ -138,51 +171,108 @@ std::optional<int64_t> LockTable::estimate(const Lock& l, size_t ahead) const {
   return int64_t(current + *l.avg_hold_ms * double(ahead));
 }
 
-// Moves the lock on: hand it to the next waiter, or get it from PostgreSQL first.
+// Moves the lock on: hand it to the next waiter if its ticket is the oldest, give
+// the advisory lock up if another host's is, or ask PostgreSQL for it.
 void LockTable::pump(Lock& l) {
-  if (l.holder != 0 || l.waiters.empty()) return;
-  if (l.pg == Pg::Held) return grant(l);
-  if (l.pg == Pg::None) try_acquire(l);
+  request_tickets(l);
+  if (l.holder != 0) return;
+  if (l.waiters.empty()) {
+    if (l.pg == Pg::Held) release_pg(l);
+    return;
+  }
+  const Waiter& front = l.waiters.front();
+  if (!front.try_only && front.ticket == 0) return;   // runs again when its ticket comes
+  if (l.pg == Pg::Held) {
+    if (!l.remote_first || (!front.try_only && front.ticket < *l.remote_first)) return grant(l);
+    if (front.try_only) {
+      drop_waiter(l, 0, LockEvent(LockEvent::Kind::Timeout, l.name));
+      return pump(l);
+    }
+    stats_.handoffs++;   // another host's waiter came first: its turn
+    return release_pg(l);
+  }
+  if (l.pg == Pg::None) try_lock(l);
 }
 
-void LockTable::try_acquire(Lock& l) {
+// Every waiter (but try-only ones) gets a ticket, in local order.
+void LockTable::request_tickets(Lock& l) {
+  for (Waiter& w : l.waiters) {
+    if (w.try_only || w.ticket != 0 || w.ticketing != 0) continue;
+    if (!std::exchange(queue_created_, true)) {
+      // Two sidecars creating it at once: one gets an error, and the table exists.
+      pg_.query(kCreateQueue, {}, [](pq::QueryResult) {});
+    }
+    w.ticketing = ++ticket_seq_;
+    pg_.query(kEnqueue, {l.key, instance_},
+              [this, name = l.name, owner = w.owner, seq = w.ticketing](pq::QueryResult r) {
+                on_ticket(name, owner, seq, r);
+              });
+  }
+}
+
+void LockTable::on_ticket(const std::string& name, Owner owner, uint64_t seq, const pq::QueryResult& r) {
+  int64_t ticket = r.ok && !r.rows.empty() && r.rows[0].size() >= 2 && r.rows[0][0] ? std::stoll(*r.rows[0][0]) : 0;
+  auto it = locks_.find(name);
+  Lock* l = it == locks_.end() ? nullptr : &it->second;
+  size_t i = 0;
+  while (l && i < l->waiters.size() && !(l->waiters[i].owner == owner && l->waiters[i].ticketing == seq)) i++;
+  if (!l || i == l->waiters.size()) {   // the waiter left meanwhile (or the connection was lost)
+    if (ticket) drop_ticket(ticket);
+    return;
+  }
+  if (!ticket) return fail_waiters(*l, r.ok ? "no ticket was returned" : r.message);
+  Waiter& w = l->waiters[i];
+  w.ticketing = 0;
+  w.ticket = ticket;
+  // Behind a holder or another waiter here: it waits. The front of a free lock is
+  // told when PostgreSQL says another host comes first.
+  if (l->holder != 0 || i > 0) tell_queued(*l, i, r.rows[0][1] ? std::stoi(*r.rows[0][1]) : int(i));
+  pump(*l);
+}
+
+void LockTable::try_lock(Lock& l) {
   l.pg = Pg::Acquiring;
-  std::string name = l.name;
-  pg_.query("SELECT pg_try_advisory_lock($1::bigint)", {l.key}, [this, name](pq::QueryResult r) { on_try_result(name, r); });
+  const Waiter& front = l.waiters.front();
+  if (!std::exchange(queue_created_, true)) pg_.query(kCreateQueue, {}, [](pq::QueryResult) {});
+  pg_.query(kTry, {l.key, front.try_only ? kNoTicket : std::to_string(front.ticket)},
+            [this, name = l.name](pq::QueryResult r) { on_try_result(name, r); });
 }
 
 void LockTable::on_try_result(const std::string& name, const pq::QueryResult& r) {
   auto it = locks_.find(name);
-  if (it == locks_.end()) {   // stopped meanwhile
-    return;
-  }
+  if (it == locks_.end()) return;   // stopped meanwhile
   Lock& l = it->second;
-  bool got = r.ok && !r.rows.empty() && !r.rows[0].empty() && r.rows[0][0] == std::optional<std::string>("t");
-  if (!r.ok) {
-    // Nobody here can have the lock now: every waiter is told, none is left hanging.
-    l.pg = Pg::None;
-    while (!l.waiters.empty()) drop_waiter(l, 0, LockEvent(LockEvent::Kind::Unavailable, name, r.message));
-    return erase_if_unused(name);
-  }
+  if (!r.ok || r.rows.empty() || r.rows[0].size() < 4) return fail_waiters(l, r.ok ? "no answer" : r.message);
+  const pq::Row& row = r.rows[0];
+  const bool got = row[0] == std::optional<std::string>("t");
+  const int ahead = row[1] ? std::stoi(*row[1]) : 0;
+  l.remote_first = row[2] ? std::optional<int64_t>(std::stoll(*row[2])) : std::nullopt;
+  l.remote_waiters = row[3] ? std::stoi(*row[3]) : 0;
   if (got) {
     l.pg = Pg::Held;
     l.backoff_ms = 0;
-    if (l.waiters.empty()) return release_pg(l);   // everyone left while we asked
-    return grant(l);
+    l.poked = false;
+    pump(l);
+    return erase_if_unused(name);
   }
-  // Held by another host: retry later; a try-only waiter ends here.
+  // Held by another host, or another host's waiter comes first: retry when a
+  // release is announced, or after a backoff; a try-only waiter ends here.
   stats_.contention++;
   l.pg = Pg::None;
   while (!l.waiters.empty() && l.waiters.front().try_only) drop_waiter(l, 0, LockEvent(LockEvent::Kind::Timeout, name));
   if (l.waiters.empty()) return erase_if_unused(name);
-  if (!l.waiters.front().told_queued) stats_.waits++;
+  if (l.waiters.front().ticket != 0) tell_queued(l, 0, ahead);
+  backoff(l);
+}
+
+void LockTable::backoff(Lock& l) {
   l.pg = Pg::Backoff;
-  tell_queued(l);
   l.backoff_ms = l.backoff_ms == 0 ? kFirstBackoffMs : std::min(kMaxBackoffMs, l.backoff_ms * 2);
   static thread_local std::mt19937 rng{std::random_device{}()};
   int64_t delay = std::uniform_int_distribution<int64_t>(l.backoff_ms / 2, l.backoff_ms)(rng);
+  if (std::exchange(l.poked, false)) delay = 0;
   if (!l.retry) {
-    l.retry = make_timer(loop_, [this, name] {
+    l.retry = make_timer(loop_, [this, name = l.name] {
       auto it = locks_.find(name);
       if (it == locks_.end()) return;
       it->second.pg = Pg::None;
@@ -192,10 +282,34 @@ void LockTable::on_try_result(const std::string& name, const pq::QueryResult& r)
   start_timer(l.retry, delay);
 }
 
+// "<key> <ticket> <instance>" from another sidecar: a new waiter there (we hold the
+// lock: it may be older than ours), or a release (we wait: try now).
+void LockTable::on_notify(const std::string& payload) {
+  size_t a = payload.find(' '), b = a == std::string::npos ? a : payload.find(' ', a + 1);
+  if (b == std::string::npos || payload.compare(b + 1, std::string::npos, instance_) == 0) return;
+  const std::string key = payload.substr(0, a);
+  const int64_t ticket = std::strtoll(payload.c_str() + a + 1, nullptr, 10);
+  for (auto& [name, l] : locks_) {
+    if (l.key != key) continue;
+    if (ticket > 0) {
+      l.remote_waiters++;
+      if (!l.remote_first || ticket < *l.remote_first) l.remote_first = ticket;
+    } else if (l.pg == Pg::Backoff) {
+      uv_timer_stop(l.retry);
+      l.pg = Pg::None;
+      pump(l);
+    } else if (l.pg == Pg::Acquiring) {
+      l.poked = true;
+    }
+    return;
+  }
+}
+
 void LockTable::grant(Lock& l) {
   Waiter w = l.waiters.front();
   l.waiters.pop_front();
   if (w.timer) close_timer(w.timer);
+  if (w.ticket) drop_ticket(w.ticket);
   l.holder = w.owner;
   l.held_since = Clock::now();
   stats_.acquired++;
@@ -214,15 +328,15 @@ std::optional<int64_t> LockTable::release(Owner owner, const std::string& name) 
   l.avg_hold_ms = l.avg_hold_ms ? *l.avg_hold_ms * (1 - kHoldWeight) + double(held) * kHoldWeight : double(held);
   l.holder = 0;
   disown(owner);
-  if (!l.waiters.empty()) grant(l);   // local hand-over: the advisory lock stays ours
-  else release_pg(l);
+  pump(l);   // the next local waiter, or the advisory lock goes
   return held;
 }
 
 void LockTable::release_pg(Lock& l) {
   l.pg = Pg::Releasing;
+  l.remote_first.reset();   // another host consumes its tickets now: ask again next time
   std::string name = l.name;
-  pg_.query("SELECT pg_advisory_unlock($1::bigint)", {l.key}, [this, name](pq::QueryResult) {
+  pg_.query(kRelease, {l.key, instance_}, [this, name](pq::QueryResult) {
     auto it = locks_.find(name);
     if (it == locks_.end()) return;
     it->second.pg = Pg::None;   // released, or the session is gone (which released it)
@@ -231,11 +345,24 @@ void LockTable::release_pg(Lock& l) {
   });
 }
 
+void LockTable::drop_ticket(int64_t ticket) {
+  pg_.query(kDequeue, {std::to_string(ticket)}, [](pq::QueryResult) {});
+}
+
+// Nobody here can have the lock now: every waiter is told, none is left hanging.
+void LockTable::fail_waiters(Lock& l, const std::string& message) {
+  std::string name = l.name;
+  if (l.pg == Pg::Acquiring) l.pg = Pg::None;
+  while (!l.waiters.empty()) drop_waiter(l, 0, LockEvent(LockEvent::Kind::Unavailable, name, message));
+  erase_if_unused(name);
+}
+
 void LockTable::drop_waiter(Lock& l, size_t i, std::optional<LockEvent> tell) {
   Waiter w = l.waiters[i];
   l.waiters.erase(l.waiters.begin() + long(i));
   disown(w.owner);
   if (w.timer) close_timer(w.timer);
+  if (w.ticket) drop_ticket(w.ticket);   // a ticket still being written is dropped when it comes
   if (tell) {
     tell->waited_ms = ms_since(w.since);
     deliver_(w.owner, *tell);
@@ -256,6 +383,7 @@ void LockTable::forget(Owner owner) {
     for (size_t i = 0; i < l.waiters.size(); i++) {
       if (l.waiters[i].owner == owner) {
         drop_waiter(l, i, std::nullopt);
+        if (i == 0) pump(l);
         break;
       }
     }
@@ -286,13 +414,16 @@ void LockTable::erase_if_unused(const std::string& name) {
   locks_.erase(it);
 }
 
-// The server released every advisory lock of the session: holders are told.
+// The server released every advisory lock of the session, and its tickets are
+// dead: holders are told, waiters queue again on the next connection.
 void LockTable::on_connection_lost() {
   for (const std::string& name : names()) {
     auto it = locks_.find(name);
     if (it == locks_.end()) continue;
     Lock& l = it->second;
     if (l.pg == Pg::Held || l.pg == Pg::Releasing) l.pg = Pg::None;
+    l.remote_first.reset();
+    for (Waiter& w : l.waiters) w.ticket = 0, w.ticketing = 0;
     if (l.holder != 0) {
       stats_.lost++;
       Owner holder = l.holder;
@@ -302,7 +433,7 @@ void LockTable::on_connection_lost() {
       e.message = "the connection to PostgreSQL was lost, and the advisory lock with it; this lock is no longer held";
       deliver_(holder, e);
     }
-    if (l.pg == Pg::None) pump(l);   // waiters try again (and hear if the server is down)
+    if (l.pg == Pg::None) pump(l);   // waiters queue again (and hear if the server is down)
     erase_if_unused(name);
   }
 }
@@ -312,9 +443,9 @@ std::vector<LockInfo> LockTable::list(const std::string& only_name) const {
   for (const auto& [name, l] : locks_) {
     if (!only_name.empty() && name != only_name) continue;
     out.push_back({name, l.holder != 0, l.holder ? ms_since(l.held_since) : 0, int(l.waiters.size()),
-                   estimate(l, l.waiters.size())});
+                   l.remote_waiters, estimate(l, l.waiters.size() + size_t(l.remote_waiters))});
   }
-  if (out.empty() && !only_name.empty()) out.push_back({only_name, false, 0, 0, std::nullopt});
+  if (out.empty() && !only_name.empty()) out.push_back({only_name, false, 0, 0, 0, std::nullopt});
   return out;
 }
 

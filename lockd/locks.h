@@ -1,7 +1,12 @@
-// Named locks: FIFO queues of local waiters per name, one PostgreSQL advisory lock
-// per name held for all of them in turn (pg_try_advisory_lock on one dedicated
-// connection, retried with exponential backoff and jitter while another host
-// holds it). A holder is an owner id (a lockd client connection).
+// Named locks, granted in one order across every sidecar sharing the database.
+// Each waiter gets a ticket: a row in pgsidecar_lock_queue (bigserial, so tickets
+// are ordered across hosts). A sidecar holds the name's PostgreSQL advisory lock
+// (one dedicated connection) for its local waiters in turn while their tickets are
+// older than every other host's; when another host's is older, it releases the
+// advisory lock for that host. NOTIFY pgsidecar_locks carries new tickets and
+// releases between hosts; retries with exponential backoff catch holders that died
+// without one, whose tickets die with their session. A holder is an owner id (a
+// lockd client connection). docs/lockd-protocol.md, "Named locks".
 #pragma once
 #include <uv.h>
 
@@ -42,11 +47,13 @@ struct LockInfo {
   bool held = false;
   int64_t held_ms = 0;
   int waiters = 0;
+  int remote_waiters = 0;                 // waiters on other sidecars, as last seen
   std::optional<int64_t> estimate_ms;     // for a new waiter
 };
 
 struct LockStats {
   uint64_t acquired = 0, waits = 0, timeouts = 0, contention = 0, lost = 0;
+  uint64_t handoffs = 0;   // advisory lock released with local waiters left: another host's waiter was older
 };
 
 // 64-bit advisory lock key of a name: first 8 bytes of SHA-256("pgsidecar:lock:" + name).
@@ -84,8 +91,10 @@ class LockTable {
   struct Waiter {
     Owner owner;
     Clock::time_point since;
-    bool try_only;
+    bool try_only;              // timeout 0: granted only if free now; no ticket
     bool told_queued = false;
+    int64_t ticket = 0;         // its row in pgsidecar_lock_queue; 0 = none (yet)
+    uint64_t ticketing = 0;     // the INSERT under way for it, by sequence number; 0 = none
     uv_timer_t* timer = nullptr;
   };
   struct Lock {
@@ -94,18 +103,27 @@ class LockTable {
     Clock::time_point held_since{};
     std::deque<Waiter> waiters;
     Pg pg = Pg::None;
+    std::optional<int64_t> remote_first;   // oldest live ticket of another host, as last seen
+    int remote_waiters = 0;                // other hosts' live tickets, as last seen
+    bool poked = false;                    // a release was announced while our try was under way
     int64_t backoff_ms = 0;
     uv_timer_t* retry = nullptr;
     std::optional<double> avg_hold_ms;   // moving average of recent hold times
   };
 
   void pump(Lock& l);
-  void try_acquire(Lock& l);
+  void request_tickets(Lock& l);
+  void on_ticket(const std::string& name, Owner owner, uint64_t seq, const pq::QueryResult& r);
+  void try_lock(Lock& l);
   void on_try_result(const std::string& name, const pq::QueryResult& r);
+  void backoff(Lock& l);
   void grant(Lock& l);
   void release_pg(Lock& l);
   void drop_waiter(Lock& l, size_t i, std::optional<LockEvent> tell);
-  void tell_queued(Lock& l);
+  void drop_ticket(int64_t ticket);
+  void fail_waiters(Lock& l, const std::string& message);
+  void tell_queued(Lock& l, size_t i, int ahead);
+  void on_notify(const std::string& payload);
   std::optional<int64_t> estimate(const Lock& l, size_t ahead) const;
   void erase_if_unused(const std::string& name);
   void on_connection_lost();
@@ -115,6 +133,9 @@ class LockTable {
 
   uv_loop_t* loop_;
   pq::Session pg_;
+  std::string instance_;        // random id in our NOTIFY payloads, to ignore our own
+  bool queue_created_ = false;  // CREATE TABLE IF NOT EXISTS sent on this connection
+  uint64_t ticket_seq_ = 0;     // numbers the ticket INSERTs
   Deliver deliver_;
   prometheus::Histogram* wait_seconds_;
   std::map<std::string, Lock> locks_;

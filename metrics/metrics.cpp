@@ -145,7 +145,9 @@ void render_lockd(const LockdSnapshot& l, std::vector<MetricFamily>& out) {
   counter("pgsidecar_lock_waits_total", "Lock requests that had to wait (queued)", l.lock_waits);
   counter("pgsidecar_lock_timeouts_total", "Lock requests that timed out", l.lock_timeouts);
   counter("pgsidecar_lock_contention_total",
-          "pg_try_advisory_lock calls that found the lock held by another session (another host)", l.lock_contention);
+          "Tries for a lock's advisory lock that found it held or another host's turn first", l.lock_contention);
+  counter("pgsidecar_lock_handoffs_total",
+          "Locks passed to another host while local waiters were left (hosts take turns)", l.lock_handoffs);
   counter("pgsidecar_locks_lost_total", "Held locks lost with the PostgreSQL connection", l.lock_lost);
   gauge("pgsidecar_locks_held", "Named locks held now", l.locks_held);
   gauge("pgsidecar_lock_waiters", "Lock requests waiting now", l.lock_waiters);

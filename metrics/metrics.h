@@ -36,6 +36,7 @@ struct LockdSnapshot {
   uint64_t rejected_peers = 0;
   std::map<std::pair<std::string, std::string>, uint64_t> requests;   // (op, result) -> answered requests
   uint64_t lock_acquired = 0, lock_waits = 0, lock_timeouts = 0, lock_contention = 0, lock_lost = 0;
+  uint64_t lock_handoffs = 0;
   int locks_held = 0, lock_waiters = 0;
   bool migrations_configured = false;
   std::string migration_status;   // "" until first known

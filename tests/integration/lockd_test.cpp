@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <latch>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -932,6 +933,102 @@ TEST(LockdLocks, LockAcrossSidecars) {
   EXPECT_EQ(str(cb.call(unlock_req("x")), "state"), "released");
   bool freed = eventually([&] { return rows(db, advisory_sql).empty(); }, 3000);
   EXPECT_TRUE(freed) << "the advisory lock is released with the last local holder: " << rows(db, advisory_sql);
+}
+
+// Two sidecars, 20 contenders each, looping lock / hold 5 ms / unlock on one name:
+// the hosts take turns, so each gets 40-60% of the grants, and nobody is
+// overtaken by more grants than the queue ahead of it (its "queued" position) and
+// the turns of the other host explain.
+TEST(LockdLocks, HostsTakeTurns) {
+  std::string db = fresh_db("lt_fair");
+  DaemonConfig cfg = lockd_config(db, "");
+  Daemon a(cfg), b(cfg);
+  START_LOCKD(a);
+  START_LOCKD(b);
+  constexpr int kPerHost = 20, kGrants = 400;
+  std::mutex mu;
+  int grants[2] = {0, 0}, total = 0, worst_excess = 0, max_position = 0;
+  long max_wait_ms = 0;
+  std::string worst, failure;
+  auto contender = [&](int host, int id) {
+    LockdClient c = client(host == 0 ? a : b);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> g(mu);
+        if (total >= kGrants || !failure.empty()) return;
+      }
+      // The queued line says where the request stands (position p: p - 1 waiters
+      // ahead, on either host); count the grants to others from then on.
+      int seen_at_queued = -1, position = 0;
+      json h;
+      if (!c.send(lock_req("fair", 60000))) return;
+      for (;;) {
+        h = c.read(60000);
+        if (str(h, "state") != "queued") break;
+        std::lock_guard<std::mutex> g(mu);
+        seen_at_queued = total;
+        position = int(num(h, "position"));
+      }
+      if (str(h, "state") != "held") {
+        std::lock_guard<std::mutex> g(mu);
+        failure = "contender " + std::to_string(id) + ": " + h.dump();
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> g(mu);
+        // Beyond the p - 1 ahead, one more may be the grant under way as the line was read.
+        int overtaken = seen_at_queued < 0 ? 0 : total - seen_at_queued;
+        int excess = seen_at_queued < 0 ? 0 : overtaken - position;
+        max_position = std::max(max_position, position);
+        max_wait_ms = std::max(max_wait_ms, num(h, "waited_ms"));
+        if (excess > worst_excess) {
+          worst_excess = excess;
+          worst = "overtaken by " + std::to_string(overtaken) + " grants at position " + std::to_string(position);
+        }
+        grants[host]++;
+        total++;
+      }
+      std::this_thread::sleep_for(Ms(5));
+      if (str(c.call(unlock_req("fair")), "state") != "released") {
+        std::lock_guard<std::mutex> g(mu);
+        failure = "unlock failed";
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int host = 0; host < 2; ++host)
+    for (int i = 0; i < kPerHost; ++i) threads.emplace_back(contender, host, host * kPerHost + i);
+  for (std::thread& t : threads) t.join();
+  ASSERT_EQ(failure, "");
+  const int sum = grants[0] + grants[1];
+  std::printf("[          ] grants: %d on A, %d on B; longest wait %ld ms; highest position %d; worst overtaking "
+              "beyond the position: %d %s\n", grants[0], grants[1], max_wait_ms, max_position, worst_excess,
+              worst.c_str());
+  EXPECT_GE(max_position, 20) << "the contenders did queue behind each other";
+  EXPECT_GE(grants[0] * 100, sum * 40) << grants[0] << " of " << sum;
+  EXPECT_GE(grants[1] * 100, sum * 40) << grants[1] << " of " << sum;
+  EXPECT_LE(worst_excess, 0) << worst;
+  json la = client(a).call(locks_req("fair"));
+  EXPECT_EQ(str(lock_entry(la, "fair"), "waiters"), "0") << la.dump();
+}
+
+// A killed sidecar's PostgreSQL session ends, and its advisory lock and queue
+// ticket with it: the other sidecar's waiter gets the lock.
+TEST(LockdLocks, KilledHolderHandsTheLockOn) {
+  std::string db = fresh_db("lt_kill");
+  DaemonConfig cfg = lockd_config(db, "");
+  Daemon a(cfg), b(cfg);
+  START_LOCKD(a);
+  START_LOCKD(b);
+  LockdClient ca = client(a), cb = client(b);
+  ASSERT_EQ(str(ca.call(lock_req("k")), "state"), "held");
+  ASSERT_TRUE(cb.send(lock_req("k", 60000)));
+  json q = cb.read(5000);
+  ASSERT_EQ(str(q, "state"), "queued") << q.dump();
+  a.signal(SIGKILL);
+  json g = cb.final_answer(30000);
+  EXPECT_EQ(str(g, "state"), "held") << g.dump();
 }
 
 // ================================================================ protocol
