@@ -27,7 +27,8 @@ using json = nlohmann::json;
 constexpr const char* kUsage =
     "usage: pgsidecar ctl [--socket PATH | -c CONFIG] COMMAND\n"
     "  status                                   is the schema current? (exit 0 if so, 3 if not)\n"
-    "  migrate                                  apply pending migrations, once across all callers\n"
+    "  migrate [--retry VERSION]                apply pending migrations, once across all callers;\n"
+    "                                           --retry: run the failed VERSION again first\n"
     "  lock acquire NAME [--timeout 5s] [-- COMMAND ARGS...]\n"
     "                                           hold NAME while COMMAND runs (or until stdin closes)\n"
     "  lock release NAME                        release NAME (held by this connection)\n"
@@ -231,14 +232,17 @@ int main(int argc, char** argv) {
   if (socket_path.empty()) return usage("lockd is off in that config (lockd.socket_path is \"\")");
 
   const std::string& cmd = args[0];
-  bool known = ((cmd == "status" || cmd == "migrate" || cmd == "raw") && args.size() == 1) ||
+  const bool retry = cmd == "migrate" && args.size() == 3 && args[1] == "--retry";
+  bool known = ((cmd == "status" || cmd == "migrate" || cmd == "raw") && args.size() == 1) || retry ||
                (cmd == "lock" && args.size() >= 2);
   if (!known) return usage(("unknown command: " + cmd).c_str());
   Conn c;
   if (!c.open(socket_path)) return 1;
 
   if (cmd == "status" || cmd == "migrate") {
-    auto a = ask(c, {{"op", cmd}});
+    json req = {{"op", cmd}};
+    if (retry) req["retry"] = args[2];
+    auto a = ask(c, req);
     if (!a) return lost_connection();
     if (!a->value("ok", false)) return 1;
     return cmd == "status" && a->value("status", "") != "current" ? 3 : 0;

@@ -444,7 +444,7 @@ struct Lockd::Impl {
       finish(it->second, std::move(body), op.c_str());
     };
     if (op == "status") migrations->status(reply);
-    else migrations->migrate(reply);
+    else migrations->migrate(reply, req.retry);
   }
 
   // False (and the not_configured answer) without a lock table.

@@ -1,5 +1,7 @@
 #include "lockd/migrations.h"
 
+#include <pg_query.h>
+
 #include <algorithm>
 
 #include "conf/log.h"
@@ -8,6 +10,7 @@ namespace lockd {
 namespace {
 
 constexpr const char* kChannel = "pgsidecar_migrations";
+constexpr int64_t kFirstLockRetryMs = 5, kMaxLockRetryMs = 1000;
 
 // "schema.table" or "table", each part quoted.
 std::string quote_table(const std::string& name) {
@@ -26,6 +29,35 @@ std::vector<std::string> run_lock_key(const std::string& table) {
 const std::string& text(const pq::Row& row, size_t i) {
   static const std::string empty;
   return i < row.size() && row[i] ? *row[i] : empty;
+}
+
+// A file whose first line is "-- pgsidecar:no-transaction" (blanks around it allowed).
+bool no_transaction(const std::string& content) {
+  std::string_view first(content);
+  first = first.substr(0, first.find('\n'));
+  while (!first.empty() && std::isspace(static_cast<unsigned char>(first.back()))) first.remove_suffix(1);
+  while (!first.empty() && std::isspace(static_cast<unsigned char>(first.front()))) first.remove_prefix(1);
+  return first == "-- pgsidecar:no-transaction";
+}
+
+// The statements of a file, as PostgreSQL's parser splits them (libpg_query); on a
+// syntax error, err says where and nothing is returned.
+std::vector<std::string> split_statements(const std::string& content, std::string& err) {
+  std::vector<std::string> out;
+  PgQuerySplitResult r = pg_query_split_with_parser(content.c_str());
+  if (r.error) {
+    err = "cannot split the file into statements: " + std::string(r.error->message) + " at byte " +
+          std::to_string(r.error->cursorpos);
+  } else {
+    for (int i = 0; i < r.n_stmts; i++) {
+      const PgQuerySplitStmt* s = r.stmts[i];
+      std::string stmt = content.substr(size_t(s->stmt_location), size_t(s->stmt_len));
+      size_t start = stmt.find_first_not_of(" \t\r\n");
+      if (start != std::string::npos) out.push_back(stmt.substr(start));
+    }
+  }
+  pg_query_free_split_result(r);
+  return out;
 }
 
 }  // namespace
@@ -79,6 +111,7 @@ struct Migrations::Run {
   size_t next = 0;
   std::string failure;       // "<file>: <error>"
   std::string refusal_code;  // set with failure: the error code of the answer
+  std::vector<std::string> retry;   // failed versions to run again, whether or not their files changed
 };
 
 Migrations::Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string conninfo, cache::SchemaVersion& schema)
@@ -107,6 +140,11 @@ Migrations::~Migrations() { stop(); }
 
 void Migrations::stop() {
   *alive_ = false;
+  if (lock_timer_) {
+    uv_timer_stop(lock_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(lock_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    lock_timer_ = nullptr;
+  }
   manifest_.stop();
   pg_.stop();
   runner_.stop();
@@ -219,7 +257,7 @@ void Migrations::describe(std::vector<std::vector<std::string>>& rows) const {
 
 // ---------------------------------------------------------------- the runner
 
-void Migrations::migrate(Reply reply) {
+void Migrations::migrate(Reply reply, const std::string& retry) {
   if (cfg_.format != conf::MigrationFormat::Pgsidecar) {
     Answer a = answer(true);
     a.refusal_code = "read_only_format";
@@ -227,7 +265,9 @@ void Migrations::migrate(Reply reply) {
                 ": lockd reports its status but does not apply its migrations; run that tool";
     return reply(a);
   }
-  migrate_waiting_.push_back(std::move(reply));
+  // A retry starts a run of its own: one under way has decided what it runs.
+  if (!retry.empty()) retry_waiting_.emplace_back(std::move(reply), retry);
+  else migrate_waiting_.push_back(std::move(reply));
   if (!running_) start_run();
 }
 
@@ -235,6 +275,11 @@ void Migrations::migrate(Reply reply) {
 void Migrations::start_run() {
   running_ = true;
   auto r = std::make_shared<Run>();
+  for (auto& [reply, version] : retry_waiting_) {
+    migrate_waiting_.push_back(std::move(reply));
+    r->retry.push_back(version);
+  }
+  retry_waiting_.clear();
   std::string table = quote_table(cfg_.history_table());
   std::vector<std::string> key = run_lock_key(cfg_.history_table());
   std::shared_ptr<bool> alive = alive_;
@@ -251,7 +296,7 @@ void Migrations::start_run() {
       r->refusal_code = "manifest_invalid";
       return finish_run(r);
     }
-    runner_.query("SELECT pg_advisory_lock($1::int, $2::int)", key, [=, this](pq::QueryResult q) {
+    take_run_lock(kFirstLockRetryMs, [=, this](pq::QueryResult q) {
       if (!q.ok) return failed(q);
       runner_.query("CREATE TABLE IF NOT EXISTS " + table +
                     " (version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
@@ -262,11 +307,45 @@ void Migrations::start_run() {
                   read_history(runner_, [=, this](History h) {
                     if (!h.reachable) return failed(pq::QueryResult{false, true, "", h.reason, {}});
                     r->history = std::move(h);
+                    Status s = evaluate(r->manifest, r->history, cfg_.format);
+                    for (const std::string& v : r->retry) {
+                      if (!s.failed || compare_versions(s.failed->version, v) != 0) {
+                        r->failure = "migrate --retry " + v + ": version " + v + " has not failed" +
+                                     (s.failed ? "; " + s.failed->version + " has" : "");
+                        r->refusal_code = "not_failed";
+                        return finish_run(r);
+                      }
+                    }
                     apply_next(r);
                   });
                 });
     });
   });
+}
+
+// The run lock, without waiting inside a statement: a session blocked in
+// pg_advisory_lock is a transaction that CREATE INDEX CONCURRENTLY in another
+// sidecar's run waits for, while that session waits for the run: a deadlock. So
+// pg_try_advisory_lock, retried after 5 ms doubling to 1 s; then(ok) once held.
+void Migrations::take_run_lock(int64_t backoff_ms, std::function<void(pq::QueryResult)> then) {
+  runner_.query("SELECT pg_try_advisory_lock($1::int, $2::int)", run_lock_key(cfg_.history_table()),
+                [this, backoff_ms, then, alive = alive_](pq::QueryResult q) {
+                  if (!*alive) return;
+                  if (!q.ok || (!q.rows.empty() && text(q.rows[0], 0) == "t")) return then(std::move(q));
+                  if (!lock_timer_) {
+                    lock_timer_ = new uv_timer_t;
+                    uv_timer_init(loop_, lock_timer_);
+                    lock_timer_->data = this;
+                  }
+                  lock_retry_ = [this, backoff_ms, then] {
+                    take_run_lock(std::min<int64_t>(backoff_ms * 2, kMaxLockRetryMs), then);
+                  };
+                  uv_timer_start(lock_timer_, [](uv_timer_t* t) {
+                    auto* self = static_cast<Migrations*>(t->data);
+                    auto retry = std::move(self->lock_retry_);
+                    retry();
+                  }, uint64_t(backoff_ms), 0);
+                });
 }
 
 // Applies the next pending file, or finishes. A version that failed before with
@@ -284,9 +363,12 @@ void Migrations::apply_next(std::shared_ptr<Run> r) {
     }
   }
   if (!f) return finish_run(r);
+  const bool retried = std::any_of(r->retry.begin(), r->retry.end(),
+                                   [&](const std::string& v) { return compare_versions(v, f->version) == 0; });
   for (const AppliedRow& row : r->history.rows) {
+    if (retried) break;
     if (!row.success && compare_versions(row.version, f->version) == 0 && row.checksum == f->sha256) {
-      r->failure = f->file + ": " + row.error + " (failed before; change the file to retry)";
+      r->failure = f->file + ": " + row.error + " (failed before; change the file, or migrate --retry " + f->version + ")";
       r->refusal_code = "migration_failed";
       return finish_run(r);
     }
@@ -310,9 +392,14 @@ void Migrations::apply_next(std::shared_ptr<Run> r) {
 }
 
 void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std::string content) {
-  std::string table = quote_table(cfg_.history_table());
   MigrationFile file = f;
   file.sha256 = sha256_hex(content);   // what is applied is what is recorded, even if edited since the scan
+  if (no_transaction(content)) {
+    std::string err;
+    auto stmts = std::make_shared<std::vector<std::string>>(split_statements(content, err));
+    if (!err.empty()) return record_failure(r, file, err);
+    return apply_statements(r, file, stmts, 0, Clock::now());
+  }
   auto started = std::make_shared<Clock::time_point>();
   runner_.query("BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
     if (!q.ok) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
@@ -323,8 +410,43 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
         std::string error = q.message;
         return runner_.query("ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
       }
-      double ms = std::chrono::duration<double, std::milli>(Clock::now() - *started).count();
-      runner_.query("WITH rec AS (INSERT INTO " + table +
+      record_success(r, file, std::chrono::duration<double, std::milli>(Clock::now() - *started).count(), true);
+    });
+  });
+}
+
+// A -- pgsidecar:no-transaction file: one statement at a time, each committed on
+// its own (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE, batched backfills).
+// A failing statement leaves the ones before it applied; the version is recorded
+// as failed, naming that statement, and runs again only with migrate --retry.
+void Migrations::apply_statements(std::shared_ptr<Run> r, const MigrationFile& f,
+                                  std::shared_ptr<std::vector<std::string>> stmts, size_t i, Clock::time_point started) {
+  if (i == stmts->size())
+    return record_success(r, f, std::chrono::duration<double, std::milli>(Clock::now() - started).count(), false);
+  runner_.query((*stmts)[i], {}, [=, this](pq::QueryResult q) {
+    if (q.ok) return apply_statements(r, f, stmts, i + 1, started);
+    if (q.connection_failed) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
+    std::string first_line = (*stmts)[i].substr(0, (*stmts)[i].find('\n'));
+    if (first_line.size() > 200) first_line = first_line.substr(0, 200) + "...";
+    record_failure(r, f, "statement " + std::to_string(i + 1) + " of " + std::to_string(stmts->size()) + " (" +
+                             first_line + "): " + q.message);
+  });
+}
+
+// The version's history row, in the file's transaction if it has one, then the next file.
+void Migrations::record_success(std::shared_ptr<Run> r, const MigrationFile& file, double ms, bool in_transaction) {
+  std::string table = quote_table(cfg_.history_table());
+  auto applied = [this, r, file, ms] {
+    logx::Fields f;
+    f.duration_ms = ms;
+    LOG_INFO(f, "migrations: applied %s", file.file.c_str());
+    r->applied.push_back(file.version);
+    applied_total_++;
+    r->history.rows.push_back({file.version, file.sha256, true, ""});
+    r->next++;
+    apply_next(r);
+  };
+  runner_.query("WITH rec AS (INSERT INTO " + table +
                     " (version, name, checksum, duration_ms, success) VALUES ($1, $2, $3, $4, true)"
                     " ON CONFLICT (version) DO UPDATE SET name = $2, checksum = $3, applied_at = now(),"
                     " duration_ms = $4, success = true, error = NULL RETURNING version)"
@@ -332,22 +454,15 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
                 {file.version, file.name, file.sha256, std::to_string(ms)}, [=, this](pq::QueryResult q) {
                   if (!q.ok) {
                     std::string error = q.message;
+                    if (!in_transaction) return record_failure(r, file, error);
                     return runner_.query("ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
                   }
+                  if (!in_transaction) return applied();
                   runner_.query("COMMIT", {}, [=, this](pq::QueryResult q) {
                     if (!q.ok) return record_failure(r, file, q.message);
-                    logx::Fields f;
-                    f.duration_ms = ms;
-                    LOG_INFO(f, "migrations: applied %s", file.file.c_str());
-                    r->applied.push_back(file.version);
-                    applied_total_++;
-                    r->history.rows.push_back({file.version, file.sha256, true, ""});
-                    r->next++;
-                    apply_next(r);
+                    applied();
                   });
                 });
-    });
-  });
 }
 
 // The file's transaction is rolled back; the failure gets a row of its own.
@@ -388,6 +503,7 @@ void Migrations::finish_run(std::shared_ptr<Run> r) {
       auto waiting = std::move(migrate_waiting_);
       migrate_waiting_.clear();
       for (Reply& w : waiting) w(a);
+      if (!retry_waiting_.empty() && !running_) start_run();
     });
   };
   if (!runner_.connected()) return reply_all();   // the server released the lock with the session

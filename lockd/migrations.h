@@ -61,7 +61,9 @@ class Migrations {
   ~Migrations();
 
   void status(Reply reply);
-  void migrate(Reply reply);
+  // Applies pending migrations. retry: a version that failed, to run again
+  // (whether or not its file changed); "" = none.
+  void migrate(Reply reply, const std::string& retry = "");
   void stop();
 
   // SHOW MIGRATIONS: (version, name, file, state) per file as last known, state one
@@ -79,8 +81,12 @@ class Migrations {
   void read_history(pq::Session& session, std::function<void(History)> done);
   bool history_usable() const;
   void start_run();
+  void take_run_lock(int64_t backoff_ms, std::function<void(pq::QueryResult)> then);
   void apply_next(std::shared_ptr<Run> r);
   void apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std::string content);
+  void apply_statements(std::shared_ptr<Run> r, const MigrationFile& f, std::shared_ptr<std::vector<std::string>> stmts,
+                        size_t i, Clock::time_point started);
+  void record_success(std::shared_ptr<Run> r, const MigrationFile& f, double ms, bool in_transaction);
   void record_failure(std::shared_ptr<Run> r, const MigrationFile& f, const std::string& error);
   void finish_run(std::shared_ptr<Run> r);
   Answer answer(bool cached) const;
@@ -100,7 +106,10 @@ class Migrations {
   std::vector<Reply> status_waiting_;
   std::optional<Status> last_;
   std::vector<Reply> migrate_waiting_;   // callers of the run under way, and those who joined it
+  std::vector<std::pair<Reply, std::string>> retry_waiting_;   // retries, for the next run
   bool running_ = false;
+  uv_timer_t* lock_timer_ = nullptr;       // retries of the run lock
+  std::function<void()> lock_retry_;
   uint64_t applied_total_ = 0, failed_total_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -68,6 +68,7 @@ struct Request {
   nlohmann::json id;                   // echoed in every answer line; null: none given
   std::string name;                    // lock, unlock: 1..kMaxLockName bytes; locks: "" = every name
   std::optional<int64_t> timeout_ms;   // lock: >= 0; nullopt: lockd.lock_timeout
+  std::string retry;                   // migrate: a failed version to run again; "" = none
 };
 
 struct RequestError {

@@ -653,6 +653,30 @@ TEST(LockdMigrate, RuntimeErrorRollsBackAndIsRetriedOnlyWhenEdited) {
   EXPECT_EQ(attempts(), "3");
 }
 
+// per callers on each of a and b send migrate (with "id": its index) at the same
+// moment; their answers, callers of a first. A caller that cannot connect gets
+// {"_io": why}.
+std::vector<json> migrate_at_once(const Daemon& a, const Daemon& b, int per, int timeout_ms) {
+  const int all = 2 * per;
+  std::vector<LockdClient> clients(static_cast<size_t>(all));
+  std::vector<json> answers(static_cast<size_t>(all));
+  for (int i = 0; i < all; ++i)
+    if (!clients[i].connect(sock(i < per ? a : b))) answers[i] = {{"_io", std::string("connect: ") + strerror(errno)}};
+  std::latch go(all);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < all; ++i) {
+    threads.emplace_back([&, i] {
+      go.arrive_and_wait();
+      if (!clients[i].connected()) return;
+      json req = kMigrate;
+      req["id"] = i;
+      answers[i] = clients[i].call(req, timeout_ms);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return answers;
+}
+
 TEST(LockdMigrate, ConcurrentMigrateExactlyOnce) {
   std::string db = fresh_db("lt_concurrent");
   MigDir m;
@@ -668,21 +692,7 @@ TEST(LockdMigrate, ConcurrentMigrateExactlyOnce) {
   START_LOCKD(b);
 
   constexpr int kPer = 100, kAll = 2 * kPer;
-  std::vector<LockdClient> clients(kAll);
-  for (int i = 0; i < kAll; ++i)
-    ASSERT_TRUE(clients[i].connect(sock(i < kPer ? a : b))) << "client " << i << ": " << strerror(errno);
-  std::vector<json> answers(kAll);
-  std::latch go(kAll);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kAll; ++i) {
-    threads.emplace_back([&, i] {
-      go.arrive_and_wait();
-      json req = kMigrate;
-      req["id"] = i;
-      answers[i] = clients[i].call(req, 30000);
-    });
-  }
-  for (auto& t : threads) t.join();
+  std::vector<json> answers = migrate_at_once(a, b, kPer, 30000);
 
   // `applied` lists what the run a request joined applied: every caller that
   // joined the applying sidecar's run names the versions, callers of the other
@@ -711,6 +721,83 @@ TEST(LockdMigrate, ConcurrentMigrateExactlyOnce) {
                      "ORDER BY version"),
             "1|1|true\n2|1|true\n3|1|true");
   EXPECT_EQ(rows(db, "SELECT v, count(*) FROM applied_log GROUP BY v ORDER BY v"), "1|1\n2|1\n3|1");
+}
+
+// A -- pgsidecar:no-transaction file runs statement by statement outside a
+// transaction (CREATE INDEX CONCURRENTLY cannot run inside one), exactly once for
+// 100 concurrent callers on two sidecars.
+TEST(LockdMigrate, NoTransactionFileAppliedExactlyOnce) {
+  std::string db = fresh_db("lt_notx");
+  MigDir m;
+  m.write("1_items.up.sql",
+          "CREATE TABLE items (id int, name text);\n"
+          "CREATE TABLE notx_log (v text NOT NULL);\n");
+  m.write("2_index.up.sql",
+          "-- pgsidecar:no-transaction\n"
+          "CREATE INDEX CONCURRENTLY items_name ON items (name);\n"
+          "INSERT INTO notx_log VALUES ('2');\n"
+          "CREATE INDEX CONCURRENTLY items_id ON items (id);\n");
+  m.write("3_after.up.sql", "INSERT INTO notx_log VALUES ('3');\n");
+  DaemonConfig cfg = lockd_config(db, m.path);
+  Daemon a(cfg), b(cfg);
+  START_LOCKD(a);
+  START_LOCKD(b);
+  constexpr int kPer = 50, kAll = 2 * kPer;
+  std::vector<json> answers = migrate_at_once(a, b, kPer, 60000);
+  for (int i = 0; i < kAll; ++i)
+    ASSERT_EQ(str(answers[i], "status"), "current") << "client " << i << ": " << answers[i].dump();
+  EXPECT_EQ(rows(db, "SELECT v, count(*) FROM notx_log GROUP BY v ORDER BY v"), "2|1\n3|1");
+  EXPECT_EQ(rows(db, "SELECT c.relname, i.indisvalid::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                     "WHERE c.relname LIKE 'items_%' ORDER BY 1"),
+            "items_id|true\nitems_name|true");
+  EXPECT_EQ(rows(db, "SELECT version, count(*), bool_and(success)::text FROM pgsidecar_migrations GROUP BY version "
+                     "ORDER BY version"),
+            "1|1|true\n2|1|true\n3|1|true");
+}
+
+// A failing statement of a no-transaction file: the statements before it stay
+// applied, the version is failed with the statement named, later files wait; the
+// file unchanged is not run again until migrate --retry (ctl too).
+TEST(LockdMigrate, NoTransactionFailureIsReportedAndRetried) {
+  std::string db = fresh_db("lt_notx_fail");
+  MigDir m;
+  m.write("1_items.up.sql", "CREATE TABLE items (id int);\n");
+  m.write("2_index.up.sql",
+          "-- pgsidecar:no-transaction\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_id ON items (id);\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_name ON items (name);\n");
+  m.write("3_three.up.sql", "CREATE TABLE three (id int);\n");
+  Daemon d(lockd_config(db, m.path));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+
+  json a = c.call(kMigrate);
+  EXPECT_EQ(code(a), "migration_failed") << a.dump();
+  EXPECT_EQ(str(a, "status"), "failed") << a.dump();
+  ASSERT_TRUE(a.contains("failed") && a["failed"].is_object()) << a.dump();
+  EXPECT_EQ(str(a["failed"], "version"), "2") << a.dump();
+  EXPECT_TRUE(contains(str(a["failed"], "error"), "statement 2 of 2")) << a.dump();
+  EXPECT_TRUE(contains(str(a["failed"], "error"), "42703")) << a.dump();
+  EXPECT_EQ(rows(db, "SELECT to_regclass('items_id') IS NOT NULL, to_regclass('three') IS NULL"), "t|t")
+      << "statement 1 stays applied; 3 is not tried";
+  EXPECT_EQ(str(c.call(kStatus), "status"), "failed");
+
+  json again = c.call(kMigrate);
+  EXPECT_EQ(code(again), "migration_failed") << "unchanged, not run again: " << again.dump();
+  json wrong = c.call({{"op", "migrate"}, {"retry", "3"}});
+  EXPECT_EQ(code(wrong), "not_failed") << wrong.dump();
+  json bad = c.call({{"op", "migrate"}, {"retry", 2}});
+  EXPECT_EQ(code(bad), "bad_request") << bad.dump();
+
+  ASSERT_EQ(rows(db, "ALTER TABLE items ADD COLUMN name text; SELECT 1"), "1");
+  ProcResult ctl = run_process({daemon_binary(), "ctl", "--socket", sock(d), "migrate", "--retry", "2"}, 60000);
+  EXPECT_EQ(ctl.exit_code, 0) << ctl.output;
+  json fixed = json::parse(ctl.output.substr(0, ctl.output.find('\n')), nullptr, false);
+  EXPECT_EQ(str(fixed, "ok"), "true") << ctl.output;
+  EXPECT_EQ(str(fixed, "status"), "current") << ctl.output;
+  EXPECT_EQ(str(fixed, "applied"), R"(["2","3"])") << ctl.output;
+  EXPECT_EQ(rows(db, "SELECT version, success::text FROM pgsidecar_migrations ORDER BY version"),
+            "1|true\n2|true\n3|true");
 }
 
 TEST(LockdMigrate, NotifyReachesOtherSidecar) {
