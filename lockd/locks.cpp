@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <random>
 
+#include "conf/log.h"
 #include "lockd/manifest.h"
 
 namespace lockd {
@@ -15,34 +16,43 @@ constexpr double kHoldWeight = 0.3;   // of the newest hold time in the moving a
 constexpr const char* kChannel = "pgsidecar_locks";   // payload: "<key> <ticket, 0 = released> <instance>"
 constexpr const char* kNoTicket = "9223372036854775807";   // a try-only request: newer than every ticket
 
-// The global queue: one row per waiter, on any sidecar. A row is live while the
-// session that wrote it is (same pid and start time in pg_stat_activity).
+constexpr int kStaleSeconds = 30;       // a ticket not refreshed this long is dropped (its sidecar stalled)
+constexpr uint64_t kHeartbeatMs = 5000;  // how often a sidecar refreshes its tickets
+constexpr int kMaxTicketing = 64;        // ticket INSERTs under way at once: bounds the queue one client can make
+
+// The global queue: one row per waiter, on any sidecar (instance: its random id).
+// A row counts while the session that wrote it lives (pid and start time in
+// pg_stat_activity) and its sidecar refreshes it (seen_at); others are deleted
+// before each try, in a statement of their own.
+// Created when missing (a role without CREATE can use one made beforehand).
 constexpr const char* kCreateQueue =
-    "CREATE TABLE IF NOT EXISTS pgsidecar_lock_queue ("
-    " ticket bigserial PRIMARY KEY, key bigint NOT NULL, pid int NOT NULL, backend_start timestamptz,"
-    " queued_at timestamptz NOT NULL DEFAULT now())";
-constexpr const char* kLive =
-    "SELECT q.ticket, q.pid FROM pgsidecar_lock_queue q WHERE q.key = $1::bigint AND EXISTS ("
-    " SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.pid"
-    " AND (a.backend_start = q.backend_start OR a.backend_start IS NULL OR q.backend_start IS NULL))";
-// Answers: the ticket, and how many live tickets are older.
-const std::string kEnqueue = std::string("WITH live AS (") + kLive + "),"
-    " t AS (INSERT INTO pgsidecar_lock_queue (key, pid, backend_start)"
-    "  SELECT $1::bigint, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid() RETURNING ticket)"
-    " SELECT t.ticket, (SELECT count(*) FROM live),"
+    "DO $$ BEGIN IF to_regclass('pgsidecar_lock_queue') IS NULL THEN CREATE TABLE pgsidecar_lock_queue ("
+    " ticket bigserial PRIMARY KEY, key bigint NOT NULL, instance text NOT NULL, pid int NOT NULL,"
+    " backend_start timestamptz, queued_at timestamptz NOT NULL DEFAULT now(),"
+    " seen_at timestamptz NOT NULL DEFAULT now()); END IF; END $$";
+// Answers: the ticket, and how many tickets of the name are older.
+constexpr const char* kEnqueue =
+    "WITH t AS (INSERT INTO pgsidecar_lock_queue (key, instance, pid, backend_start)"
+    " SELECT $1::bigint, $2::text, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    " RETURNING ticket)"
+    " SELECT t.ticket, (SELECT count(*) FROM pgsidecar_lock_queue WHERE key = $1::bigint),"
     " pg_notify('pgsidecar_locks', $1::bigint::text || ' ' || t.ticket || ' ' || $2::text) FROM t";
-// Takes the advisory lock only when no other host has an older live ticket than
-// $2; drops dead tickets on the way. Answers: got, other hosts' older tickets,
-// their oldest ticket, their number of tickets.
-const std::string kTry = std::string("WITH live AS (") + kLive + "),"
-    " dead AS (DELETE FROM pgsidecar_lock_queue WHERE key = $1::bigint AND ticket NOT IN (SELECT ticket FROM live)"
-    "  RETURNING 1),"
-    " n AS (SELECT count(*) FILTER (WHERE ticket < $2::bigint AND pid <> pg_backend_pid()) AS ahead,"
-    "  min(ticket) FILTER (WHERE pid <> pg_backend_pid()) AS first,"
-    "  count(*) FILTER (WHERE pid <> pg_backend_pid()) AS remote FROM live)"
-    " SELECT CASE WHEN n.ahead = 0 THEN pg_try_advisory_lock($1::bigint) ELSE false END, n.ahead, n.first, n.remote,"
-    " (SELECT count(*) FROM dead) FROM n";
+const std::string kClean =
+    "DELETE FROM pgsidecar_lock_queue q WHERE q.key = $1::bigint AND (q.seen_at < now() - interval '" +
+    std::to_string(kStaleSeconds) +
+    " seconds' OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.pid"
+    " AND (a.backend_start = q.backend_start OR a.backend_start IS NULL OR q.backend_start IS NULL)))";
+// Takes the advisory lock only when no other sidecar ($3 is us) has a ticket older
+// than $2. Answers: got, their older tickets, their oldest ticket, their tickets.
+constexpr const char* kTry =
+    "WITH n AS (SELECT count(*) FILTER (WHERE ticket < $2::bigint AND instance <> $3::text) AS ahead,"
+    " min(ticket) FILTER (WHERE instance <> $3::text) AS first,"
+    " count(*) FILTER (WHERE instance <> $3::text) AS remote FROM pgsidecar_lock_queue WHERE key = $1::bigint)"
+    " SELECT CASE WHEN n.ahead = 0 THEN pg_try_advisory_lock($1::bigint) ELSE false END, n.ahead, n.first, n.remote"
+    " FROM n";
 constexpr const char* kDequeue = "DELETE FROM pgsidecar_lock_queue WHERE ticket = $1::bigint";
+constexpr const char* kHeartbeat = "UPDATE pgsidecar_lock_queue SET seen_at = now() WHERE ticket = ANY ($1::bigint[])";
+constexpr const char* kUnlock = "SELECT pg_advisory_unlock($1::bigint)";
 constexpr const char* kRelease =
     "SELECT pg_advisory_unlock($1::bigint), pg_notify('pgsidecar_locks', $1::bigint::text || ' 0 ' || $2::text)";
 
@@ -92,11 +102,37 @@ LockTable::LockTable(uv_loop_t* loop, std::string conninfo, Deliver deliver, pro
     if (was_up) on_connection_lost();
   });
   pg_.on_notify([this](const std::string&, const std::string& payload, int) { on_notify(payload); });
+  heartbeat_ = make_timer(loop_, [this] {
+    heartbeat();
+    start_timer(heartbeat_, int64_t(kHeartbeatMs));
+  });
+  uv_unref(reinterpret_cast<uv_handle_t*>(heartbeat_));
+  start_timer(heartbeat_, int64_t(kHeartbeatMs));
+}
+
+// Our tickets stay fresh while we run; a stalled sidecar's go stale and are dropped.
+void LockTable::heartbeat() {
+  std::string tickets;
+  for (const auto& [name, l] : locks_)
+    for (const Waiter& w : l.waiters)
+      if (w.ticket) tickets += (tickets.empty() ? "" : ",") + std::to_string(w.ticket);
+  if (!tickets.empty()) pg_.query(kHeartbeat, {"{" + tickets + "}"}, [](pq::QueryResult) {});
+}
+
+void LockTable::ensure_queue() {
+  if (std::exchange(queue_created_, true)) return;
+  pg_.query(kCreateQueue, {}, [](pq::QueryResult r) {
+    // Another sidecar creating it at the same moment: 42P07 or 23505, and it exists.
+    if (r.ok || r.connection_failed || r.sqlstate == "42P07" || r.sqlstate == "23505") return;
+    LOG_WARN("lockd: cannot create the lock queue table pgsidecar_lock_queue: %s (lockd's login needs CREATE "
+             "on the schema, or the table made beforehand: docs/lockd-protocol.md)", r.message.c_str());
+  });
 }
 
 LockTable::~LockTable() { stop(); }
 
 void LockTable::stop() {
+  if (heartbeat_) close_timer(std::exchange(heartbeat_, nullptr));
   for (auto& [name, l] : locks_) {
     for (Waiter& w : l.waiters)
       if (w.timer) close_timer(w.timer);
@@ -194,14 +230,17 @@ void LockTable::pump(Lock& l) {
   if (l.pg == Pg::None) try_lock(l);
 }
 
-// Every waiter (but try-only ones) gets a ticket, in local order.
+// Every waiter (but try-only ones) gets a ticket, in local order, at most
+// kMaxTicketing under way at once.
 void LockTable::request_tickets(Lock& l) {
   for (Waiter& w : l.waiters) {
     if (w.try_only || w.ticket != 0 || w.ticketing != 0) continue;
-    if (!std::exchange(queue_created_, true)) {
-      // Two sidecars creating it at once: one gets an error, and the table exists.
-      pg_.query(kCreateQueue, {}, [](pq::QueryResult) {});
+    if (ticketing_ >= kMaxTicketing) {
+      ticket_starved_ = true;
+      return;
     }
+    ensure_queue();
+    ticketing_++;
     w.ticketing = ++ticket_seq_;
     pg_.query(kEnqueue, {l.key, instance_},
               [this, name = l.name, owner = w.owner, seq = w.ticketing](pq::QueryResult r) {
@@ -211,6 +250,17 @@ void LockTable::request_tickets(Lock& l) {
 }
 
 void LockTable::on_ticket(const std::string& name, Owner owner, uint64_t seq, const pq::QueryResult& r) {
+  ticketing_--;
+  on_ticket_for(name, owner, seq, r);
+  if (std::exchange(ticket_starved_, false)) {   // waiters elsewhere wait for room to ask for theirs
+    for (const std::string& n : names()) {
+      auto it = locks_.find(n);
+      if (it != locks_.end()) pump(it->second);
+    }
+  }
+}
+
+void LockTable::on_ticket_for(const std::string& name, Owner owner, uint64_t seq, const pq::QueryResult& r) {
   int64_t ticket = r.ok && !r.rows.empty() && r.rows[0].size() >= 2 && r.rows[0][0] ? std::stoll(*r.rows[0][0]) : 0;
   auto it = locks_.find(name);
   Lock* l = it == locks_.end() ? nullptr : &it->second;
@@ -220,7 +270,11 @@ void LockTable::on_ticket(const std::string& name, Owner owner, uint64_t seq, co
     if (ticket) drop_ticket(ticket);
     return;
   }
-  if (!ticket) return fail_waiters(*l, r.ok ? "no ticket was returned" : r.message);
+  if (!ticket) {   // this waiter cannot queue; the others go on (and a lock held for it goes)
+    drop_waiter(*l, i, LockEvent(LockEvent::Kind::Unavailable, name, r.ok ? "no ticket was returned" : r.message));
+    pump(*l);
+    return erase_if_unused(name);
+  }
   Waiter& w = l->waiters[i];
   w.ticketing = 0;
   w.ticket = ticket;
@@ -230,21 +284,32 @@ void LockTable::on_ticket(const std::string& name, Owner owner, uint64_t seq, co
   pump(*l);
 }
 
+// Drops dead and stale tickets of the name, then tries: two statements, so that
+// an error in the cleanup cannot come after the advisory lock was taken.
 void LockTable::try_lock(Lock& l) {
   l.pg = Pg::Acquiring;
   const Waiter& front = l.waiters.front();
-  if (!std::exchange(queue_created_, true)) pg_.query(kCreateQueue, {}, [](pq::QueryResult) {});
-  pg_.query(kTry, {l.key, front.try_only ? kNoTicket : std::to_string(front.ticket)},
-            [this, name = l.name](pq::QueryResult r) { on_try_result(name, r); });
+  ensure_queue();
+  pg_.query(kClean, {l.key}, [](pq::QueryResult) {});
+  pg_.query(kTry, {l.key, front.try_only ? kNoTicket : std::to_string(front.ticket), instance_},
+            [this, name = l.name, key = l.key](pq::QueryResult r) { on_try_result(name, key, r); });
 }
 
-void LockTable::on_try_result(const std::string& name, const pq::QueryResult& r) {
+void LockTable::on_try_result(const std::string& name, const std::string& key, const pq::QueryResult& r) {
+  const bool got = r.ok && !r.rows.empty() && r.rows[0].size() >= 4 && r.rows[0][0] == std::optional<std::string>("t");
   auto it = locks_.find(name);
-  if (it == locks_.end()) return;   // stopped meanwhile
+  if (it == locks_.end()) {   // stopped meanwhile: nobody may keep what the try took
+    if (got) pg_.query(kUnlock, {key}, [](pq::QueryResult) {});
+    return;
+  }
   Lock& l = it->second;
-  if (!r.ok || r.rows.empty() || r.rows[0].size() < 4) return fail_waiters(l, r.ok ? "no answer" : r.message);
+  if (!r.ok || r.rows.empty() || r.rows[0].size() < 4) {
+    // A statement can fail after pg_try_advisory_lock took the lock (a timeout):
+    // give it back (a WARNING only, if it was not taken).
+    if (!r.connection_failed) pg_.query(kUnlock, {key}, [](pq::QueryResult) {});
+    return fail_waiters(l, r.ok ? "no answer" : r.message);
+  }
   const pq::Row& row = r.rows[0];
-  const bool got = row[0] == std::optional<std::string>("t");
   const int ahead = row[1] ? std::stoi(*row[1]) : 0;
   l.remote_first = row[2] ? std::optional<int64_t>(std::stoll(*row[2])) : std::nullopt;
   l.remote_waiters = row[3] ? std::stoi(*row[3]) : 0;
@@ -349,10 +414,11 @@ void LockTable::drop_ticket(int64_t ticket) {
   pg_.query(kDequeue, {std::to_string(ticket)}, [](pq::QueryResult) {});
 }
 
-// Nobody here can have the lock now: every waiter is told, none is left hanging.
+// The try failed: nobody here can have the lock now. Every waiter is told, none
+// is left hanging.
 void LockTable::fail_waiters(Lock& l, const std::string& message) {
   std::string name = l.name;
-  if (l.pg == Pg::Acquiring) l.pg = Pg::None;
+  l.pg = Pg::None;
   while (!l.waiters.empty()) drop_waiter(l, 0, LockEvent(LockEvent::Kind::Unavailable, name, message));
   erase_if_unused(name);
 }
@@ -415,7 +481,9 @@ void LockTable::erase_if_unused(const std::string& name) {
 }
 
 // The server released every advisory lock of the session, and its tickets are
-// dead: holders are told, waiters queue again on the next connection.
+// dead: holders are told. Waiters with a query under way hear database_unavailable
+// from it (pq::Session fails those first); the others queue again on the next
+// connection.
 void LockTable::on_connection_lost() {
   for (const std::string& name : names()) {
     auto it = locks_.find(name);

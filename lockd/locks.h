@@ -114,8 +114,11 @@ class LockTable {
   void pump(Lock& l);
   void request_tickets(Lock& l);
   void on_ticket(const std::string& name, Owner owner, uint64_t seq, const pq::QueryResult& r);
+  void on_ticket_for(const std::string& name, Owner owner, uint64_t seq, const pq::QueryResult& r);
+  void ensure_queue();
+  void heartbeat();
   void try_lock(Lock& l);
-  void on_try_result(const std::string& name, const pq::QueryResult& r);
+  void on_try_result(const std::string& name, const std::string& key, const pq::QueryResult& r);
   void backoff(Lock& l);
   void grant(Lock& l);
   void release_pg(Lock& l);
@@ -136,6 +139,9 @@ class LockTable {
   std::string instance_;        // random id in our NOTIFY payloads, to ignore our own
   bool queue_created_ = false;  // CREATE TABLE IF NOT EXISTS sent on this connection
   uint64_t ticket_seq_ = 0;     // numbers the ticket INSERTs
+  int ticketing_ = 0;           // ticket INSERTs under way
+  bool ticket_starved_ = false; // a waiter waits for room to ask for its ticket
+  uv_timer_t* heartbeat_ = nullptr;
   Deliver deliver_;
   prometheus::Histogram* wait_seconds_;
   std::map<std::string, Lock> locks_;

@@ -1118,6 +1118,77 @@ TEST(LockdLocks, KilledHolderHandsTheLockOn) {
   EXPECT_EQ(str(g, "state"), "held") << g.dump();
 }
 
+// The queue table made beforehand (as a role without CREATE would have it), with
+// a trigger that makes a ticket INSERT slow (0.4 s) and fail while fault_on has a row.
+void make_queue_with_fault(const std::string& db) {
+  QResult r = q(db,
+                "CREATE TABLE pgsidecar_lock_queue (ticket bigserial PRIMARY KEY, key bigint NOT NULL,"
+                " instance text NOT NULL, pid int NOT NULL, backend_start timestamptz,"
+                " queued_at timestamptz NOT NULL DEFAULT now(), seen_at timestamptz NOT NULL DEFAULT now());"
+                "CREATE TABLE fault_on (x int);"
+                "GRANT ALL ON pgsidecar_lock_queue, fault_on TO app;"
+                "GRANT ALL ON SEQUENCE pgsidecar_lock_queue_ticket_seq TO app;"
+                "CREATE FUNCTION slow_or_fail() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE f bool; BEGIN"
+                " f := EXISTS (SELECT 1 FROM fault_on); PERFORM pg_sleep(0.4);"
+                " IF f THEN RAISE EXCEPTION 'injected ticket failure'; END IF; RETURN NEW; END $$;"
+                "CREATE TRIGGER slow_or_fail BEFORE INSERT ON pgsidecar_lock_queue FOR EACH ROW"
+                " EXECUTE FUNCTION slow_or_fail();");
+  ASSERT_TRUE(r.ok) << r.describe();
+}
+
+const char* kAdvisoryHeld =
+    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+    "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()";
+
+// A waiter whose ticket cannot be written is told, and the advisory lock kept for
+// it while its ticket was under way goes: the other sidecar gets the lock.
+TEST(LockdLocks, FailedTicketWhileHeldReleasesTheLock) {
+  std::string db = fresh_db("lt_ticket_held");
+  make_queue_with_fault(db);
+  DaemonConfig cfg = lockd_config(db, "");
+  Daemon a(cfg), b(cfg);
+  START_LOCKD(a);
+  START_LOCKD(b);
+  LockdClient h = client(a), w = client(a);
+  ASSERT_EQ(str(h.lock(lock_req("x", 10000), 10000), "state"), "held");
+  ASSERT_TRUE(q(db, "INSERT INTO fault_on VALUES (1)").ok);
+  ASSERT_TRUE(w.send(lock_req("x", 60000)));
+  EXPECT_EQ(str(h.call(unlock_req("x")), "state"), "released");   // while w's ticket is under way
+  json f = w.final_answer(10000);
+  EXPECT_EQ(code(f), "database_unavailable") << f.dump();
+  EXPECT_TRUE(contains(err_message(f), "injected ticket failure")) << f.dump();
+  ASSERT_TRUE(q(db, "DELETE FROM fault_on").ok);
+  EXPECT_TRUE(eventually([&] { return rows(db, kAdvisoryHeld) == "0"; }, 5000)) << rows(db, kAdvisoryHeld);
+  LockdClient cb = client(b);
+  json g = cb.lock(lock_req("x", 10000), 15000);
+  EXPECT_EQ(str(g, "state"), "held") << g.dump();
+}
+
+// One waiter's failed ticket fails that waiter only; the one whose ticket was
+// written gets the lock, and nothing stays held once both are done.
+TEST(LockdLocks, FailedTicketFailsOnlyItsWaiter) {
+  std::string db = fresh_db("lt_ticket_one");
+  make_queue_with_fault(db);
+  DaemonConfig cfg = lockd_config(db, "");
+  Daemon a(cfg), b(cfg);
+  START_LOCKD(a);
+  START_LOCKD(b);
+  LockdClient w1 = client(a), w2 = client(a);
+  ASSERT_TRUE(w1.send(lock_req("y", 60000)));
+  ASSERT_TRUE(eventually([&] { return rows(db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "1"; }, 5000));
+  ASSERT_TRUE(w2.send(lock_req("y", 60000)));
+  ASSERT_TRUE(q(db, "INSERT INTO fault_on VALUES (1)").ok);   // w1's INSERT began before: it succeeds; w2's fails
+  json f1 = w1.final_answer(10000), f2 = w2.final_answer(10000);
+  EXPECT_EQ(str(f1, "state"), "held") << f1.dump();
+  EXPECT_EQ(code(f2), "database_unavailable") << f2.dump();
+  ASSERT_TRUE(q(db, "DELETE FROM fault_on").ok);
+  EXPECT_EQ(str(w1.call(unlock_req("y")), "state"), "released");
+  EXPECT_TRUE(eventually([&] { return rows(db, kAdvisoryHeld) == "0"; }, 5000)) << rows(db, kAdvisoryHeld);
+  LockdClient cb = client(b);
+  json g = cb.lock(lock_req("y", 10000), 15000);
+  EXPECT_EQ(str(g, "state"), "held") << g.dump();
+}
+
 // ================================================================ protocol
 
 TEST(LockdProtocol, BadInput) {
