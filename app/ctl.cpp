@@ -27,8 +27,9 @@ using json = nlohmann::json;
 constexpr const char* kUsage =
     "usage: pgsidecar ctl [--socket PATH | -c CONFIG] COMMAND\n"
     "  status                                   is the schema current? (exit 0 if so, 3 if not)\n"
-    "  migrate [--retry VERSION]                apply pending migrations, once across all callers;\n"
-    "                                           --retry: run the failed VERSION again first\n"
+    "  migrate [--retry VERSION | --to VERSION] apply pending migrations, once across all callers;\n"
+    "                                           --retry: run the failed VERSION again first;\n"
+    "                                           --to: revert the versions above VERSION (.down.sql)\n"
     "  lock acquire NAME [--timeout 5s] [-- COMMAND ARGS...]\n"
     "                                           hold NAME while COMMAND runs (or until stdin closes)\n"
     "  lock release NAME                        release NAME (held by this connection)\n"
@@ -232,8 +233,8 @@ int main(int argc, char** argv) {
   if (socket_path.empty()) return usage("lockd is off in that config (lockd.socket_path is \"\")");
 
   const std::string& cmd = args[0];
-  const bool retry = cmd == "migrate" && args.size() == 3 && args[1] == "--retry";
-  bool known = ((cmd == "status" || cmd == "migrate" || cmd == "raw") && args.size() == 1) || retry ||
+  const bool with_version = cmd == "migrate" && args.size() == 3 && (args[1] == "--retry" || args[1] == "--to");
+  bool known = ((cmd == "status" || cmd == "migrate" || cmd == "raw") && args.size() == 1) || with_version ||
                (cmd == "lock" && args.size() >= 2);
   if (!known) return usage(("unknown command: " + cmd).c_str());
   Conn c;
@@ -241,7 +242,7 @@ int main(int argc, char** argv) {
 
   if (cmd == "status" || cmd == "migrate") {
     json req = {{"op", cmd}};
-    if (retry) req["retry"] = args[2];
+    if (with_version) req[args[1] == "--to" ? "to" : "retry"] = args[2];
     auto a = ask(c, req);
     if (!a) return lost_connection();
     if (!a->value("ok", false)) return 1;

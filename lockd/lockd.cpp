@@ -441,10 +441,11 @@ struct Lockd::Impl {
       if (it == clients.end()) return;   // gone while waiting
       json body = status_body(a);
       if (op == "migrate") body["applied"] = a.applied;
+      if (!a.reverted.empty()) body["reverted"] = a.reverted;
       finish(it->second, std::move(body), op.c_str());
     };
     if (op == "status") migrations->status(reply);
-    else migrations->migrate(reply, req.retry);
+    else migrations->migrate(reply, req.retry, req.to);
   }
 
   // False (and the not_configured answer) without a lock table.

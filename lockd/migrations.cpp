@@ -2,6 +2,8 @@
 
 #include <pg_query.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "conf/log.h"
@@ -29,6 +31,13 @@ std::vector<std::string> run_lock_key(const std::string& table) {
 const std::string& text(const pq::Row& row, size_t i) {
   static const std::string empty;
   return i < row.size() && row[i] ? *row[i] : empty;
+}
+
+// "statement 2 of 3 (CREATE INDEX ...)": which statement of a file failed.
+std::string describe_statement(const std::vector<std::string>& stmts, size_t i) {
+  std::string first_line = stmts[i].substr(0, stmts[i].find('\n'));
+  if (first_line.size() > 200) first_line = first_line.substr(0, 200) + "...";
+  return "statement " + std::to_string(i + 1) + " of " + std::to_string(stmts.size()) + " (" + first_line + ")";
 }
 
 // A file whose first line is "-- pgsidecar:no-transaction" (blanks around it allowed).
@@ -112,6 +121,9 @@ struct Migrations::Run {
   std::string failure;       // "<file>: <error>"
   std::string refusal_code;  // set with failure: the error code of the answer
   std::vector<std::string> retry;   // failed versions to run again, whether or not their files changed
+  std::string to;                   // set: revert the versions above it instead
+  std::vector<std::pair<std::string, std::string>> reverts;   // (version, down file), newest first
+  std::vector<std::string> reverted;
 };
 
 Migrations::Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string conninfo, cache::SchemaVersion& schema)
@@ -257,7 +269,7 @@ void Migrations::describe(std::vector<std::vector<std::string>>& rows) const {
 
 // ---------------------------------------------------------------- the runner
 
-void Migrations::migrate(Reply reply, const std::string& retry) {
+void Migrations::migrate(Reply reply, const std::string& retry, const std::string& to) {
   if (cfg_.format != conf::MigrationFormat::Pgsidecar) {
     Answer a = answer(true);
     a.refusal_code = "read_only_format";
@@ -265,21 +277,38 @@ void Migrations::migrate(Reply reply, const std::string& retry) {
                 ": lockd reports its status but does not apply its migrations; run that tool";
     return reply(a);
   }
-  // A retry starts a run of its own: one under way has decided what it runs.
-  if (!retry.empty()) retry_waiting_.emplace_back(std::move(reply), retry);
-  else migrate_waiting_.push_back(std::move(reply));
-  if (!running_) start_run();
+  // A plain migrate joins a run under way that applies; a retry or a revert needs
+  // a run of its own (one under way has decided what it runs).
+  if (retry.empty() && to.empty() && running_ && !reverting_) return migrate_waiting_.push_back(std::move(reply));
+  queued_.push_back({std::move(reply), retry, to});
+  if (!running_) start_next();
 }
 
-// Lock, make sure the table exists, read the history under the lock, apply.
-void Migrations::start_run() {
-  running_ = true;
-  auto r = std::make_shared<Run>();
-  for (auto& [reply, version] : retry_waiting_) {
-    migrate_waiting_.push_back(std::move(reply));
-    r->retry.push_back(version);
+// The next run: one revert, or every plain and retry request queued before the next revert.
+void Migrations::start_next() {
+  if (queued_.empty()) return;
+  if (!queued_.front().to.empty()) {
+    Queued q = std::move(queued_.front());
+    queued_.pop_front();
+    migrate_waiting_.push_back(std::move(q.reply));
+    return start_run({}, q.to);
   }
-  retry_waiting_.clear();
+  std::vector<std::string> retry;
+  while (!queued_.empty() && queued_.front().to.empty()) {
+    if (!queued_.front().retry.empty()) retry.push_back(queued_.front().retry);
+    migrate_waiting_.push_back(std::move(queued_.front().reply));
+    queued_.pop_front();
+  }
+  start_run(std::move(retry), "");
+}
+
+// Lock, make sure the table exists, read the history under the lock, apply (or revert).
+void Migrations::start_run(std::vector<std::string> retry, std::string to) {
+  running_ = true;
+  reverting_ = !to.empty();
+  auto r = std::make_shared<Run>();
+  r->retry = std::move(retry);
+  r->to = std::move(to);
   std::string table = quote_table(cfg_.history_table());
   std::vector<std::string> key = run_lock_key(cfg_.history_table());
   std::shared_ptr<bool> alive = alive_;
@@ -307,6 +336,7 @@ void Migrations::start_run() {
                   read_history(runner_, [=, this](History h) {
                     if (!h.reachable) return failed(pq::QueryResult{false, true, "", h.reason, {}});
                     r->history = std::move(h);
+                    if (!r->to.empty()) return plan_revert(r);
                     Status s = evaluate(r->manifest, r->history, cfg_.format);
                     for (const std::string& v : r->retry) {
                       if (!s.failed || compare_versions(s.failed->version, v) != 0) {
@@ -398,7 +428,7 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
     std::string err;
     auto stmts = std::make_shared<std::vector<std::string>>(split_statements(content, err));
     if (!err.empty()) return record_failure(r, file, err);
-    return apply_statements(r, file, stmts, 0, Clock::now());
+    return apply_statements(r, file, stmts, Clock::now());
   }
   auto started = std::make_shared<Clock::time_point>();
   runner_.query("BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
@@ -420,16 +450,23 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
 // A failing statement leaves the ones before it applied; the version is recorded
 // as failed, naming that statement, and runs again only with migrate --retry.
 void Migrations::apply_statements(std::shared_ptr<Run> r, const MigrationFile& f,
-                                  std::shared_ptr<std::vector<std::string>> stmts, size_t i, Clock::time_point started) {
-  if (i == stmts->size())
-    return record_success(r, f, std::chrono::duration<double, std::milli>(Clock::now() - started).count(), false);
-  runner_.query((*stmts)[i], {}, [=, this](pq::QueryResult q) {
-    if (q.ok) return apply_statements(r, f, stmts, i + 1, started);
+                                  std::shared_ptr<std::vector<std::string>> stmts, Clock::time_point started) {
+  run_statements(stmts, 0, [=, this](size_t at, const pq::QueryResult& q) {
+    if (at == stmts->size())
+      return record_success(r, f, std::chrono::duration<double, std::milli>(Clock::now() - started).count(), false);
     if (q.connection_failed) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
-    std::string first_line = (*stmts)[i].substr(0, (*stmts)[i].find('\n'));
-    if (first_line.size() > 200) first_line = first_line.substr(0, 200) + "...";
-    record_failure(r, f, "statement " + std::to_string(i + 1) + " of " + std::to_string(stmts->size()) + " (" +
-                             first_line + "): " + q.message);
+    record_failure(r, f, describe_statement(*stmts, at) + ": " + q.message);
+  });
+}
+
+// Runs stmts[i..] one by one on the runner; done(at, result): at = stmts.size()
+// when all ran, else the index of the one that failed, with its result.
+void Migrations::run_statements(std::shared_ptr<std::vector<std::string>> stmts, size_t i,
+                                std::function<void(size_t, const pq::QueryResult&)> done) {
+  if (i == stmts->size()) return done(i, pq::QueryResult{true, false, "", "", {}});
+  runner_.query((*stmts)[i], {}, [this, stmts, i, done](pq::QueryResult q) {
+    if (!q.ok) return done(i, q);
+    run_statements(stmts, i + 1, done);
   });
 }
 
@@ -465,6 +502,114 @@ void Migrations::record_success(std::shared_ptr<Run> r, const MigrationFile& fil
                 });
 }
 
+// ---------------------------------------------------------------- reverting
+
+// migrate with to: every applied version above it, newest first, each with its
+// "<version>_<name>.down.sql"; refused (nothing reverted) when one is missing.
+void Migrations::plan_revert(std::shared_ptr<Run> r) {
+  std::vector<std::string> versions;
+  for (const AppliedRow& row : r->history.rows)
+    if (row.success && compare_versions(row.version, r->to) > 0) versions.push_back(row.version);
+  std::sort(versions.begin(), versions.end(),
+            [](const std::string& a, const std::string& b) { return compare_versions(a, b) > 0; });
+  auto missing = std::make_shared<std::vector<std::string>>();
+  for (const std::string& v : versions) {
+    const MigrationFile* f = r->manifest.find(v);
+    if (!f) {
+      missing->push_back("version " + v + " (no migration file)");
+      continue;
+    }
+    r->reverts.emplace_back(v, f->file.substr(0, f->file.size() - 7) + ".down.sql");   // ".up.sql"
+  }
+  std::string dir = cfg_.dir;
+  auto files = r->reverts;
+  run_blocking(
+      loop_,
+      [dir, files, missing] {
+        struct stat st;
+        for (const auto& [version, file] : files)
+          if (stat((dir + "/" + file).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) missing->push_back(file);
+      },
+      [this, r, missing, alive = alive_] {
+        if (!*alive) return;
+        if (!missing->empty()) {
+          std::string list;
+          for (const std::string& m : *missing) list += (list.empty() ? "" : ", ") + m;
+          r->failure = "cannot revert to " + r->to + ": no down migration for " + list;
+          r->refusal_code = "down_missing";
+          return finish_run(r);
+        }
+        revert_next(r);
+      });
+}
+
+void Migrations::revert_next(std::shared_ptr<Run> r) {
+  if (r->reverted.size() == r->reverts.size()) return finish_run(r);
+  auto [version, file] = r->reverts[r->reverted.size()];
+  auto content = std::make_shared<std::string>();
+  auto error = std::make_shared<std::string>();
+  run_blocking(
+      loop_, [path = cfg_.dir + "/" + file, content, error] { read_file(path, *content, *error); },
+      [this, r, version, file, content, error, alive = alive_] {
+        if (!*alive) return;
+        if (!error->empty()) {
+          r->failure = *error;
+          r->refusal_code = "manifest_invalid";
+          return finish_run(r);
+        }
+        revert_file(r, version, file, std::move(*content));
+      });
+}
+
+// One down file: in a transaction with the deletion of its history row, or (no-
+// transaction marker) statement by statement, then the deletion. A failure stops
+// the run; the version stays applied.
+void Migrations::revert_file(std::shared_ptr<Run> r, const std::string& version, const std::string& file,
+                             std::string content) {
+  const std::string forget = "WITH gone AS (DELETE FROM " + quote_table(cfg_.history_table()) +
+                             " WHERE version = $1 RETURNING version) SELECT pg_notify('" + std::string(kChannel) +
+                             "', version) FROM gone";
+  auto fail = [this, r, file](const pq::QueryResult& q) {
+    r->failure = file + ": " + q.message;
+    r->refusal_code = q.connection_failed ? "database_unavailable" : "migration_failed";
+    failed_total_++;
+    LOG_WARN("migrations: reverting with %s failed: %s", file.c_str(), q.message.c_str());
+    finish_run(r);
+  };
+  auto done = [this, r, version, file] {
+    LOG_INFO("migrations: reverted %s with %s", version.c_str(), file.c_str());
+    r->reverted.push_back(version);
+    revert_next(r);
+  };
+  if (no_transaction(content)) {
+    std::string err;
+    auto stmts = std::make_shared<std::vector<std::string>>(split_statements(content, err));
+    if (!err.empty()) return fail(pq::QueryResult{false, false, "", err, {}});
+    return run_statements(stmts, 0, [=, this](size_t at, const pq::QueryResult& q) {
+      if (at < stmts->size()) {
+        pq::QueryResult named = q;
+        named.message = describe_statement(*stmts, at) + ": " + q.message;
+        return fail(named);
+      }
+      runner_.query(forget, {version}, [fail, done](pq::QueryResult q) { q.ok ? done() : fail(q); });
+    });
+  }
+  runner_.query("BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
+    if (!q.ok) return fail(q);
+    runner_.query(std::move(content), {}, [=, this](pq::QueryResult q) {
+      auto rollback = [this, fail](pq::QueryResult why) {
+        if (why.connection_failed) return fail(why);
+        runner_.query("ROLLBACK", {}, [fail, why](pq::QueryResult) { fail(why); });
+      };
+      if (!q.ok) return rollback(q);
+      runner_.query(forget, {version}, [=, this](pq::QueryResult q) {
+        if (!q.ok) return rollback(q);
+        runner_.query("COMMIT", {}, [fail, done](pq::QueryResult q) { q.ok ? done() : fail(q); });
+      });
+    });
+  });
+}
+
 // The file's transaction is rolled back; the failure gets a row of its own.
 void Migrations::record_failure(std::shared_ptr<Run> r, const MigrationFile& f, const std::string& error) {
   failed_total_++;
@@ -483,6 +628,7 @@ void Migrations::record_failure(std::shared_ptr<Run> r, const MigrationFile& f, 
 // Unlocks, re-reads the history and answers everyone who asked during the run.
 void Migrations::finish_run(std::shared_ptr<Run> r) {
   if (!r->applied.empty()) schema_.bump("migrations applied by lockd");
+  if (!r->reverted.empty()) schema_.bump("migrations reverted by lockd");
   std::vector<std::string> key = run_lock_key(cfg_.history_table());
   std::shared_ptr<bool> alive = alive_;
   // The status after the run, read on the status connection (after the commits),
@@ -497,13 +643,15 @@ void Migrations::finish_run(std::shared_ptr<Run> r) {
       running_ = false;
       Answer a = answer(false);
       last_ = a.status;
+      reverting_ = false;
       a.applied = r->applied;
+      a.reverted = r->reverted;
       a.failure = r->failure;
       a.refusal_code = r->refusal_code;
       auto waiting = std::move(migrate_waiting_);
       migrate_waiting_.clear();
       for (Reply& w : waiting) w(a);
-      if (!retry_waiting_.empty() && !running_) start_run();
+      if (!running_) start_next();
     });
   };
   if (!runner_.connected()) return reply_all();   // the server released the lock with the session

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -52,6 +53,7 @@ class Migrations {
     bool cached = false;
     bool manifest_invalid = false;   // status.reason holds the manifest's error
     std::vector<std::string> applied;  // migrate: versions this run applied
+    std::vector<std::string> reverted; // migrate with to: versions this run reverted, newest first
     std::string failure;               // migrate: "<file>: <server error>" if a file failed
     std::string refusal_code;          // set: an error answer (code), message in failure
   };
@@ -62,8 +64,9 @@ class Migrations {
 
   void status(Reply reply);
   // Applies pending migrations. retry: a version that failed, to run again
-  // (whether or not its file changed); "" = none.
-  void migrate(Reply reply, const std::string& retry = "");
+  // (whether or not its file changed); "" = none. to: instead, revert every
+  // applied version above it with its .down.sql file, newest first; "" = none.
+  void migrate(Reply reply, const std::string& retry = "", const std::string& to = "");
   void stop();
 
   // SHOW MIGRATIONS: (version, name, file, state) per file as last known, state one
@@ -80,12 +83,13 @@ class Migrations {
   void refresh();
   void read_history(pq::Session& session, std::function<void(History)> done);
   bool history_usable() const;
-  void start_run();
   void take_run_lock(int64_t backoff_ms, std::function<void(pq::QueryResult)> then);
   void apply_next(std::shared_ptr<Run> r);
   void apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std::string content);
   void apply_statements(std::shared_ptr<Run> r, const MigrationFile& f, std::shared_ptr<std::vector<std::string>> stmts,
-                        size_t i, Clock::time_point started);
+                        Clock::time_point started);
+  void run_statements(std::shared_ptr<std::vector<std::string>> stmts, size_t i,
+                      std::function<void(size_t, const pq::QueryResult&)> done);
   void record_success(std::shared_ptr<Run> r, const MigrationFile& f, double ms, bool in_transaction);
   void record_failure(std::shared_ptr<Run> r, const MigrationFile& f, const std::string& error);
   void finish_run(std::shared_ptr<Run> r);
@@ -105,9 +109,20 @@ class Migrations {
   bool refreshing_ = false, stale_during_refresh_ = false;
   std::vector<Reply> status_waiting_;
   std::optional<Status> last_;
+  struct Queued {
+    Reply reply;
+    std::string retry, to;
+  };
+  void start_next();
+  void start_run(std::vector<std::string> retry, std::string to);
+  void plan_revert(std::shared_ptr<Run> r);
+  void revert_next(std::shared_ptr<Run> r);
+  void revert_file(std::shared_ptr<Run> r, const std::string& version, const std::string& file, std::string content);
+
   std::vector<Reply> migrate_waiting_;   // callers of the run under way, and those who joined it
-  std::vector<std::pair<Reply, std::string>> retry_waiting_;   // retries, for the next run
+  std::deque<Queued> queued_;            // for later runs: retries, reverts, and callers during a revert
   bool running_ = false;
+  bool reverting_ = false;               // the run under way reverts (to)
   uv_timer_t* lock_timer_ = nullptr;       // retries of the run lock
   std::function<void()> lock_retry_;
   uint64_t applied_total_ = 0, failed_total_ = 0;

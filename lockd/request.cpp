@@ -139,7 +139,7 @@ std::variant<Request, RequestError> parse_request(std::string_view line) {
     return RequestError{id, spec->name, code, std::move(message)};
   };
 
-  Request r{spec->op, id, "", std::nullopt, ""};
+  Request r{spec->op, id, "", std::nullopt, "", ""};
   if (spec->takes_name != Name::None) {
     auto name = req.find("name");
     if (name == req.end() && spec->takes_name == Name::Required)
@@ -157,12 +157,14 @@ std::variant<Request, RequestError> parse_request(std::string_view line) {
     if (!t.is_number_integer() || t.get<int64_t>() < 0) return fail("bad_request", "timeout_ms must be an integer >= 0");
     r.timeout_ms = t.get<int64_t>();
   }
-  if (spec->op == Op::Migrate && req.contains("retry")) {
-    const json& v = req["retry"];
+  for (auto [field, out] : {std::pair{"retry", &r.retry}, std::pair{"to", &r.to}}) {
+    if (spec->op != Op::Migrate || !req.contains(field)) continue;
+    const json& v = req[field];
     if (!v.is_string() || v.get_ref<const std::string&>().empty() || v.get_ref<const std::string&>().size() > 64)
-      return fail("bad_request", "retry must be a version: a string of 1 to 64 bytes");
-    r.retry = v.get<std::string>();
+      return fail("bad_request", std::string(field) + " must be a version: a string of 1 to 64 bytes");
+    *out = v.get<std::string>();
   }
+  if (!r.retry.empty() && !r.to.empty()) return fail("bad_request", "migrate takes retry or to, not both");
   return r;
 }
 

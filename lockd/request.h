@@ -69,6 +69,7 @@ struct Request {
   std::string name;                    // lock, unlock: 1..kMaxLockName bytes; locks: "" = every name
   std::optional<int64_t> timeout_ms;   // lock: >= 0; nullopt: lockd.lock_timeout
   std::string retry;                   // migrate: a failed version to run again; "" = none
+  std::string to;                      // migrate: revert the applied versions above this one; "" = none
 };
 
 struct RequestError {

@@ -800,6 +800,51 @@ TEST(LockdMigrate, NoTransactionFailureIsReportedAndRetried) {
             "1|true\n2|true\n3|true");
 }
 
+// migrate with to: the versions above it are reverted with their .down.sql files,
+// newest first (a no-transaction one statement by statement), and are pending
+// again; a missing down file refuses the whole revert.
+TEST(LockdMigrate, DownMigrationsRevertToAVersion) {
+  std::string db = fresh_db("lt_down");
+  MigDir m;
+  m.write("1_a.up.sql", "CREATE TABLE da (id int);\n");
+  m.write("1_a.down.sql", "DROP TABLE da;\n");
+  m.write("2_b.up.sql", "CREATE TABLE dbb (id int);\n");
+  m.write("2_b.down.sql", "DROP TABLE dbb;\n");
+  m.write("3_c.up.sql", "CREATE TABLE dc (id int);\nCREATE INDEX dc_id ON dc (id);\n");
+  m.write("3_c.down.sql", "-- pgsidecar:no-transaction\nDROP INDEX CONCURRENTLY dc_id;\nDROP TABLE dc;\n");
+  Daemon d(lockd_config(db, m.path));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  ASSERT_EQ(str(c.call(kMigrate), "status"), "current");
+  const std::string tables = "SELECT to_regclass('da') IS NOT NULL, to_regclass('dbb') IS NOT NULL, "
+                             "to_regclass('dc') IS NOT NULL";
+
+  json down = c.call({{"op", "migrate"}, {"to", "1"}});
+  EXPECT_EQ(str(down, "ok"), "true") << down.dump();
+  EXPECT_EQ(str(down, "reverted"), R"(["3","2"])") << down.dump();
+  EXPECT_EQ(str(down, "status"), "pending") << down.dump();
+  EXPECT_EQ(str(down, "head"), "1") << down.dump();
+  EXPECT_EQ(rows(db, tables), "t|f|f");
+  EXPECT_EQ(rows(db, "SELECT version FROM pgsidecar_migrations ORDER BY version"), "1");
+
+  json up = c.call(kMigrate);
+  EXPECT_EQ(str(up, "applied"), R"(["2","3"])") << up.dump();
+  EXPECT_EQ(rows(db, tables), "t|t|t");
+
+  std::filesystem::remove(m.file("2_b.down.sql"));
+  json refused = c.call({{"op", "migrate"}, {"to", "0"}});
+  EXPECT_EQ(code(refused), "down_missing") << refused.dump();
+  EXPECT_TRUE(contains(err_message(refused), "2_b.down.sql")) << refused.dump();
+  EXPECT_EQ(rows(db, tables), "t|t|t") << "nothing is reverted when a down file is missing";
+
+  ProcResult ctl = run_process({daemon_binary(), "ctl", "--socket", sock(d), "migrate", "--to", "2"}, 60000);
+  EXPECT_EQ(ctl.exit_code, 0) << ctl.output;
+  EXPECT_TRUE(contains(ctl.output, R"("reverted":["3"])")) << ctl.output;
+  EXPECT_EQ(rows(db, tables), "t|t|f");
+  json both = c.call({{"op", "migrate"}, {"to", "1"}, {"retry", "2"}});
+  EXPECT_EQ(code(both), "bad_request") << both.dump();
+}
+
 TEST(LockdMigrate, NotifyReachesOtherSidecar) {
   std::string db = fresh_db("lt_notify");
   MigDir m;
