@@ -579,7 +579,7 @@ bool Lockd::admin_table(const std::string& what, std::vector<std::string>& colum
     return true;
   }
   if (what == "migrations") {
-    columns = {"version", "name", "file", "state"};
+    columns = {"version", "name", "file", "state", "error"};
     if (d.migrations) d.migrations->describe(rows);
     return true;
   }

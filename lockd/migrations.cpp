@@ -263,7 +263,7 @@ void Migrations::describe(std::vector<std::vector<std::string>>& rows) const {
                         : listed(a.status.mismatched, f.version)                    ? "checksum-mismatch"
                         : listed(a.status.pending, f.version)                       ? "pending"
                                                                                      : "applied";
-    rows.push_back({f.version, f.name, f.file, state});
+    rows.push_back({f.version, f.name, f.file, state, state == "failed" ? a.status.failed->error : ""});
   }
 }
 

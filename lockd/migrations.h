@@ -69,8 +69,9 @@ class Migrations {
   void migrate(Reply reply, const std::string& retry = "", const std::string& to = "");
   void stop();
 
-  // SHOW MIGRATIONS: (version, name, file, state) per file as last known, state one
-  // of applied, pending, failed, checksum-mismatch, unknown (history not read yet).
+  // SHOW MIGRATIONS: (version, name, file, state, error) per file as last known,
+  // state one of applied, pending, failed, checksum-mismatch, unknown (history not
+  // read yet); error: a failed version's error.
   void describe(std::vector<std::vector<std::string>>& rows) const;
   // For metrics and the admin console.
   const std::optional<Status>& last_status() const { return last_; }

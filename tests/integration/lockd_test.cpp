@@ -767,7 +767,9 @@ TEST(LockdMigrate, NoTransactionFailureIsReportedAndRetried) {
           "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_id ON items (id);\n"
           "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_name ON items (name);\n");
   m.write("3_three.up.sql", "CREATE TABLE three (id int);\n");
-  Daemon d(lockd_config(db, m.path));
+  DaemonConfig cfg = lockd_config(db, m.path);
+  cfg.set("stats_users", "[app]");
+  Daemon d(cfg);
   START_LOCKD(d);
   LockdClient c = client(d);
 
@@ -781,6 +783,15 @@ TEST(LockdMigrate, NoTransactionFailureIsReportedAndRetried) {
   EXPECT_EQ(rows(db, "SELECT to_regclass('items_id') IS NOT NULL, to_regclass('three') IS NULL"), "t|t")
       << "statement 1 stays applied; 3 is not tried";
   EXPECT_EQ(str(c.call(kStatus), "status"), "failed");
+  {
+    // SHOW MIGRATIONS names the failed statement.
+    ConnPtr admin = must_connect("host=127.0.0.1 port=" + std::to_string(d.port()) + " user=app dbname=pgsidecar");
+    QResult sm = admin ? exec(admin, "SHOW MIGRATIONS") : QResult{};
+    ASSERT_TRUE(sm.ok) << sm.describe();
+    ASSERT_EQ(sm.rows.size(), 3u) << sm.describe();
+    EXPECT_EQ(sm.at(1, 3), "failed");
+    EXPECT_TRUE(contains(sm.at(1, 4), "statement 2 of 2")) << sm.describe();
+  }
 
   json again = c.call(kMigrate);
   EXPECT_EQ(code(again), "migration_failed") << "unchanged, not run again: " << again.dump();
@@ -1689,7 +1700,7 @@ TEST(LockdAdmin, ShowMigrationsAndLocks) {
   QResult r = exec(admin, "SHOW MIGRATIONS");
   ASSERT_TRUE(r.ok) << r.describe();
   ASSERT_EQ(r.rows.size(), 2u) << r.describe();
-  EXPECT_EQ(r.rows[0], (std::vector<std::string>{"1", "a", "1_a.up.sql", "pending"}));
+  EXPECT_EQ(r.rows[0], (std::vector<std::string>{"1", "a", "1_a.up.sql", "pending", ""}));
 
   json mig = c.call({{"op", "migrate"}});
   ASSERT_EQ(str(mig, "status"), "current") << mig.dump();
