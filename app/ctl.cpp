@@ -101,7 +101,7 @@ json print_answer(const std::string& line) {
 }
 
 std::optional<json> ask(Conn& c, const json& request) {
-  if (!c.send(request.dump())) return std::nullopt;
+  if (!c.send(request.dump(-1, ' ', false, json::error_handler_t::replace))) return std::nullopt;
   auto l = c.line();
   if (!l) return std::nullopt;
   return print_answer(*l);
@@ -127,7 +127,7 @@ std::optional<int64_t> parse_duration(const std::string& s) {
 int lock_acquire(Conn& c, const std::string& name, std::optional<int64_t> timeout, std::vector<std::string> command) {
   json req = {{"op", "lock"}, {"name", name}};
   if (timeout) req["timeout_ms"] = *timeout;
-  if (!c.send(req.dump())) return lost_connection();
+  if (!c.send(req.dump(-1, ' ', false, json::error_handler_t::replace))) return lost_connection();
   json answer;
   do {
     auto l = c.line();
@@ -234,6 +234,8 @@ int main(int argc, char** argv) {
 
   const std::string& cmd = args[0];
   const bool with_version = cmd == "migrate" && args.size() == 3 && (args[1] == "--retry" || args[1] == "--to");
+  if (cmd == "migrate" && args.size() == 2 && (args[1] == "--retry" || args[1] == "--to"))
+    return usage((args[1] + " needs a version").c_str());
   bool known = ((cmd == "status" || cmd == "migrate" || cmd == "raw") && args.size() == 1) || with_version ||
                (cmd == "lock" && args.size() >= 2);
   if (!known) return usage(("unknown command: " + cmd).c_str());

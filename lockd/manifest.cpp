@@ -85,7 +85,8 @@ std::optional<std::pair<std::string, std::string>> parse_file_name(std::string_v
       return std::pair{std::string(stem.substr(0, us)), std::string(stem.substr(us + 1))};
     }
   }
-  if (format != MigrationFormat::GolangMigrate && file.size() > 1 && file[0] == 'V' && file.ends_with(".sql")) {
+  if (format != MigrationFormat::GolangMigrate && file.size() > 1 && file[0] == 'V' && file.ends_with(".sql") &&
+      !file.ends_with(".down.sql")) {
     std::string_view stem = file.substr(1, file.size() - 5);
     size_t sep = stem.find("__");
     if (sep != std::string_view::npos && sep + 2 < stem.size()) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "conf/log.h"
 
@@ -33,11 +34,48 @@ const std::string& text(const pq::Row& row, size_t i) {
   return i < row.size() && row[i] ? *row[i] : empty;
 }
 
-// "statement 2 of 3 (CREATE INDEX ...)": which statement of a file failed.
+// A statement without the comments and blanks before it.
+std::string_view past_comments(std::string_view s) {
+  for (;;) {
+    size_t start = s.find_first_not_of(" \t\r\n");
+    if (start == std::string_view::npos) return {};
+    s.remove_prefix(start);
+    if (s.starts_with("--")) {
+      size_t nl = s.find('\n');
+      s.remove_prefix(nl == std::string_view::npos ? s.size() : nl);
+    } else if (s.starts_with("/*")) {
+      size_t end = s.find("*/");
+      s.remove_prefix(end == std::string_view::npos ? s.size() : end + 2);
+    } else {
+      return s;
+    }
+  }
+}
+
+// "statement 2 of 3 (CREATE INDEX ...)": which statement of a file failed; its
+// first line, cut at 200 bytes on a UTF-8 character boundary.
 std::string describe_statement(const std::vector<std::string>& stmts, size_t i) {
-  std::string first_line = stmts[i].substr(0, stmts[i].find('\n'));
-  if (first_line.size() > 200) first_line = first_line.substr(0, 200) + "...";
-  return "statement " + std::to_string(i + 1) + " of " + std::to_string(stmts.size()) + " (" + first_line + ")";
+  std::string_view text = past_comments(stmts[i]);
+  std::string_view first_line = text.substr(0, text.find('\n'));
+  std::string shown(first_line);
+  if (shown.size() > 200) {
+    size_t cut = 200;
+    while (cut > 0 && (static_cast<unsigned char>(shown[cut]) & 0xC0) == 0x80) cut--;
+    shown = shown.substr(0, cut) + "...";
+  }
+  return "statement " + std::to_string(i + 1) + " of " + std::to_string(stmts.size()) + " (" + shown + ")";
+}
+
+// BEGIN, COMMIT and their kin: a no-transaction file must not manage a
+// transaction itself (a failure inside one would leave it open, its history row in it).
+bool transaction_control(std::string_view stmt) {
+  std::string word;
+  for (char ch : past_comments(stmt)) {
+    if (!std::isalpha(static_cast<unsigned char>(ch))) break;
+    word += char(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  static const char* const kWords[] = {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"};
+  return std::any_of(std::begin(kWords), std::end(kWords), [&](const char* w) { return word == w; });
 }
 
 // A file whose first line is "-- pgsidecar:no-transaction" (blanks around it allowed).
@@ -55,14 +93,20 @@ std::vector<std::string> split_statements(const std::string& content, std::strin
   std::vector<std::string> out;
   PgQuerySplitResult r = pg_query_split_with_parser(content.c_str());
   if (r.error) {
-    err = "cannot split the file into statements: " + std::string(r.error->message) + " at byte " +
-          std::to_string(r.error->cursorpos);
+    err = "cannot split the file into statements (PostgreSQL 15's grammar): " + std::string(r.error->message) +
+          " at character " + std::to_string(r.error->cursorpos);
   } else {
     for (int i = 0; i < r.n_stmts; i++) {
       const PgQuerySplitStmt* s = r.stmts[i];
       std::string stmt = content.substr(size_t(s->stmt_location), size_t(s->stmt_len));
-      size_t start = stmt.find_first_not_of(" \t\r\n");
-      if (start != std::string::npos) out.push_back(stmt.substr(start));
+      if (past_comments(stmt).empty()) continue;
+      if (transaction_control(stmt)) {
+        err = "statement " + std::to_string(out.size() + 1) + " (" + std::string(past_comments(stmt).substr(0, 40)) +
+              "): a -- pgsidecar:no-transaction file must not manage transactions (BEGIN, COMMIT, ...)";
+        out.clear();
+        break;
+      }
+      out.push_back(stmt);
     }
   }
   pg_query_free_split_result(r);
@@ -134,6 +178,7 @@ Migrations::Migrations(uv_loop_t* loop, const conf::Migrations& cfg, std::string
       runner_(loop, "lockd migration runner"),
       manifest_(loop, cfg.dir, cfg.format) {
   runner_.configure(conninfo, {});
+  runner_.on_down([this](bool) { run_lock_held_ = false; });   // the server released it with the session
   pg_.configure(std::move(conninfo), {kChannel});
   pg_.on_notify([this](const std::string&, const std::string&, int) {
     // A migration committed somewhere: the history and the schema have moved on.
@@ -277,35 +322,35 @@ void Migrations::migrate(Reply reply, const std::string& retry, const std::strin
                 ": lockd reports its status but does not apply its migrations; run that tool";
     return reply(a);
   }
-  // A plain migrate joins a run under way that applies; a retry or a revert needs
-  // a run of its own (one under way has decided what it runs).
-  if (retry.empty() && to.empty() && running_ && !reverting_) return migrate_waiting_.push_back(std::move(reply));
+  // A plain migrate joins a run under way that applies; a retry or a revert has a
+  // run of its own (one under way has decided what it runs), which plain callers
+  // do not join.
+  if (retry.empty() && to.empty() && running_ && !exclusive_) return migrate_waiting_.push_back(std::move(reply));
   queued_.push_back({std::move(reply), retry, to});
   if (!running_) start_next();
 }
 
-// The next run: one revert, or every plain and retry request queued before the next revert.
+// The next run: one retry or revert alone, or the plain requests queued before the next of those.
 void Migrations::start_next() {
   if (queued_.empty()) return;
-  if (!queued_.front().to.empty()) {
-    Queued q = std::move(queued_.front());
+  Queued& front = queued_.front();
+  if (!front.to.empty() || !front.retry.empty()) {
+    Queued q = std::move(front);
     queued_.pop_front();
     migrate_waiting_.push_back(std::move(q.reply));
-    return start_run({}, q.to);
+    return start_run(q.retry.empty() ? std::vector<std::string>{} : std::vector<std::string>{q.retry}, q.to);
   }
-  std::vector<std::string> retry;
-  while (!queued_.empty() && queued_.front().to.empty()) {
-    if (!queued_.front().retry.empty()) retry.push_back(queued_.front().retry);
+  while (!queued_.empty() && queued_.front().to.empty() && queued_.front().retry.empty()) {
     migrate_waiting_.push_back(std::move(queued_.front().reply));
     queued_.pop_front();
   }
-  start_run(std::move(retry), "");
+  start_run({}, "");
 }
 
 // Lock, make sure the table exists, read the history under the lock, apply (or revert).
 void Migrations::start_run(std::vector<std::string> retry, std::string to) {
   running_ = true;
-  reverting_ = !to.empty();
+  exclusive_ = !to.empty() || !retry.empty();
   auto r = std::make_shared<Run>();
   r->retry = std::move(retry);
   r->to = std::move(to);
@@ -339,7 +384,13 @@ void Migrations::start_run(std::vector<std::string> retry, std::string to) {
                     if (!r->to.empty()) return plan_revert(r);
                     Status s = evaluate(r->manifest, r->history, cfg_.format);
                     for (const std::string& v : r->retry) {
-                      if (!s.failed || compare_versions(s.failed->version, v) != 0) {
+                      // Failed, whether or not its file changed since (then it shows as pending).
+                      bool failed = false, succeeded = false;
+                      for (const AppliedRow& row : r->history.rows) {
+                        if (compare_versions(row.version, v) != 0) continue;
+                        (row.success ? succeeded : failed) = true;
+                      }
+                      if (!failed || succeeded) {
                         r->failure = "migrate --retry " + v + ": version " + v + " has not failed" +
                                      (s.failed ? "; " + s.failed->version + " has" : "");
                         r->refusal_code = "not_failed";
@@ -361,7 +412,10 @@ void Migrations::take_run_lock(int64_t backoff_ms, std::function<void(pq::QueryR
   runner_.query("SELECT pg_try_advisory_lock($1::int, $2::int)", run_lock_key(cfg_.history_table()),
                 [this, backoff_ms, then, alive = alive_](pq::QueryResult q) {
                   if (!*alive) return;
-                  if (!q.ok || (!q.rows.empty() && text(q.rows[0], 0) == "t")) return then(std::move(q));
+                  if (!q.ok || (!q.rows.empty() && text(q.rows[0], 0) == "t")) {
+                    run_lock_held_ = q.ok;
+                    return then(std::move(q));
+                  }
                   if (!lock_timer_) {
                     lock_timer_ = new uv_timer_t;
                     uv_timer_init(loop_, lock_timer_);
@@ -431,14 +485,13 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
     return apply_statements(r, file, stmts, Clock::now());
   }
   auto started = std::make_shared<Clock::time_point>();
-  runner_.query("BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
-    if (!q.ok) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
+  run_query(r, "BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
+    if (!q.ok) return finish_run((r->failure = q.message, r->refusal_code = "migration_failed", r));
     *started = Clock::now();
-    runner_.query(std::move(content), {}, [=, this](pq::QueryResult q) {
+    run_query(r, std::move(content), {}, [=, this](pq::QueryResult q) {
       if (!q.ok) {
-        if (q.connection_failed) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
         std::string error = q.message;
-        return runner_.query("ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
+        return run_query(r, "ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
       }
       record_success(r, file, std::chrono::duration<double, std::milli>(Clock::now() - *started).count(), true);
     });
@@ -451,22 +504,42 @@ void Migrations::apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std:
 // as failed, naming that statement, and runs again only with migrate --retry.
 void Migrations::apply_statements(std::shared_ptr<Run> r, const MigrationFile& f,
                                   std::shared_ptr<std::vector<std::string>> stmts, Clock::time_point started) {
-  run_statements(stmts, 0, [=, this](size_t at, const pq::QueryResult& q) {
+  run_statements(r, stmts, 0, [=, this](size_t at, const pq::QueryResult& q) {
     if (at == stmts->size())
       return record_success(r, f, std::chrono::duration<double, std::milli>(Clock::now() - started).count(), false);
-    if (q.connection_failed) return finish_run((r->failure = q.message, r->refusal_code = "database_unavailable", r));
-    record_failure(r, f, describe_statement(*stmts, at) + ": " + q.message);
+    // A statement of the file may have opened a transaction: close it first.
+    std::string error = describe_statement(*stmts, at) + ": " + q.message;
+    run_query(r, "ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, f, error); });
   });
 }
 
 // Runs stmts[i..] one by one on the runner; done(at, result): at = stmts.size()
 // when all ran, else the index of the one that failed, with its result.
-void Migrations::run_statements(std::shared_ptr<std::vector<std::string>> stmts, size_t i,
+void Migrations::run_statements(std::shared_ptr<Run> r, std::shared_ptr<std::vector<std::string>> stmts, size_t i,
                                 std::function<void(size_t, const pq::QueryResult&)> done) {
   if (i == stmts->size()) return done(i, pq::QueryResult{true, false, "", "", {}});
-  runner_.query((*stmts)[i], {}, [this, stmts, i, done](pq::QueryResult q) {
+  run_query(r, (*stmts)[i], {}, [this, r, stmts, i, done](pq::QueryResult q) {
     if (!q.ok) return done(i, q);
-    run_statements(stmts, i + 1, done);
+    run_statements(r, stmts, i + 1, done);
+  });
+}
+
+// A query of the run under way, only while the runner still holds the run lock
+// (a runner that reconnected does not) and the daemon is not stopping; otherwise,
+// or when the connection fails, the run ends with database_unavailable and
+// writes nothing more: a COMMIT whose answer was lost may have committed.
+void Migrations::run_query(std::shared_ptr<Run> r, std::string sql, std::vector<std::string> params,
+                           pq::Session::Done done) {
+  auto lost = [this, r](const std::string& why) {
+    run_lock_held_ = false;
+    r->failure = why;
+    r->refusal_code = "database_unavailable";
+    finish_run(r);
+  };
+  if (!*alive_ || !run_lock_held_) return lost("the connection holding the migration lock was lost; nothing more ran");
+  runner_.query(std::move(sql), std::move(params), [lost, done = std::move(done)](pq::QueryResult q) {
+    if (q.connection_failed) return lost(q.message);
+    done(std::move(q));
   });
 }
 
@@ -483,7 +556,7 @@ void Migrations::record_success(std::shared_ptr<Run> r, const MigrationFile& fil
     r->next++;
     apply_next(r);
   };
-  runner_.query("WITH rec AS (INSERT INTO " + table +
+  run_query(r, "WITH rec AS (INSERT INTO " + table +
                     " (version, name, checksum, duration_ms, success) VALUES ($1, $2, $3, $4, true)"
                     " ON CONFLICT (version) DO UPDATE SET name = $2, checksum = $3, applied_at = now(),"
                     " duration_ms = $4, success = true, error = NULL RETURNING version)"
@@ -492,10 +565,10 @@ void Migrations::record_success(std::shared_ptr<Run> r, const MigrationFile& fil
                   if (!q.ok) {
                     std::string error = q.message;
                     if (!in_transaction) return record_failure(r, file, error);
-                    return runner_.query("ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
+                    return run_query(r, "ROLLBACK", {}, [=, this](pq::QueryResult) { record_failure(r, file, error); });
                   }
                   if (!in_transaction) return applied();
-                  runner_.query("COMMIT", {}, [=, this](pq::QueryResult q) {
+                  run_query(r, "COMMIT", {}, [=, this](pq::QueryResult q) {
                     if (!q.ok) return record_failure(r, file, q.message);
                     applied();
                   });
@@ -519,7 +592,11 @@ void Migrations::plan_revert(std::shared_ptr<Run> r) {
       missing->push_back("version " + v + " (no migration file)");
       continue;
     }
-    r->reverts.emplace_back(v, f->file.substr(0, f->file.size() - 7) + ".down.sql");   // ".up.sql"
+    if (!f->file.ends_with(".up.sql")) {   // V<version>__<name>.sql: no down convention
+      missing->push_back(f->file + " (only <version>_<name>.up.sql files have .down.sql files)");
+      continue;
+    }
+    r->reverts.emplace_back(v, f->file.substr(0, f->file.size() - 7) + ".down.sql");
   }
   std::string dir = cfg_.dir;
   auto files = r->reverts;
@@ -585,26 +662,25 @@ void Migrations::revert_file(std::shared_ptr<Run> r, const std::string& version,
     std::string err;
     auto stmts = std::make_shared<std::vector<std::string>>(split_statements(content, err));
     if (!err.empty()) return fail(pq::QueryResult{false, false, "", err, {}});
-    return run_statements(stmts, 0, [=, this](size_t at, const pq::QueryResult& q) {
+    return run_statements(r, stmts, 0, [=, this](size_t at, const pq::QueryResult& q) {
       if (at < stmts->size()) {
         pq::QueryResult named = q;
         named.message = describe_statement(*stmts, at) + ": " + q.message;
         return fail(named);
       }
-      runner_.query(forget, {version}, [fail, done](pq::QueryResult q) { q.ok ? done() : fail(q); });
+      run_query(r, forget, {version}, [fail, done](pq::QueryResult q) { q.ok ? done() : fail(q); });
     });
   }
-  runner_.query("BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
+  run_query(r, "BEGIN", {}, [=, this, content = std::move(content)](pq::QueryResult q) mutable {
     if (!q.ok) return fail(q);
-    runner_.query(std::move(content), {}, [=, this](pq::QueryResult q) {
-      auto rollback = [this, fail](pq::QueryResult why) {
-        if (why.connection_failed) return fail(why);
-        runner_.query("ROLLBACK", {}, [fail, why](pq::QueryResult) { fail(why); });
+    run_query(r, std::move(content), {}, [=, this](pq::QueryResult q) {
+      auto rollback = [this, r, fail](pq::QueryResult why) {
+        run_query(r, "ROLLBACK", {}, [fail, why](pq::QueryResult) { fail(why); });
       };
       if (!q.ok) return rollback(q);
-      runner_.query(forget, {version}, [=, this](pq::QueryResult q) {
+      run_query(r, forget, {version}, [=, this](pq::QueryResult q) {
         if (!q.ok) return rollback(q);
-        runner_.query("COMMIT", {}, [fail, done](pq::QueryResult q) { q.ok ? done() : fail(q); });
+        run_query(r, "COMMIT", {}, [fail, done](pq::QueryResult q) { q.ok ? done() : fail(q); });
       });
     });
   });
@@ -617,12 +693,15 @@ void Migrations::record_failure(std::shared_ptr<Run> r, const MigrationFile& f, 
   r->failure = f.file + ": " + error;
   r->refusal_code = "migration_failed";
   std::string table = quote_table(cfg_.history_table());
-  runner_.query("WITH rec AS (INSERT INTO " + table +
+  run_query(r, "WITH rec AS (INSERT INTO " + table +
                 " (version, name, checksum, duration_ms, success, error) VALUES ($1, $2, $3, 0, false, $4)"
                 " ON CONFLICT (version) DO UPDATE SET name = $2, checksum = $3, applied_at = now(), duration_ms = 0,"
                 " success = false, error = $4 RETURNING version)"
                 " SELECT pg_notify('" + std::string(kChannel) + "', version) FROM rec",
-            {f.version, f.name, f.sha256, error}, [this, r](pq::QueryResult) { finish_run(r); });
+            {f.version, f.name, f.sha256, error}, [this, r](pq::QueryResult q) {
+              if (!q.ok) LOG_WARN("migrations: recording the failure failed: %s", q.message.c_str());
+              finish_run(r);
+            });
 }
 
 // Unlocks, re-reads the history and answers everyone who asked during the run.
@@ -636,14 +715,16 @@ void Migrations::finish_run(std::shared_ptr<Run> r) {
   auto reply_all = [this, r, alive] {
     if (!*alive) return;
     runner_.stop();   // one server connection less until the next run
-    read_history(pg_, [this, r](History h) {
+    run_lock_held_ = false;
+    read_history(pg_, [this, r, alive](History h) {
+      if (!*alive) return;
       history_ = std::move(h);
       history_generation_++;
       history_read_at_ = Clock::now();
       running_ = false;
       Answer a = answer(false);
       last_ = a.status;
-      reverting_ = false;
+      exclusive_ = false;
       a.applied = r->applied;
       a.reverted = r->reverted;
       a.failure = r->failure;

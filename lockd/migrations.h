@@ -89,8 +89,9 @@ class Migrations {
   void apply_file(std::shared_ptr<Run> r, const MigrationFile& f, std::string content);
   void apply_statements(std::shared_ptr<Run> r, const MigrationFile& f, std::shared_ptr<std::vector<std::string>> stmts,
                         Clock::time_point started);
-  void run_statements(std::shared_ptr<std::vector<std::string>> stmts, size_t i,
+  void run_statements(std::shared_ptr<Run> r, std::shared_ptr<std::vector<std::string>> stmts, size_t i,
                       std::function<void(size_t, const pq::QueryResult&)> done);
+  void run_query(std::shared_ptr<Run> r, std::string sql, std::vector<std::string> params, pq::Session::Done done);
   void record_success(std::shared_ptr<Run> r, const MigrationFile& f, double ms, bool in_transaction);
   void record_failure(std::shared_ptr<Run> r, const MigrationFile& f, const std::string& error);
   void finish_run(std::shared_ptr<Run> r);
@@ -123,7 +124,8 @@ class Migrations {
   std::vector<Reply> migrate_waiting_;   // callers of the run under way, and those who joined it
   std::deque<Queued> queued_;            // for later runs: retries, reverts, and callers during a revert
   bool running_ = false;
-  bool reverting_ = false;               // the run under way reverts (to)
+  bool exclusive_ = false;               // the run under way is a retry or a revert: plain callers wait
+  bool run_lock_held_ = false;           // the runner's session holds the run lock
   uv_timer_t* lock_timer_ = nullptr;       // retries of the run lock
   std::function<void()> lock_retry_;
   uint64_t applied_total_ = 0, failed_total_ = 0;

@@ -1,6 +1,7 @@
 #include "lockd/request.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace lockd {
 namespace {
@@ -48,6 +49,14 @@ constexpr OpSpec kOpSpecs[kOps] = {
     {"unlock", Op::Unlock, Name::Required, false},
     {"locks", Op::Locks, Name::Optional, false},
 };
+
+// "1", "20240101", "1.2": what migration file names carry, at most 64 bytes.
+bool is_version(const std::string& v) {
+  if (v.empty() || v.size() > 64 || v.front() == '.' || v.back() == '.') return false;
+  for (size_t i = 0; i < v.size(); i++)
+    if (!(std::isdigit(static_cast<unsigned char>(v[i])) || (v[i] == '.' && v[i - 1] != '.'))) return false;
+  return true;
+}
 
 const OpSpec* find_op(const json& op) {
   if (!op.is_string()) return nullptr;
@@ -160,8 +169,8 @@ std::variant<Request, RequestError> parse_request(std::string_view line) {
   for (auto [field, out] : {std::pair{"retry", &r.retry}, std::pair{"to", &r.to}}) {
     if (spec->op != Op::Migrate || !req.contains(field)) continue;
     const json& v = req[field];
-    if (!v.is_string() || v.get_ref<const std::string&>().empty() || v.get_ref<const std::string&>().size() > 64)
-      return fail("bad_request", std::string(field) + " must be a version: a string of 1 to 64 bytes");
+    if (!v.is_string() || !is_version(v.get_ref<const std::string&>()))
+      return fail("bad_request", std::string(field) + " must be a version: digits, with dots between parts (1, 20240101, 1.2)");
     *out = v.get<std::string>();
   }
   if (!r.retry.empty() && !r.to.empty()) return fail("bad_request", "migrate takes retry or to, not both");

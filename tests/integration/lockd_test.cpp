@@ -854,6 +854,27 @@ TEST(LockdMigrate, DownMigrationsRevertToAVersion) {
   EXPECT_EQ(rows(db, tables), "t|t|f");
   json both = c.call({{"op", "migrate"}, {"to", "1"}, {"retry", "2"}});
   EXPECT_EQ(code(both), "bad_request") << both.dump();
+  for (const char* typo : {"latest", "v2", "2.", ".", "-1", " 2"}) {
+    json r = c.call({{"op", "migrate"}, {"to", typo}});
+    EXPECT_EQ(code(r), "bad_request") << "to " << typo << ": " << r.dump();
+  }
+  EXPECT_EQ(rows(db, tables), "t|t|f") << "no typo reverted anything";
+}
+
+// A no-transaction file that says BEGIN or COMMIT itself is refused before any of
+// it runs; the failure names the statement, not the comments before it.
+TEST(LockdMigrate, NoTransactionFileMustNotManageTransactions) {
+  std::string db = fresh_db("lt_notx_begin");
+  MigDir m;
+  m.write("1_t.up.sql", "-- pgsidecar:no-transaction\n-- make t\nBEGIN;\nCREATE TABLE t (id int);\nCOMMIT;\n");
+  Daemon d(lockd_config(db, m.path));
+  START_LOCKD(d);
+  LockdClient c = client(d);
+  json a = c.call(kMigrate);
+  EXPECT_EQ(code(a), "migration_failed") << a.dump();
+  EXPECT_TRUE(contains(str(a["failed"], "error"), "statement 1 (BEGIN)")) << a.dump();
+  EXPECT_TRUE(contains(str(a["failed"], "error"), "must not manage transactions")) << a.dump();
+  EXPECT_EQ(rows(db, "SELECT to_regclass('t') IS NULL"), "t");
 }
 
 TEST(LockdMigrate, NotifyReachesOtherSidecar) {
