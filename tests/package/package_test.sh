@@ -6,7 +6,7 @@
 #     the pgsidecar user, /etc/pgsidecar readable by it and no one else,
 #     `pgsidecar --version`, `--check-config` of the shipped config as that user,
 #     the daemon starting on it (GET /healthz), `systemd-analyze verify` and
-#     `security` of the unit, man pages rendering without warnings;
+#     `security` of the unit, man pages rendering without markup warnings;
 #   - upgrade to a higher version keeps a local edit of the conffile;
 #   - remove keeps the conffile, purge removes it; afterwards the file tree is
 #     what it was before install. The pgsidecar user stays (debian/pgsidecar.postrm).
@@ -85,8 +85,11 @@ exposure="$(systemd-analyze security --offline=true "$unit" 2>&1 | sed -n 's/.*e
 awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || fail "systemd-analyze security exposure $exposure, want <= 2.0"
 step "exposure level $exposure"
 
+# Broken markup warns; a code line too long for 80 columns (a JSON log line) only
+# "cannot adjust" or "can't break", which is layout, not an error.
 for page in /usr/share/man/man1/pgsidecar.1.gz /usr/share/man/man5/pgsidecar.yaml.5.gz; do
-  warnings="$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)"
+  warnings="$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null |
+    grep -v -e "cannot adjust line" -e "can't break line" || true)"
   [[ -z "$warnings" ]] || { echo "$warnings" >&2; fail "$page renders with warnings"; }
 done
 
