@@ -62,7 +62,10 @@ void emit(conf::LogLevel level, const Fields& fields, const char* fmt, va_list a
   char ts[64];
   std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
                 t.tm_hour, t.tm_min, t.tm_sec, now.tv_nsec / 1000000);
-  std::string line = format_line(level, ts, fields, std::string_view(msg, len));
+  // One buffer, kept: a flood of log lines (failed logins) allocates nothing per line.
+  thread_local std::string line;
+  line.clear();
+  format_into(line, level, ts, fields, std::string_view(msg, len));
   line += '\n';
   fwrite(line.data(), 1, line.size(), stderr);
 }
@@ -73,6 +76,13 @@ void set_format(conf::LogFormat format) { g_format = format; }
 bool enabled(conf::LogLevel level) { return level >= g_level; }
 
 std::string format_line(conf::LogLevel level, std::string_view ts, const Fields& fields, std::string_view msg) {
+  std::string out;
+  format_into(out, level, ts, fields, msg);
+  return out;
+}
+
+void format_into(std::string& out, conf::LogLevel level, std::string_view ts, const Fields& fields,
+                 std::string_view msg) {
   if (g_format == conf::LogFormat::Json) {
     nlohmann::ordered_json j;
     j["ts"] = ts;
@@ -80,10 +90,9 @@ std::string format_line(conf::LogLevel level, std::string_view ts, const Fields&
     j["msg"] = msg;
     each_field(fields, [&](const char* key, auto value) { j[key] = value; });
     // Names and messages may hold bytes a client sent: invalid UTF-8 becomes U+FFFD.
-    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return;
   }
-  std::string out;
-  out.reserve(64 + msg.size());
   out += ts;
   out += ' ';
   out += conf::to_string(level);
@@ -100,7 +109,6 @@ std::string format_line(conf::LogLevel level, std::string_view ts, const Fields&
       text_field(out, key, std::to_string(value));
     }
   });
-  return out;
 }
 
 void write(conf::LogLevel level, const char* fmt, ...) {

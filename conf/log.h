@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <string>
 #include <string_view>
 
 #include "conf/config.h"
@@ -29,7 +30,9 @@ void set_format(conf::LogFormat format);
 bool enabled(conf::LogLevel level);
 void write(conf::LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 void write(conf::LogLevel level, const Fields& fields, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
-// The line write() puts out, without the newline (for tests).
+// The line write() puts out, without the newline: appended to out, or returned (tests).
+void format_into(std::string& out, conf::LogLevel level, std::string_view ts, const Fields& fields,
+                 std::string_view msg);
 std::string format_line(conf::LogLevel level, std::string_view ts, const Fields& fields, std::string_view msg);
 
 }  // namespace logx
