@@ -622,7 +622,8 @@ void Migrations::plan_revert(std::shared_ptr<Run> r) {
 
 void Migrations::revert_next(std::shared_ptr<Run> r) {
   if (r->reverted.size() == r->reverts.size()) return finish_run(r);
-  auto [version, file] = r->reverts[r->reverted.size()];
+  const std::string version = r->reverts[r->reverted.size()].first;
+  const std::string file = r->reverts[r->reverted.size()].second;
   auto content = std::make_shared<std::string>();
   auto error = std::make_shared<std::string>();
   run_blocking(
