@@ -7,6 +7,7 @@
 
 #include "conf/log.h"
 #include "lockd/manifest.h"
+#include "lockd/timer.h"
 
 namespace lockd {
 namespace {
@@ -55,28 +56,6 @@ constexpr const char* kHeartbeat = "UPDATE pgsidecar_lock_queue SET seen_at = no
 constexpr const char* kUnlock = "SELECT pg_advisory_unlock($1::bigint)";
 constexpr const char* kRelease =
     "SELECT pg_advisory_unlock($1::bigint), pg_notify('pgsidecar_locks', $1::bigint::text || ' 0 ' || $2::text)";
-
-using Fire = std::function<void()>;
-
-// A heap timer whose data is the function it runs; close_timer frees both.
-uv_timer_t* make_timer(uv_loop_t* loop, Fire fire) {
-  auto* t = new uv_timer_t;
-  uv_timer_init(loop, t);
-  t->data = new Fire(std::move(fire));
-  return t;
-}
-
-void start_timer(uv_timer_t* t, int64_t ms) {
-  uv_timer_start(t, [](uv_timer_t* h) { (*static_cast<Fire*>(h->data))(); }, uint64_t(ms), 0);
-}
-
-void close_timer(uv_timer_t* t) {
-  uv_timer_stop(t);
-  uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
-    delete static_cast<Fire*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-  });
-}
 
 int64_t ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();

@@ -8,6 +8,7 @@
 #include <cctype>
 
 #include "conf/log.h"
+#include "lockd/timer.h"
 
 namespace lockd {
 namespace {
@@ -197,11 +198,7 @@ Migrations::~Migrations() { stop(); }
 
 void Migrations::stop() {
   *alive_ = false;
-  if (lock_timer_) {
-    uv_timer_stop(lock_timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(lock_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    lock_timer_ = nullptr;
-  }
+  if (lock_timer_) close_timer(std::exchange(lock_timer_, nullptr));
   manifest_.stop();
   pg_.stop();
   runner_.stop();
@@ -416,19 +413,11 @@ void Migrations::take_run_lock(int64_t backoff_ms, std::function<void(pq::QueryR
                     run_lock_held_ = q.ok;
                     return then(std::move(q));
                   }
-                  if (!lock_timer_) {
-                    lock_timer_ = new uv_timer_t;
-                    uv_timer_init(loop_, lock_timer_);
-                    lock_timer_->data = this;
-                  }
-                  lock_retry_ = [this, backoff_ms, then] {
+                  lock_timer_ = make_timer(loop_, [this, backoff_ms, then] {
+                    close_timer(std::exchange(lock_timer_, nullptr));
                     take_run_lock(std::min<int64_t>(backoff_ms * 2, kMaxLockRetryMs), then);
-                  };
-                  uv_timer_start(lock_timer_, [](uv_timer_t* t) {
-                    auto* self = static_cast<Migrations*>(t->data);
-                    auto retry = std::move(self->lock_retry_);
-                    retry();
-                  }, uint64_t(backoff_ms), 0);
+                  });
+                  start_timer(lock_timer_, backoff_ms);
                 });
 }
 

@@ -126,8 +126,7 @@ class Migrations {
   bool running_ = false;
   bool exclusive_ = false;               // the run under way is a retry or a revert: plain callers wait
   bool run_lock_held_ = false;           // the runner's session holds the run lock
-  uv_timer_t* lock_timer_ = nullptr;       // retries of the run lock
-  std::function<void()> lock_retry_;
+  uv_timer_t* lock_timer_ = nullptr;       // the next try of the run lock (lockd/timer.h)
   uint64_t applied_total_ = 0, failed_total_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
