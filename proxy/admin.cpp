@@ -153,7 +153,7 @@ bool admin_query(Proxy& proxy, uint32_t session_pid, std::string_view sql, bool 
                 wall_time(c->started()), wall_time(c->started()), std::to_string(waited / 1000000),
                 std::to_string(waited % 1000000), "0", num(c->cancel_pid()),
                 c->server() ? num(c->server()->backend_pid()) : "", "0", c->tls() ? c->tls()->describe() : "",
-                c->application_name(),
+                std::string(c->application_name()),
                 pin_names(c->pin().kinds)});
       }
       rs.done();

@@ -194,6 +194,7 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
     pool_entry_ = proxy_.pool_for(database_, user_);
     if (!pool_entry_) return fatal("3D000", "database \"" + database_ + "\" does not exist");
     cache_ = proxy_.result_cache();
+    if (cache_) cs_ = std::make_unique<CacheState>();
     // Servers are opened with the client's startup parameters, so that they are that
     // session's own defaults (RESET returns to them). In transaction mode the tracked
     // ones are applied with SET instead, so clients differing only in those share servers.
@@ -203,7 +204,7 @@ void ClientSession::handle_startup_params(const pg::StartupPacket& sp) {
     for (auto& [k, v] : extra) {
       int i = tracked_index(k);
       if (i >= 0) {
-        wanted_[size_t(i)] = v;
+        wanted_.set(size_t(i), v);
         wanted_given_ |= 1u << i;
         if (txn) continue;
       }
@@ -307,7 +308,7 @@ void ClientSession::granted(pool::Member* m) {
     TrackedValues given = wanted_;
     wanted_ = server_->login_tracked();
     for (size_t i = 0; i < wanted_.size(); i++)
-      if (wanted_given_ & (1u << i)) wanted_[i] = given[i];
+      if (wanted_given_ & (1u << i)) wanted_.set(i, given[i]);
     reset_to_ = wanted_;
     apply_tracked_then(&ClientSession::finish_login);
   } else {
@@ -364,7 +365,7 @@ void ClientSession::tracked_reset(int index) {
   const size_t i = size_t(index);
   // Something after the RESET (set_config() ...) left another value: that one stands.
   if (wanted_[i] != server_->login_tracked()[i] || wanted_[i] == reset_to_[i]) return;
-  wanted_[i] = reset_to_[i];
+  wanted_.set(i, reset_to_[i]);
   restored_ |= 1u << i;
   unreported_ |= 1u << i;
 }
@@ -425,9 +426,9 @@ void ClientSession::update_reading() {
   if (closing() || admin_) return;
   // While a lookup waits (Redis, the catalog) its query stays at the head of the
   // input: reading goes on, bounded, so that a client that leaves is seen at once.
-  bool want = state_ == State::Ready && !cache_paused_ && !classifying_ &&
+  bool want = state_ == State::Ready && !(cs_ && cs_->paused) && !classifying_ &&
               in_size() <= proxy_.config().max_inspect_bytes &&
-              !((waiting || pin_wait_.queued || lookup_id_ != 0) && in_size() > kMaxBufferedWhileWaiting) &&
+              !((waiting || pin_wait_.queued || (cs_ && cs_->lookup_id != 0)) && in_size() > kMaxBufferedWhileWaiting) &&
               !(server_ && (server_->busy_internal() || server_->over_high_water()));
   if (want != reading()) want ? read_start() : read_stop();
 }
@@ -443,7 +444,7 @@ void ClientSession::process_once() {
     }
     served = true;
     if (over_high_water()) {   // the client is not reading its answers: wait until it does
-      cache_paused_ = true;
+      cs_->paused = true;
       return;
     }
   }
@@ -490,12 +491,12 @@ void ClientSession::forward() {
   WriteBatch out(s);
   bool terminate = false;
   deferred_ = false;
-  if (pending_store_ && fwd_remaining_ == 0) {   // it missed: capture the answer to store it
+  if (cs_ && cs_->pending_store && fwd_remaining_ == 0) {   // it missed: capture the answer to store it
     if (s->idle_protocol() && s->tx_status() == 'I') {
       s->arm_capture(cache_->max_entry_bytes());
-      capturing_ = std::move(pending_store_);
+      cs_->capturing = std::move(cs_->pending_store);
     }
-    pending_store_.reset();
+    cs_->pending_store.reset();
   }
   while (pos < avail) {
     if (fwd_remaining_ > 0) {
@@ -824,8 +825,8 @@ void ClientSession::on_drained() {
   // A statement deferred until the server was quiet, which it became while this
   // client's queue was full (ServerConn::process_linked skips it then).
   if (deferred_ && server_ && server_->idle_protocol()) process_input();
-  if (cache_paused_) {
-    cache_paused_ = false;
+  if (cs_ && cs_->paused) {
+    cs_->paused = false;
     process_input();
   }
 }

@@ -37,7 +37,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   const PoolEntry* pool_entry() const { return pool_entry_; }
   const std::string& user() const { return user_; }
   const std::string& database() const { return database_; }
-  const std::string& application_name() const { return wanted_[0]; }
+  std::string_view application_name() const { return wanted_[0]; }
   bool is_admin() const { return admin_; }
   // The fields of this client's log lines; addr holds the text client_addr points at.
   logx::Fields log_fields(std::string& addr, std::string_view sqlstate = {}) const;
@@ -52,7 +52,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void server_released();                          // transaction over, server back in the pool
   void server_lost();                              // server closed while linked
   void server_state_wiped();                       // the server is reset (DISCARD ALL) as it is released
-  void tracked_param_changed(int index, std::string_view value) { wanted_[size_t(index)] = value; }
+  void tracked_param_changed(int index, std::string_view value) { wanted_.set(size_t(index), value); }
   void resume_reading();                           // the server's write queue drained
   SettingList& settings() { return settings_; }
   // A Parse (forget) or Close (restore) of a named statement was skipped by the server.
@@ -228,29 +228,33 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool in_process_ = false, again_ = false;   // process_input() is running / go round once more
   bool classifying_ = false;               // the text at the head is being parsed off the loop
   bool admin_ = false, admin_rights_ = false;   // admin console session; may run control commands
-  // Result cache.
-  cache::ResultCache* cache_ = nullptr;    // null when cache.mode is off
-  std::string key_;                        // scratch for building keys
-  std::optional<PendingStore> pending_store_;   // the statement at the head of the input missed: store its answer
-  std::optional<PendingStore> capturing_;       // the one whose answer the server is capturing
-  uint64_t lookup_id_ = 0;                 // of the L2 lookup in flight (0 = none)
-  uint64_t not_admitted_at_ = ~uint64_t(0);   // in_consumed() when the head query missed and was not admitted
-  bool cache_bypass_ = false;              // session state the key cannot describe: no lookups
-  bool text_mode_unsure_ = false;          // sent what may change standard_conforming_strings/client_encoding
-  bool cache_paused_ = false;              // replies from cache filled the socket: resumed by on_drained
-  cache::ClassificationPtr unnamed_;       // the unnamed statement's, from its last Parse
-  cache::Writes writes_;                   // sent since the last sync point
+  // Result cache: the cache (null when cache.mode is off) and this client's state
+  // for it, made at login only when there is a cache (client_session_cache.cpp).
+  cache::ResultCache* cache_ = nullptr;
   struct SyncWrites {
     uint64_t epoch;   // the sync point they were sent before
     cache::Writes writes;
   };
-  std::vector<SyncWrites> sync_writes_;    // sent before sync points not yet answered
-  cache::Writes txn_writes_;               // answered inside the open transaction: invalidated when it ends
   struct NamedStatement {
     std::string parse_tail;
     cache::ClassificationPtr statement;
   };
-  std::unordered_map<std::string, NamedStatement> named_;   // without the plan cache: the client's named statements
+  struct CacheState {
+    std::string key;                              // scratch for building keys
+    std::optional<PendingStore> pending_store;    // the statement at the head of the input missed: store its answer
+    std::optional<PendingStore> capturing;        // the one whose answer the server is capturing
+    uint64_t lookup_id = 0;                       // of the L2 lookup in flight (0 = none)
+    uint64_t not_admitted_at = ~uint64_t(0);      // in_consumed() when the head query missed and was not admitted
+    bool bypass = false;                          // session state the key cannot describe: no lookups
+    bool text_mode_unsure = false;                // sent what may change standard_conforming_strings/client_encoding
+    bool paused = false;                          // replies from cache filled the socket: resumed by on_drained
+    cache::ClassificationPtr unnamed;             // the unnamed statement's, from its last Parse
+    cache::Writes writes;                         // sent since the last sync point
+    std::vector<SyncWrites> sync_writes;          // sent before sync points not yet answered
+    cache::Writes txn_writes;                     // answered inside the open transaction: invalidated when it ends
+    std::unordered_map<std::string, NamedStatement> named;   // without the plan cache: the client's named statements
+  };
+  std::unique_ptr<CacheState> cs_;   // non-null exactly when cache_ is
 };
 
 }  // namespace proxy

@@ -75,8 +75,8 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
             if (it == statements_.end()) return false;
             u.parse_tail = it->second->parse_tail;
           } else {
-            auto it = named_.find(std::string(name));
-            if (it == named_.end()) return false;
+            auto it = cs_->named.find(std::string(name));
+            if (it == cs_->named.end()) return false;
             u.parse_tail = it->second.parse_tail;
             u.statement = it->second.statement;
           }
@@ -114,30 +114,30 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
 // ... SET) and the schema version.
 void ClientSession::build_cache_key(const CacheUnit& u) {
   const ServerTarget& server = *pool_entry_->target;
-  key_.clear();
-  key_.append(database_).push_back('\0');
-  key_.append(server.host).append(":").append(std::to_string(server.port)).append("/").append(server.dbname).push_back('\0');
-  key_.append(user_).push_back('\0');
-  key_.append(server.user).push_back('\0');
-  key_.append(params_key_).push_back('\0');
-  cache_->append_login_defaults(database_, server.user, key_);
-  for (const std::string& value : wanted_) key_.append(value).push_back('\0');
-  settings_.append_to(key_);
-  key_.append(std::to_string(proxy_.schema().current())).push_back('\0');
+  cs_->key.clear();
+  cs_->key.append(database_).push_back('\0');
+  cs_->key.append(server.host).append(":").append(std::to_string(server.port)).append("/").append(server.dbname).push_back('\0');
+  cs_->key.append(user_).push_back('\0');
+  cs_->key.append(server.user).push_back('\0');
+  cs_->key.append(params_key_).push_back('\0');
+  cache_->append_login_defaults(database_, server.user, cs_->key);
+  for (size_t i = 0; i < wanted_.size(); i++) cs_->key.append(wanted_[i]).push_back('\0');
+  settings_.append_to(cs_->key);
+  cs_->key.append(std::to_string(proxy_.schema().current())).push_back('\0');
   if (!u.extended) {
-    key_.push_back('Q');
-    key_.append(u.sql);
+    cs_->key.push_back('Q');
+    cs_->key.append(u.sql);
   } else {
-    key_.push_back(u.describe ? 'X' : 'x');
-    key_.append(u.parse_tail);
-    key_.append(u.bind_tail);
+    cs_->key.push_back(u.describe ? 'X' : 'x');
+    cs_->key.append(u.parse_tail);
+    cs_->key.append(u.bind_tail);
   }
 }
 
 ClientSession::CacheStep ClientSession::try_result_cache() {
-  if (lookup_id_) return CacheStep::Waiting;
-  if (cache_bypass_ || pending_store_ || waiting || !cache_reads_text()) return CacheStep::Pass;
-  if (not_admitted_at_ == in_consumed()) return CacheStep::Pass;   // judged already, before its server came
+  if (cs_->lookup_id) return CacheStep::Waiting;
+  if (cs_->bypass || cs_->pending_store || waiting || !cache_reads_text()) return CacheStep::Pass;
+  if (cs_->not_admitted_at == in_consumed()) return CacheStep::Pass;   // judged already, before its server came
   if (server_ && !server_->clean())
     return CacheStep::Pass;   // in a transaction, or answers (or part of one) still due: order and snapshots matter
   CacheUnit u;
@@ -149,24 +149,24 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
   if (server_ && !cache_->login_current(database_, server_->created))
     return CacheStep::Pass;   // this session started with login defaults the key no longer shows
   build_cache_key(u);
-  const cache::StoredResult* r = cache_->find(key_);
+  const cache::StoredResult* r = cache_->find(cs_->key);
   if (r && (!u.extended || r->has_row_description == u.describe)) {
     replay(*r, u);
     return CacheStep::Served;
   }
-  if (!cache_->admit(key_)) {   // its first miss: not stored (cache.admission)
-    not_admitted_at_ = in_consumed();
+  if (!cache_->admit(cs_->key)) {   // its first miss: not stored (cache.admission)
+    cs_->not_admitted_at = in_consumed();
     return CacheStep::Pass;
   }
-  pending_store_ = PendingStore{key_, c, ttl, cache_->seq()};
+  cs_->pending_store = PendingStore{cs_->key, c, ttl, cache_->seq()};
   static uint64_t last_lookup = 0;
   uint64_t id = ++last_lookup;
-  bool asked = cache_->find_shared(key_, database_, c, ttl, [&proxy = proxy_, pid = cancel_pid_, id](const cache::StoredResult* r) {
+  bool asked = cache_->find_shared(cs_->key, database_, c, ttl, [&proxy = proxy_, pid = cancel_pid_, id](const cache::StoredResult* r) {
     ClientSession* self = proxy.client(pid);
-    if (self && self->lookup_id_ == id) self->shared_lookup_done(r);
+    if (self && self->cs_->lookup_id == id) self->shared_lookup_done(r);
   });
   if (!asked) return CacheStep::Pass;
-  lookup_id_ = id;   // the query stays at the head of the input until Redis answers
+  cs_->lookup_id = id;   // the query stays at the head of the input until Redis answers
   return CacheStep::Waiting;
 }
 
@@ -177,12 +177,12 @@ ClientSession::CacheStep ClientSession::wait_for_catalog() {
   uint64_t id = ++last_wait | (uint64_t(1) << 63);   // apart from Redis lookups' ids
   bool waiting_now = cache_->wait_catalog(database_, [&proxy = proxy_, pid = cancel_pid_, id] {
     ClientSession* self = proxy.client(pid);
-    if (!self || self->lookup_id_ != id) return;
-    self->lookup_id_ = 0;
+    if (!self || self->cs_->lookup_id != id) return;
+    self->cs_->lookup_id = 0;
     if (!self->closing()) self->process_input();
   });
   if (!waiting_now) return CacheStep::Pass;
-  lookup_id_ = id;
+  cs_->lookup_id = id;
   return CacheStep::Waiting;
 }
 
@@ -191,9 +191,9 @@ ClientSession::CacheStep ClientSession::wait_for_catalog() {
 // only there), and one in another encoding shows names in other bytes: such a
 // session neither looks up nor stores, and each of its statements may write anything.
 // So does one that has sent something that may change either, until the server
-// has answered everything and reported the values (text_mode_unsure_).
+// has answered everything and reported the values (cs_->text_mode_unsure).
 bool ClientSession::cache_reads_text() const {
-  return !text_mode_unsure_ && wanted_scs_on() && strcasecmp(wanted_[size_t(tracked_index("client_encoding"))].c_str(), "UTF8") == 0;
+  return !cs_->text_mode_unsure && wanted_scs_on() && strcasecmp(wanted_.c_str(size_t(tracked_index("client_encoding"))), "UTF8") == 0;
 }
 
 // A Bind parameter such as 'now' or 'today 10:00' turns into the time
@@ -212,11 +212,11 @@ bool ClientSession::clock_parameter(std::string_view bind_tail) {
 }
 
 void ClientSession::shared_lookup_done(const cache::StoredResult* r) {
-  lookup_id_ = 0;
+  cs_->lookup_id = 0;
   if (closing()) return;
   CacheUnit u;
   if (r && parse_cache_unit(u) && (!u.extended || r->has_row_description == u.describe)) {
-    pending_store_.reset();
+    cs_->pending_store.reset();
     replay(*r, u);
   }
   process_input();
@@ -242,14 +242,14 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
   size_t total = size_t(pg::get_u32(msg + 1)) + 1;
   if (type == 'F' || (!cache_reads_text() && (type == 'Q' || type == 'P' || type == 'B'))) {
     // A fast-path function call runs anything; a text read in another way may.
-    writes_.everything = true;
+    cs_->writes.everything = true;
     if (type == 'F') unknown_session_change();
     if (type == 'P') forget_parsed(msg, avail);
     return;
   }
   if (avail < total && (type == 'Q' || type == 'P')) {
     // Too long to arrive at once: it may write anything, or change settings.
-    writes_.everything = true;
+    cs_->writes.everything = true;
     unknown_session_change();
     return;
   }
@@ -260,7 +260,7 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       std::string_view sql = r.cstr();
       if (!r.ok()) break;
       cache::ClassificationPtr c = cache_->classify(sql);
-      if (may_change_text_mode(*c)) text_mode_unsure_ = true;
+      if (may_change_text_mode(*c)) cs_->text_mode_unsure = true;
       // One SET alone is followed into the key (inspect_query, follow_setting); one among others is not.
       if (c->changes_settings && c->statements != 1) unknown_session_change();
       note_statement(c);
@@ -272,15 +272,15 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       std::string_view sql = r.cstr();
       if (!r.ok()) break;
       cache::ClassificationPtr c = cache_->classify(sql);
-      if (may_change_text_mode(*c)) text_mode_unsure_ = true;   // when bound, which is soon
+      if (may_change_text_mode(*c)) cs_->text_mode_unsure = true;   // when bound, which is soon
       if (c->changes_settings) unknown_session_change();   // SET as a prepared statement is not followed into the key
       if (name.empty()) {
-        unnamed_ = c;
+        cs_->unnamed = c;
       } else if (!plan_cache_) {
         // A name in use: the server refuses this Parse (42P05) and keeps the old one; forget both.
-        auto [it, added] = named_.try_emplace(std::string(name));
+        auto [it, added] = cs_->named.try_emplace(std::string(name));
         if (added) it->second = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
-        else named_.erase(it);
+        else cs_->named.erase(it);
       }
       note_statement(c);
       break;
@@ -292,22 +292,22 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       // The statement it runs may write; one we cannot name may write anything.
       cache::ClassificationPtr c;
       if (name.empty()) {
-        c = unnamed_;
+        c = cs_->unnamed;
       } else if (plan_cache_) {
         auto it = statements_.find(name);
         if (it != statements_.end()) {
           std::string_view tail = it->second->parse_tail;
           c = cache_->classify(tail.substr(0, tail.find('\0')));
         }
-      } else if (auto it = named_.find(std::string(name)); it != named_.end()) {
+      } else if (auto it = cs_->named.find(std::string(name)); it != cs_->named.end()) {
         c = it->second.statement;
       }
-      if (c) cache_->note_writes(*c, database_, user_, writes_);
-      else writes_.everything = true;
+      if (c) cache_->note_writes(*c, database_, user_, cs_->writes);
+      else cs_->writes.everything = true;
       break;
     }
     case 'C':
-      if (!plan_cache_ && r.u8() == 'S') named_.erase(std::string(r.cstr()));
+      if (!plan_cache_ && r.u8() == 'S') cs_->named.erase(std::string(r.cstr()));
       break;
     default:
       break;
@@ -320,14 +320,14 @@ void ClientSession::forget_parsed(const uint8_t* msg, size_t avail) {
   pg::Reader r(msg + pg::kHeaderLen, std::min(avail, total) - pg::kHeaderLen);
   std::string_view name = r.cstr();
   if (!r.ok()) return;
-  if (name.empty()) unnamed_.reset();
-  else if (!plan_cache_) named_.erase(std::string(name));
+  if (name.empty()) cs_->unnamed.reset();
+  else if (!plan_cache_) cs_->named.erase(std::string(name));
 }
 
 // Session state changed in a way the key cannot follow: no more lookups for this
 // client, and (transaction mode) the server is reset before anyone else gets it.
 void ClientSession::unknown_session_change() {
-  cache_bypass_ = true;
+  cs_->bypass = true;
   if (server_) server_->note_session_state();
 }
 
@@ -338,10 +338,10 @@ void ClientSession::unknown_session_change() {
 // client's known settings are applied again on the next one.
 void ClientSession::note_statement(const cache::ClassificationPtr& c) {
   using Kind = cache::Classification::Kind;
-  cache_->note_writes(*c, database_, user_, writes_);
+  cache_->note_writes(*c, database_, user_, cs_->writes);
   // A temporary object can hide a table of the same name: nothing cached fits then.
   for (const cache::SessionEffect& e : c->effects)
-    if (e.pin == cache::SessionEffect::Pin::Temp) cache_bypass_ = true;
+    if (e.pin == cache::SessionEffect::Pin::Temp) cs_->bypass = true;
   // set_config(), a function that is volatile and not built in (it may call
   // set_config() or SET), a write to pg_settings, a text our parser rejects, DO, CALL.
   if (c->kind == Kind::Unparsable || c->writes_unknown ||
@@ -353,7 +353,7 @@ void ClientSession::note_statement(const cache::ClassificationPtr& c) {
 // Transaction mode: the server this client used is being reset (DISCARD ALL), so
 // whatever unknown state it made is gone; the next server gets the known settings.
 void ClientSession::server_state_wiped() {
-  if (pool_entry_ && pool_entry_->mode == conf::PoolMode::Transaction) cache_bypass_ = false;
+  if (cs_ && pool_entry_ && pool_entry_->mode == conf::PoolMode::Transaction) cs_->bypass = false;
 }
 
 // Session mode: SET and RESET are followed into settings_ (and so into the key)
@@ -364,21 +364,22 @@ void ClientSession::follow_setting(const cache::ClassificationPtr& c) {
   using Kind = cache::SessionEffect::Kind;
   bool settings = false;
   for (const cache::SessionEffect& e : c->effects) {
-    if (e.kind == Kind::Deallocate) named_.erase(e.name);
-    if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll) named_.clear();
+    if (e.kind == Kind::Deallocate) cs_->named.erase(e.name);
+    if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll) cs_->named.clear();
     settings |= e.kind == Kind::Set || e.kind == Kind::Reset || e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll;
-    if (e.kind == Kind::Unknown) cache_bypass_ = true;
+    if (e.kind == Kind::Unknown) cs_->bypass = true;
   }
   if (!settings) return;
   // Inside a transaction it may yet roll back; with answers due, its place is unknown.
   if (server_->idle_protocol() && server_->tx_status() == 'I' && !c->transaction_control) server_->expect_settings(c);
-  else cache_bypass_ = true;
+  else cs_->bypass = true;
 }
 
 void ClientSession::capture_done(std::string response) {
-  std::optional<PendingStore> ps = std::move(capturing_);
-  capturing_.reset();
-  if (!ps || !cache_ || response.empty()) return;
+  if (!cs_) return;
+  std::optional<PendingStore> ps = std::move(cs_->capturing);
+  cs_->capturing.reset();
+  if (!ps || response.empty()) return;
   // Answered by a server its database entry no longer points at (a reload): not
   // what the key (built from the entry) says.
   if (server_ && !server_->target().same_database(*pool_entry_->target)) return;
@@ -388,31 +389,33 @@ void ClientSession::capture_done(std::string response) {
 }
 
 void ClientSession::seal_writes(uint64_t epoch) {
-  if (writes_.empty()) return;
-  sync_writes_.push_back({epoch, std::move(writes_)});
-  writes_.clear();
+  if (cs_->writes.empty()) return;
+  cs_->sync_writes.push_back({epoch, std::move(cs_->writes)});
+  cs_->writes.clear();
 }
 
 // Writes answered inside a transaction are merged (each relation once) and wait
 // for its end; outside one they are invalidated now, in one call.
 void ClientSession::writes_done(uint64_t epoch, bool in_transaction) {
+  if (!cs_) return;
   size_t n = 0;
-  for (; n < sync_writes_.size() && sync_writes_[n].epoch <= epoch; n++)
-    txn_writes_.merge(std::move(sync_writes_[n].writes));
-  sync_writes_.erase(sync_writes_.begin(), sync_writes_.begin() + ptrdiff_t(n));
-  if (in_transaction || txn_writes_.empty() || !cache_) return;
-  cache_->invalidate(database_, txn_writes_);
-  txn_writes_.clear();
+  for (; n < cs_->sync_writes.size() && cs_->sync_writes[n].epoch <= epoch; n++)
+    cs_->txn_writes.merge(std::move(cs_->sync_writes[n].writes));
+  cs_->sync_writes.erase(cs_->sync_writes.begin(), cs_->sync_writes.begin() + ptrdiff_t(n));
+  if (in_transaction || cs_->txn_writes.empty()) return;
+  cache_->invalidate(database_, cs_->txn_writes);
+  cs_->txn_writes.clear();
 }
 
 void ClientSession::sync_points_shifted() {
-  for (SyncWrites& s : sync_writes_) writes_.merge(std::move(s.writes));
-  sync_writes_.clear();
+  if (!cs_) return;
+  for (SyncWrites& s : cs_->sync_writes) cs_->writes.merge(std::move(s.writes));
+  cs_->sync_writes.clear();
 }
 
 void ClientSession::transaction_ended() {
-  text_mode_unsure_ = false;   // idle, every ParameterStatus in
-  if (!cache_) return;
+  if (!cs_) return;
+  cs_->text_mode_unsure = false;   // idle, every ParameterStatus in
   seal_writes(UINT64_MAX);
   writes_done(UINT64_MAX, false);
 }

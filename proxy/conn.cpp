@@ -64,31 +64,33 @@ int Conn::init_pipe() {
 }
 
 void Conn::connect(const std::string& host, int port) {
-  creq_.data = this;
+  connecting_ = std::make_unique<Connecting>();
+  connecting_->req.data = this;
+  connecting_->port = port;
+  uv_connect_t* req = &connecting_->req;
   if (!host.empty() && host[0] == '/') {
     if (int rc = init_pipe(); rc != 0) return on_connected(rc);
     std::string path = host + "/.s.PGSQL." + std::to_string(port);
-    uv_pipe_connect(&creq_, &h_.pipe, path.c_str(), connect_cb);
+    uv_pipe_connect(req, &h_.pipe, path.c_str(), connect_cb);
     return;
   }
   if (int rc = init_tcp(); rc != 0) return on_connected(rc);
   sockaddr_storage addr{};
   if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
       uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
-    if (int rc = uv_tcp_connect(&creq_, &h_.tcp, reinterpret_cast<sockaddr*>(&addr), connect_cb); rc != 0)
+    if (int rc = uv_tcp_connect(req, &h_.tcp, reinterpret_cast<sockaddr*>(&addr), connect_cb); rc != 0)
       on_connected(rc);
     return;
   }
-  auto* req = new uv_getaddrinfo_t;
-  req->data = this;
-  connect_port_ = port;
+  auto* lookup = new uv_getaddrinfo_t;
+  lookup->data = this;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   resolving_ = true;
-  if (int rc = uv_getaddrinfo(loop_, req, resolved_cb, host.c_str(), nullptr, &hints); rc != 0) {
+  if (int rc = uv_getaddrinfo(loop_, lookup, resolved_cb, host.c_str(), nullptr, &hints); rc != 0) {
     resolving_ = false;
-    delete req;
+    delete lookup;
     on_connected(rc);
   }
 }
@@ -110,13 +112,14 @@ void Conn::resolved_cb(uv_getaddrinfo_t* req, int status, addrinfo* res) {
   sockaddr_storage addr{};
   std::memcpy(&addr, res->ai_addr, res->ai_addrlen);
   uv_freeaddrinfo(res);
-  reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(uint16_t(c->connect_port_));   // same offset for v6
-  if (int rc = uv_tcp_connect(&c->creq_, &c->h_.tcp, reinterpret_cast<sockaddr*>(&addr), connect_cb); rc != 0)
+  reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(uint16_t(c->connecting_->port));   // same offset for v6
+  if (int rc = uv_tcp_connect(&c->connecting_->req, &c->h_.tcp, reinterpret_cast<sockaddr*>(&addr), connect_cb); rc != 0)
     c->on_connected(rc);
 }
 
 void Conn::connect_cb(uv_connect_t* req, int status) {
   auto* c = static_cast<Conn*>(req->data);
+  c->connecting_.reset();   // req is done with (libuv reports a close while connecting here too)
   if (c->closing_) return;
   if (status == 0 && c->h_.handle.type == UV_TCP) uv_tcp_nodelay(&c->h_.tcp, 1);
   c->on_connected(status);
@@ -227,10 +230,11 @@ bool Conn::raw_send(const uv_buf_t* bufs, unsigned n) {
   for (unsigned i = 0; i < n; i++) {
     size_t len = bufs[i].len;
     if (skip >= len) { skip -= len; continue; }
-    out_pending_.append(bufs[i].base + skip, len - skip);
+    if (!wq_) wq_ = std::make_unique<WriteQueue>();
+    wq_->pending.append(bufs[i].base + skip, len - skip);
     skip = 0;
   }
-  if (!out_pending_.empty() && out_inflight_.empty()) start_write();
+  if (wq_ && !wq_->pending.empty() && wq_->inflight.empty()) start_write();
   if (over_high_water()) high_ = true;
   return true;
 }
@@ -342,27 +346,28 @@ void Conn::tls_input(const uint8_t* p, size_t n) {
 }
 
 void Conn::start_write() {
-  out_inflight_.swap(out_pending_);
-  uv_buf_t b = uv_buf_init(out_inflight_.data(), unsigned(out_inflight_.size()));
-  wreq_.data = this;
-  if (uv_write(&wreq_, &h_.stream, &b, 1, write_cb) != 0) {
-    out_inflight_.clear();
+  wq_->inflight.swap(wq_->pending);
+  uv_buf_t b = uv_buf_init(wq_->inflight.data(), unsigned(wq_->inflight.size()));
+  wq_->req.data = this;
+  if (uv_write(&wq_->req, &h_.stream, &b, 1, write_cb) != 0) {
+    wq_->inflight.clear();
     close();
   }
 }
 
 void Conn::write_cb(uv_write_t* req, int status) {
   auto* c = static_cast<Conn*>(req->data);
-  c->out_inflight_.clear();
+  WriteQueue& q = *c->wq_;
+  q.inflight.clear();
   if (status < 0) {
     c->close();
     return;
   }
   if (c->closing_) return;
-  if (!c->out_pending_.empty()) {
+  if (!q.pending.empty()) {
     c->start_write();
   } else {
-    if (c->out_inflight_.capacity() > 1024 * 1024) std::string().swap(c->out_inflight_);
+    if (q.inflight.capacity() > 1024 * 1024) std::string().swap(q.inflight);
     if (c->close_when_flushed_) {
       c->close();
       return;

@@ -43,7 +43,7 @@ class Conn {
   // False if the connection is closing or the write failed (the connection is then closing).
   bool send(const uv_buf_t* bufs, unsigned n);
   bool send(std::string_view bytes);
-  size_t queued() const { return out_pending_.size() + out_inflight_.size(); }
+  size_t queued() const { return wq_ ? wq_->pending.size() + wq_->inflight.size() : 0; }
   bool over_high_water() const { return queued() > kHighWater; }
 
   // From now on the connection runs TLS (after an SSLRequest answered 'S', or
@@ -98,6 +98,17 @@ class Conn {
   bool flush_tls();
   void tls_input(const uint8_t* p, size_t n);
 
+  // What the kernel did not take: made on the first short write, kept after.
+  struct WriteQueue {
+    uv_write_t req;
+    std::string pending, inflight;   // queued / being written by req
+  };
+  // An outgoing connection in progress: made by connect(), dropped once connected.
+  struct Connecting {
+    uv_connect_t req;
+    int port = 0;   // for the address a host name resolves to
+  };
+
   uv_loop_t* loop_;
   union {
     uv_handle_t handle;
@@ -105,15 +116,13 @@ class Conn {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } h_;
-  uv_write_t wreq_;
-  uv_connect_t creq_;
-  int connect_port_ = 0;
   uint64_t consumed_ = 0;       // see in_consumed()
   std::vector<uint8_t> own_;     // unconsumed input carried across reads: [0, own_len_)
   size_t own_len_ = 0;
   const uint8_t* view_ = nullptr;
   size_t view_len_ = 0, rpos_ = 0;
-  std::string out_pending_, out_inflight_;
+  std::unique_ptr<WriteQueue> wq_;
+  std::unique_ptr<Connecting> connecting_;
   std::unique_ptr<tls::Stream> tls_;   // null: plain
   bool reading_ = false, closing_ = false, close_when_flushed_ = false, high_ = false, initialized_ = false, resolving_ = false;
 };

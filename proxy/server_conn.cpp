@@ -333,7 +333,7 @@ void ServerConn::note_param(std::string_view name, std::string_view value) {
   if (!found) params_.emplace_back(name, value);
   int i = tracked_index(name);
   if (i >= 0) {
-    tracked_[size_t(i)] = value;
+    tracked_.set(size_t(i), value);
     if (client_) client_->tracked_param_changed(i, value);
   }
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cache/statement_cache.h"
+#include "proxy/tracked_params.h"
 
 namespace {
 
@@ -211,3 +212,29 @@ TEST(SettingList, RoleFollowsPostgreSQL) {
 }
 
 }  // namespace
+
+// The tracked parameters' values, packed into one string: values grow, shrink and
+// empty in any order without disturbing their neighbours, and each is a C string.
+TEST(TrackedValues, SetKeepsTheOtherValues) {
+  proxy::TrackedValues v;
+  for (size_t i = 0; i < v.size(); i++) EXPECT_EQ(v[i], "") << i;
+  std::array<std::string, proxy::TrackedValues::size()> want;
+  const std::string_view values[] = {"pgbench", "UTF8", "", "ISO, MDY", "a much longer value than the others", "x"};
+  for (int round = 0; round < 3; round++) {
+    for (size_t i = 0; i < v.size(); i++) {
+      size_t at = (i * 5 + size_t(round)) % v.size();
+      std::string_view value = values[(i + size_t(round)) % std::size(values)];
+      v.set(at, value);
+      want[at] = value;
+      for (size_t j = 0; j < v.size(); j++) {
+        EXPECT_EQ(v[j], want[j]) << "round " << round << " set " << at << ", value " << j;
+        EXPECT_STREQ(v.c_str(j), want[j].c_str());
+      }
+    }
+  }
+  proxy::TrackedValues copy = v;
+  copy.set(0, "other");
+  EXPECT_EQ(v[0], want[0]);
+  EXPECT_EQ(copy[0], "other");
+  EXPECT_EQ(copy[5], want[5]);
+}
