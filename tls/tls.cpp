@@ -47,38 +47,34 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
   return SSL_TLSEXT_ERR_OK;
 }
 
-// Builds one side's context; err is a message without the "file:line: " prefix,
-// bad_key the config key it is about.
+using KeyName = std::function<std::string(const std::string&)>;
+
+// Builds c's SSL_CTX from c.settings; err is a message without the "file:line: "
+// prefix, bad_key the config key it is about.
 // A context toward a server offers ALPN "postgresql" only when that server is a PostgreSQL.
-std::shared_ptr<Context> make(const conf::Tls& t, bool accept, bool postgresql,
-                              const std::function<std::string(const std::string&)>& key_name, std::string& err,
-                              std::string& bad_key) {
-  auto c = std::make_shared<Context>();
-  c->settings = t;
-  c->mode = t.sslmode;
-  c->accept = accept;
-  c->ca_file = t.ca_file;
-  c->ctx = SSL_CTX_new(accept ? TLS_server_method() : TLS_client_method());
+bool build_ctx(const Context& c, const KeyName& key_name, std::string& err, std::string& bad_key) {
+  const conf::Tls& t = c.settings;
   auto fail = [&](const std::string& key, std::string msg) {
     bad_key = key_name(key);
     err = key_name(key) + ": " + std::move(msg);
-    return nullptr;
+    return false;
   };
-  if (!c->ctx) return fail("sslmode", openssl_error());
-  SSL_CTX_set_min_proto_version(c->ctx, (t.protocols & conf::kTls12) ? TLS1_2_VERSION : TLS1_3_VERSION);
-  SSL_CTX_set_max_proto_version(c->ctx, (t.protocols & conf::kTls13) ? TLS1_3_VERSION : TLS1_2_VERSION);
-  SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
-  if (t.ciphers != "default" && SSL_CTX_set_cipher_list(c->ctx, t.ciphers.c_str()) != 1)
+  c.ctx = SSL_CTX_new(c.accept ? TLS_server_method() : TLS_client_method());
+  if (!c.ctx) return fail("sslmode", openssl_error());
+  SSL_CTX_set_min_proto_version(c.ctx, (t.protocols & conf::kTls12) ? TLS1_2_VERSION : TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(c.ctx, (t.protocols & conf::kTls13) ? TLS1_3_VERSION : TLS1_2_VERSION);
+  SSL_CTX_set_options(c.ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_mode(c.ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (t.ciphers != "default" && SSL_CTX_set_cipher_list(c.ctx, t.ciphers.c_str()) != 1)
     return fail("ciphers", "no usable TLS 1.2 cipher in '" + t.ciphers + "'");
   if (!t.cert_file.empty()) {
     if (std::string e = unreadable(t.cert_file); !e.empty()) return fail("cert_file", e);
     if (std::string e = unreadable(t.key_file); !e.empty()) return fail("key_file", e);
-    if (SSL_CTX_use_certificate_chain_file(c->ctx, t.cert_file.c_str()) != 1)
+    if (SSL_CTX_use_certificate_chain_file(c.ctx, t.cert_file.c_str()) != 1)
       return fail("cert_file", "no PEM certificate in " + t.cert_file + ": " + openssl_error());
     // OpenSSL checks the key against the certificate as it loads it (same key type) or in check_private_key.
-    bool loaded = SSL_CTX_use_PrivateKey_file(c->ctx, t.key_file.c_str(), SSL_FILETYPE_PEM) == 1;
-    bool mismatch = loaded ? SSL_CTX_check_private_key(c->ctx) != 1
+    bool loaded = SSL_CTX_use_PrivateKey_file(c.ctx, t.key_file.c_str(), SSL_FILETYPE_PEM) == 1;
+    bool mismatch = loaded ? SSL_CTX_check_private_key(c.ctx) != 1
                            : ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
     if (mismatch) {
       ERR_clear_error();
@@ -89,29 +85,46 @@ std::shared_ptr<Context> make(const conf::Tls& t, bool accept, bool postgresql,
   bool verify = t.sslmode == conf::SslMode::VerifyCa || t.sslmode == conf::SslMode::VerifyFull;
   if (!t.ca_file.empty()) {
     if (std::string e = unreadable(t.ca_file); !e.empty()) return fail("ca_file", e);
-    if (SSL_CTX_load_verify_locations(c->ctx, t.ca_file.c_str(), nullptr) != 1)
+    if (SSL_CTX_load_verify_locations(c.ctx, t.ca_file.c_str(), nullptr) != 1)
       return fail("ca_file", "no PEM certificate in " + t.ca_file + ": " + openssl_error());
-  } else if (!accept && verify && SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
+  } else if (!c.accept && verify && SSL_CTX_set_default_verify_paths(c.ctx) != 1) {
     return fail("ca_file", "the system's CA certificates cannot be loaded: " + openssl_error());
   }
-  if (accept) {
+  if (c.accept) {
     // Clients: a certificate is asked for when a CA is configured, and required in verify-*.
     if (!t.ca_file.empty()) {
       STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(t.ca_file.c_str());
-      if (names) SSL_CTX_set_client_CA_list(c->ctx, names);
-      SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER | (verify ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
+      if (names) SSL_CTX_set_client_CA_list(c.ctx, names);
+      SSL_CTX_set_verify(c.ctx, SSL_VERIFY_PEER | (verify ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
     }
     // No resumption: no session cache, no TLS 1.2 tickets, no TLS 1.3 tickets.
-    SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(c->ctx, SSL_OP_NO_TICKET);
-    SSL_CTX_set_num_tickets(c->ctx, 0);
+    SSL_CTX_set_session_cache_mode(c.ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(c.ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(c.ctx, 0);
     static const unsigned char kSessionContext[] = "pgsidecar";
-    SSL_CTX_set_session_id_context(c->ctx, kSessionContext, sizeof kSessionContext - 1);
-    SSL_CTX_set_alpn_select_cb(c->ctx, select_alpn, nullptr);
+    SSL_CTX_set_session_id_context(c.ctx, kSessionContext, sizeof kSessionContext - 1);
+    SSL_CTX_set_alpn_select_cb(c.ctx, select_alpn, nullptr);
   } else {
-    SSL_CTX_set_verify(c->ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-    if (postgresql) SSL_CTX_set_alpn_protos(c->ctx, kAlpn, sizeof kAlpn - 1);
+    SSL_CTX_set_verify(c.ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+    if (c.postgresql) SSL_CTX_set_alpn_protos(c.ctx, kAlpn, sizeof kAlpn - 1);
   }
+  return true;
+}
+
+// A context for settings t; built now when its settings can fail (files to read,
+// a cipher list, certificates to check), else on first use (Context::ssl_ctx).
+std::shared_ptr<Context> make(const conf::Tls& t, bool accept, bool postgresql, const KeyName& key_name,
+                              std::string& err, std::string& bad_key) {
+  auto c = std::make_shared<Context>();
+  c->settings = t;
+  c->mode = t.sslmode;
+  c->accept = accept;
+  c->postgresql = postgresql;
+  c->ca_file = t.ca_file;
+  bool verify = t.sslmode == conf::SslMode::VerifyCa || t.sslmode == conf::SslMode::VerifyFull;
+  bool can_fail = accept || verify || !t.cert_file.empty() || !t.key_file.empty() || !t.ca_file.empty() ||
+                  t.ciphers != "default";
+  if (can_fail && !build_ctx(*c, key_name, err, bad_key)) return nullptr;
   return c;
 }
 
@@ -121,6 +134,15 @@ std::string g_output;   // one loop: every Stream's ciphertext passes here and i
 
 Context::~Context() {
   if (ctx) SSL_CTX_free(ctx);
+}
+
+SSL_CTX* Context::ssl_ctx() const {
+  if (ctx) return ctx;
+  std::string err, key;
+  if (build_ctx(*this, [](const std::string& k) { return k; }, err, key)) return ctx;
+  if (ctx) SSL_CTX_free(ctx);
+  ctx = nullptr;
+  return nullptr;
 }
 
 bool build(const conf::Config& cfg, Contexts& out, std::string& err) {
@@ -169,7 +191,8 @@ Stream::Stream(const ContextPtr& ctx, const std::string& host) : ctx_(ctx) {
     BIO_meth_set_ctrl(m, bio_ctrl);
     return m;
   }();
-  SSL* ssl = SSL_new(ctx_->ctx);
+  SSL_CTX* built = ctx_->ssl_ctx();
+  SSL* ssl = built ? SSL_new(built) : nullptr;
   BIO* bio = ssl ? BIO_new(method) : nullptr;
   if (!bio) {
     if (ssl) SSL_free(ssl);

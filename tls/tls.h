@@ -19,13 +19,19 @@
 namespace tls {
 
 // One side's SSL_CTX and how connections made from it must check their peer.
+// Settings that name no file and check no certificate cannot fail to build, so
+// their SSL_CTX (and OpenSSL's start-up, a few ms) waits for the first connection
+// that uses it: the default server_tls_sslmode prefer costs nothing at start.
 struct Context {
   ~Context();
-  SSL_CTX* ctx = nullptr;
+  // The SSL_CTX, built now if it was deferred; null if OpenSSL failed (out of memory).
+  SSL_CTX* ssl_ctx() const;
   conf::Tls settings;         // what it was built from (a reload compares them)
   conf::SslMode mode = conf::SslMode::Disable;
   bool accept = false;        // toward clients (pgsidecar is the TLS server)
+  bool postgresql = false;    // toward a PostgreSQL server: offers ALPN "postgresql"
   std::string ca_file;        // for messages ("" = the system's CAs)
+  mutable SSL_CTX* ctx = nullptr;   // null until built
 };
 using ContextPtr = std::shared_ptr<const Context>;
 
