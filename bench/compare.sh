@@ -52,14 +52,8 @@ metrics_port=$((port + 3))
 bench_init
 if has_target pgsidecar && [[ ! -x "$bin" ]]; then build_pgsidecar; fi
 
-cleanup() {
-  for pid in "${target_pid[@]}"; do stop_child "$pid"; done
-  target_pid=()
-  stop_pgbouncer
-  pg_stop
-}
-trap cleanup EXIT
-cleanup  # leftovers of an interrupted earlier run
+trap stop_targets EXIT
+stop_targets  # leftovers of an interrupted earlier run
 
 for t in $targets; do require_free_port "${target_port[$t]}" "$t"; done
 

@@ -15,6 +15,8 @@
 #   wait_port PORT [PID]              up to 10 s for a listener on PORT; gives up once PID has exited
 #   kill_pidfile FILE SIGNAL          signals FILE's pid if ours (names or runs in $dir); up to 10 s, then KILL
 #   stop_child PID                    SIGINT to a background child, then waits for it
+#   stop_targets                      stop_child for each pid in the script's target_pid array (emptied),
+#                                     then stop_pgbouncer and pg_stop: the EXIT trap of compare.sh and syscalls.sh
 #   cpu_seconds PID                   user + system CPU seconds PID has used so far (/proc); 0 if none
 #   make_bench_dir [DIR...]           empties $dir; creates it, and $pgdata and DIRs owned by postgres
 #   make_cert DIR                     self-signed DIR/{cert,key}.pem for 127.0.0.1, owned by postgres
@@ -79,8 +81,7 @@ wait_port() {
 # Checking the process keeps a stale pid file from hitting another process.
 kill_pidfile() {
   local pid
-  [[ -f "$1" ]] || return 0
-  pid="$(tr -dc 0-9 <"$1")"  # pgpool pads its file with NULs
+  pid="$(tr -dc 0-9 2>/dev/null <"$1")" || return 0  # gone (the daemon removed it); pgpool pads it with NULs
   [[ -n "$pid" && -d "/proc/$pid" ]] || return 0
   if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir" &&
     [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$dir"* ]]; then
@@ -94,6 +95,14 @@ kill_pidfile() {
 stop_child() {
   kill -INT "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
+}
+
+stop_targets() {
+  local pid
+  for pid in "${target_pid[@]}"; do stop_child "$pid"; done
+  target_pid=()
+  stop_pgbouncer
+  pg_stop
 }
 
 cpu_seconds() {

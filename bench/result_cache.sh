@@ -14,7 +14,8 @@
 # Each row runs the targets back to back, ROUNDS times; the table shows the
 # medians, the ratios to direct, PgBouncer and pgpool, pgsidecar's L1 hit ratio
 # (from /metrics, per run), and whether pgsidecar met the goal: tps >= 2x
-# direct and p99 below direct's p99.
+# direct and p99 below direct's p99. Last, pgsidecar's CPU per query (user + system
+# from /proc over the run) and the queries per second one core of it carries.
 #
 # Env: DURATION (s, 10), ROUNDS (3), CLIENTS ("16 64"; one -M simple and one
 #      -M extended row each), POOL_SIZE (20), JOBS (2),
@@ -216,21 +217,26 @@ cache_counters() {
 # ratio goes to the CSV for pgsidecar; pgpool's is only printed.
 run_one() {
   local row="$1" target="$2" round="$3"; shift 4
-  local h0=- m0=- h1=- m1=- hit=""
+  local h0=- m0=- h1=- m1=- hit="" pid="${sidecar_pid[$target]:-}" cpu0 cpu1 us_tx="-"
   read -r h0 m0 < <(cache_counters "$target")
+  cpu0="$(cpu_seconds "$pid")"
   pgbench_run "$target" "${target_port[$target]}" "$@"
+  cpu1="$(cpu_seconds "$pid")"
   read -r h1 m1 < <(cache_counters "$target")
   if [[ "$h0$m0$h1$m1" != *-* ]] && (((h1 - h0) + (m1 - m0) > 0)); then
     hit="$(awk -v h=$((h1 - h0)) -v m=$((m1 - m0)) 'BEGIN { printf "%.4f", h / (h + m) }')"
   fi
   pgbench_figures "$target"
-  printf '   %-15s round %s: tps %s  p50 %s  p95 %s  p99 %s ms%s\n' "$target" "$round" "$pgb_tps" \
-    "$pgb_p50" "$pgb_p95" "$pgb_p99" "${hit:+  hit ratio $hit}"
+  if [[ -n "$pid" ]] && ((pgb_txs > 0)); then
+    us_tx="$(awk -v a="$cpu0" -v b="$cpu1" -v n="$pgb_txs" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')"
+  fi
+  printf '   %-15s round %s: tps %s  p50 %s  p95 %s  p99 %s ms%s%s\n' "$target" "$round" "$pgb_tps" \
+    "$pgb_p50" "$pgb_p95" "$pgb_p99" "${hit:+  hit ratio $hit}" "${pid:+  cpu $us_tx us/tx}"
   [[ -n "${metrics_port[$target]:-}" ]] || hit=""
-  echo "$row,$target,$round,$pgb_tps,$pgb_p50,$pgb_p95,$pgb_p99,$pgb_ok,$hit" >>"$csv"
+  echo "$row,$target,$round,$pgb_tps,$pgb_p50,$pgb_p95,$pgb_p99,$pgb_ok,$hit,$us_tx" >>"$csv"
 }
 
-csv="$(results_csv result-cache "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,hit_ratio")"
+csv="$(results_csv result-cache "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,hit_ratio,cpu_us_per_tx")"
 
 rows=()
 for m in simple extended; do
@@ -295,4 +301,13 @@ for row in order:
         met = tps >= 2 * d_tps and p99 < d_p99
         print(f"{row:<18} {t:<16} goal {'MET' if met else 'NOT met'}: tps {tps / d_tps:.2f}x direct (need >= 2), "
               f"p99 {p99:.2f} ms vs direct's {d_p99:.2f} ms")
+
+# What one core of pgsidecar carries: its CPU per transaction (user + system, /proc),
+# nearly all of them cache hits, as queries per second of one core's time.
+print()
+for row in order:
+    for t in sidecars:
+        us = med(runs.get((row, t), []), "cpu_us_per_tx")
+        if us:
+            print(f"{row:<18} {t:<16} {us:.1f} us of CPU per query: {1e6 / us:,.0f} queries per core-second")
 PY
