@@ -229,7 +229,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool classifying_ = false;               // the text at the head is being parsed off the loop
   bool admin_ = false, admin_rights_ = false;   // admin console session; may run control commands
   // Result cache: the cache (null when cache.mode is off) and this client's state
-  // for it, made at login only when there is a cache (client_session_cache.cpp).
+  // for it, made with the startup packet's database only when there is a cache
+  // (client_session_cache.cpp).
   cache::ResultCache* cache_ = nullptr;
   struct SyncWrites {
     uint64_t epoch;   // the sync point they were sent before

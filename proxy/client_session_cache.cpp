@@ -163,7 +163,7 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
   uint64_t id = ++last_lookup;
   bool asked = cache_->find_shared(cs_->key, database_, c, ttl, [&proxy = proxy_, pid = cancel_pid_, id](const cache::StoredResult* r) {
     ClientSession* self = proxy.client(pid);
-    if (self && self->cs_->lookup_id == id) self->shared_lookup_done(r);
+    if (self && self->cs_ && self->cs_->lookup_id == id) self->shared_lookup_done(r);   // pid may be reused
   });
   if (!asked) return CacheStep::Pass;
   cs_->lookup_id = id;   // the query stays at the head of the input until Redis answers
@@ -177,7 +177,7 @@ ClientSession::CacheStep ClientSession::wait_for_catalog() {
   uint64_t id = ++last_wait | (uint64_t(1) << 63);   // apart from Redis lookups' ids
   bool waiting_now = cache_->wait_catalog(database_, [&proxy = proxy_, pid = cancel_pid_, id] {
     ClientSession* self = proxy.client(pid);
-    if (!self || self->cs_->lookup_id != id) return;
+    if (!self || !self->cs_ || self->cs_->lookup_id != id) return;   // pid may be reused
     self->cs_->lookup_id = 0;
     if (!self->closing()) self->process_input();
   });

@@ -367,7 +367,7 @@ void Conn::write_cb(uv_write_t* req, int status) {
   if (!q.pending.empty()) {
     c->start_write();
   } else {
-    if (q.inflight.capacity() > 1024 * 1024) std::string().swap(q.inflight);
+    c->wq_.reset();   // drained: an idle connection keeps no queue (libuv is done with req)
     if (c->close_when_flushed_) {
       c->close();
       return;

@@ -98,7 +98,7 @@ class Conn {
   bool flush_tls();
   void tls_input(const uint8_t* p, size_t n);
 
-  // What the kernel did not take: made on the first short write, kept after.
+  // What the kernel did not take: made on a short write, dropped once written.
   struct WriteQueue {
     uv_write_t req;
     std::string pending, inflight;   // queued / being written by req

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <functional>
 
+#include "conf/log.h"
+
 namespace tls {
 namespace {
 
@@ -140,6 +142,7 @@ SSL_CTX* Context::ssl_ctx() const {
   if (ctx) return ctx;
   std::string err, key;
   if (build_ctx(*this, [](const std::string& k) { return k; }, err, key)) return ctx;
+  LOG_ERROR("cannot make a TLS context: %s", err.c_str());   // out of memory, or OpenSSL's own set-up failed
   if (ctx) SSL_CTX_free(ctx);
   ctx = nullptr;
   return nullptr;

@@ -21,7 +21,8 @@ namespace tls {
 // One side's SSL_CTX and how connections made from it must check their peer.
 // Settings that name no file and check no certificate cannot fail to build, so
 // their SSL_CTX (and OpenSSL's start-up, a few ms) waits for the first connection
-// that uses it: the default server_tls_sslmode prefer costs nothing at start.
+// that uses it: the default server_tls_sslmode prefer costs nothing at start,
+// and the first TLS connection (after a reload, the first per entry) pays it on the loop.
 struct Context {
   ~Context();
   // The SSL_CTX, built now if it was deferred; null if OpenSSL failed (out of memory).
@@ -31,7 +32,9 @@ struct Context {
   bool accept = false;        // toward clients (pgsidecar is the TLS server)
   bool postgresql = false;    // toward a PostgreSQL server: offers ALPN "postgresql"
   std::string ca_file;        // for messages ("" = the system's CAs)
-  mutable SSL_CTX* ctx = nullptr;   // null until built
+  // Null until built: read it through ssl_ctx(). Contexts are shared as const and
+  // built lazily without a lock: every TLS connection runs on the loop's thread.
+  mutable SSL_CTX* ctx = nullptr;
 };
 using ContextPtr = std::shared_ptr<const Context>;
 
