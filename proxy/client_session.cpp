@@ -19,6 +19,9 @@ bool ClientSession::idle() const {
 
 void ClientSession::fatal(std::string_view code, std::string_view message) {
   if (closing()) return;
+  // An ErrorResponse now would land inside the server's message: the client
+  // could not frame anything after it. It loses the connection without one.
+  if (server_ && server_->mid_message()) return close();
   std::string out;
   pg::write_error(out, "FATAL", code, message);
   send(out);
@@ -650,7 +653,8 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
   bool ambiguous = sql.find('\\') != std::string_view::npos && !wanted_scs_on();
   if (c->may_clear_state && pin_.pinned()) pin_.recheck = true;   // asked at the end of the transaction
   if (effects.empty() && !ambiguous) return QueryAction::Forward;
-  if (!server_->idle_protocol()) return QueryAction::Defer;
+  // Its local answer must wait for answers due and for the end of a message passing to the client.
+  if (!server_->idle_protocol() || server_->mid_message()) return QueryAction::Defer;
   if (ambiguous) {
     server_->note_session_state();
     return QueryAction::Forward;
@@ -824,7 +828,7 @@ void ClientSession::on_drained() {
   if (server_) server_->read_start();
   // A statement deferred until the server was quiet, which it became while this
   // client's queue was full (ServerConn::process_linked skips it then).
-  if (deferred_ && server_ && server_->idle_protocol()) process_input();
+  if (deferred_ && server_ && server_->idle_protocol() && !server_->mid_message()) process_input();
   if (cs_ && cs_->paused) {
     cs_->paused = false;
     process_input();

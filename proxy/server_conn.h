@@ -183,6 +183,8 @@ class ServerConn final : public Conn, public pool::Member {
   }
 
   const TrackedValues& tracked() const { return tracked_; }
+  // Part of a message has gone to the client and the rest has not come yet.
+  bool mid_message() const { return fwd_remaining_ > 0; }
   // The values it had right after login: a new client's defaults, whatever the
   // clients before it set.
   const TrackedValues& login_tracked() const { return login_tracked_; }
