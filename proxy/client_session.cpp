@@ -654,7 +654,7 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
   if (c->may_clear_state && pin_.pinned()) pin_.recheck = true;   // asked at the end of the transaction
   if (effects.empty() && !ambiguous) return QueryAction::Forward;
   // Its local answer must wait for answers due and for the end of a message passing to the client.
-  if (!server_->idle_protocol() || server_->mid_message()) return QueryAction::Defer;
+  if (!server_->quiet()) return QueryAction::Defer;
   if (ambiguous) {
     server_->note_session_state();
     return QueryAction::Forward;
@@ -828,7 +828,7 @@ void ClientSession::on_drained() {
   if (server_) server_->read_start();
   // A statement deferred until the server was quiet, which it became while this
   // client's queue was full (ServerConn::process_linked skips it then).
-  if (deferred_ && server_ && server_->idle_protocol() && !server_->mid_message()) process_input();
+  if (deferred_ && server_ && server_->quiet()) process_input();
   if (cs_ && cs_->paused) {
     cs_->paused = false;
     process_input();

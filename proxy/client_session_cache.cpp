@@ -114,23 +114,24 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
 // ... SET) and the schema version.
 void ClientSession::build_cache_key(const CacheUnit& u) {
   const ServerTarget& server = *pool_entry_->target;
-  cs_->key.clear();
-  cs_->key.append(database_).push_back('\0');
-  cs_->key.append(server.host).append(":").append(std::to_string(server.port)).append("/").append(server.dbname).push_back('\0');
-  cs_->key.append(user_).push_back('\0');
-  cs_->key.append(server.user).push_back('\0');
-  cs_->key.append(params_key_).push_back('\0');
-  cache_->append_login_defaults(database_, server.user, cs_->key);
-  for (size_t i = 0; i < wanted_.size(); i++) cs_->key.append(wanted_[i]).push_back('\0');
-  settings_.append_to(cs_->key);
-  cs_->key.append(std::to_string(proxy_.schema().current())).push_back('\0');
+  std::string& key = cs_->key;
+  key.clear();
+  key.append(database_).push_back('\0');
+  key.append(server.host).append(":").append(std::to_string(server.port)).append("/").append(server.dbname).push_back('\0');
+  key.append(user_).push_back('\0');
+  key.append(server.user).push_back('\0');
+  key.append(params_key_).push_back('\0');
+  cache_->append_login_defaults(database_, server.user, key);
+  for (size_t i = 0; i < wanted_.size(); i++) key.append(wanted_[i]).push_back('\0');
+  settings_.append_to(key);
+  key.append(std::to_string(proxy_.schema().current())).push_back('\0');
   if (!u.extended) {
-    cs_->key.push_back('Q');
-    cs_->key.append(u.sql);
+    key.push_back('Q');
+    key.append(u.sql);
   } else {
-    cs_->key.push_back(u.describe ? 'X' : 'x');
-    cs_->key.append(u.parse_tail);
-    cs_->key.append(u.bind_tail);
+    key.push_back(u.describe ? 'X' : 'x');
+    key.append(u.parse_tail);
+    key.append(u.bind_tail);
   }
 }
 

@@ -185,6 +185,9 @@ class ServerConn final : public Conn, public pool::Member {
   const TrackedValues& tracked() const { return tracked_; }
   // Part of a message has gone to the client and the rest has not come yet.
   bool mid_message() const { return fwd_remaining_ > 0; }
+  // No answer due and no message half through to the client: a statement deferred
+  // until now may be answered locally or sent.
+  bool quiet() const { return idle_protocol() && !mid_message(); }
   // The values it had right after login: a new client's defaults, whatever the
   // clients before it set.
   const TrackedValues& login_tracked() const { return login_tracked_; }
