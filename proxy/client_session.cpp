@@ -812,9 +812,14 @@ void ClientSession::server_released() {
 }
 
 void ClientSession::server_lost() {
+  // Part of a message the server never finished has reached the client: an
+  // ErrorResponse now would land inside it, so the client loses the connection
+  // without one (as in fatal()).
+  const bool cut = server_ && server_->mid_message();
   server_ = nullptr;
   transaction_ended();   // a COMMIT may have been in flight: count its writes as done
   if (closing()) return;
+  if (cut) return close();
   fatal("08006", "server connection lost; the transaction's outcome is unknown if COMMIT was in flight");
 }
 

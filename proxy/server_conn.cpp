@@ -386,6 +386,7 @@ bool ServerConn::process_linked_step() {
     pg::FrameStatus status = pg::frame_backend(p + pos, avail - pos, f, err);
     if (status == pg::FrameStatus::Partial) break;   // a message pgsidecar reads, not all here yet
     if (status == pg::FrameStatus::Invalid) {
+      out.flush();   // the messages before it are whole: the client gets them, then the error
       close_member(err);
       return false;
     }
@@ -395,7 +396,10 @@ bool ServerConn::process_linked_step() {
     if (capture_state_ != Capture::Off) capture_header(type, total);
     if (type == '1' || type == '3' || (type == 'E' && f.inspect)) {   // an error too long to read passes
       ReplyStep step = handle_tracked_reply(type, p + pos, total, out);
-      if (step == ReplyStep::Fail) return false;
+      if (step == ReplyStep::Fail) {
+        out.flush();
+        return false;
+      }
       if (step == ReplyStep::Done) {
         pos += total;
         continue;

@@ -41,6 +41,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -466,6 +467,8 @@ struct Client {
       std::string err;
       auto p = reinterpret_cast<const uint8_t*>(in.data()) + checked;
       pg::FrameStatus st = pg::frame_backend(p, in.size() - checked, f, err);
+      if (st == pg::FrameStatus::Invalid)
+        fprintf(stderr, "client stream: %s, at byte %zu of %zu\n", err.c_str(), checked, in.size());
       FUZZ_CHECK(st != pg::FrameStatus::Invalid);
       if (!f.whole) break;
       if (f.type == 'K' && f.len == 12) {
