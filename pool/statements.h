@@ -44,6 +44,40 @@ struct Statement {
 };
 using StatementPtr = std::shared_ptr<const Statement>;
 
+// One client's names for shared statements. The map is made at the first name:
+// a client that never names a statement holds one null pointer.
+class ClientStatements {
+ public:
+  const StatementPtr* find(std::string_view name) const {
+    if (!map_) return nullptr;
+    auto it = map_->find(name);
+    return it == map_->end() ? nullptr : &it->second;
+  }
+  size_t size() const { return map_ ? map_->size() : 0; }
+  void add(std::string_view name, StatementPtr st) {
+    if (!map_) map_ = std::make_unique<Map>();
+    map_->emplace(std::string(name), std::move(st));
+  }
+  // Removes the name; its statement, or null if there was none.
+  StatementPtr take(std::string_view name) {
+    if (!map_) return nullptr;
+    auto it = map_->find(name);
+    if (it == map_->end()) return nullptr;
+    StatementPtr st = std::move(it->second);
+    map_->erase(it);
+    return st;
+  }
+  void clear() { map_.reset(); }
+
+ private:
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using Map = std::unordered_map<std::string, StatementPtr, NameHash, std::equal_to<>>;
+  std::unique_ptr<Map> map_;
+};
+
 // Counters for the metrics module: what the plan cache did, since start.
 struct StatementStats {
   uint64_t prepares = 0;     // Parse messages sent to servers for shared statements

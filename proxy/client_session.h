@@ -114,11 +114,6 @@ class ClientSession final : public Conn, public pool::Waiter {
  private:
   enum class State { Startup, Auth, Login, Ready };
   enum class QueryAction { Forward, Answered, Defer, WaitPin };
-  struct NameHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  using StatementMap = std::unordered_map<std::string, pool::StatementPtr, NameHash, std::equal_to<>>;
   static constexpr size_t kMaxBufferedWhileWaiting = 64 * 1024;
   static constexpr size_t kMaxRetryBytes = 8 * 1024;   // largest Bind..Sync kept for a re-run
   static constexpr std::chrono::seconds kFlushBeforeClose{5};   // see fatal_at_
@@ -223,7 +218,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   Pin pin_;                                // session state holding this client to its server (transaction mode)
   PinWait pin_wait_;                       // waiting for a pinned client of the pool to unpin
   bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
-  StatementMap statements_;                // the client's named statements (plan cache)
+  pool::ClientStatements statements_;      // the client's named statements (plan cache)
   bool deferred_ = false;                  // see deferred()
   bool in_process_ = false, again_ = false;   // process_input() is running / go round once more
   bool classifying_ = false;               // the text at the head is being parsed off the loop

@@ -71,9 +71,9 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
         if (!u.parse) {
           if (name.empty()) return false;   // the unnamed statement of an earlier batch: text unknown here
           if (plan_cache_) {
-            auto it = statements_.find(name);
-            if (it == statements_.end()) return false;
-            u.parse_tail = it->second->parse_tail;
+            const pool::StatementPtr* found = statements_.find(name);
+            if (!found) return false;
+            u.parse_tail = (*found)->parse_tail;
           } else {
             auto it = cs_->named.find(std::string(name));
             if (it == cs_->named.end()) return false;
@@ -295,9 +295,8 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       if (name.empty()) {
         c = cs_->unnamed;
       } else if (plan_cache_) {
-        auto it = statements_.find(name);
-        if (it != statements_.end()) {
-          std::string_view tail = it->second->parse_tail;
+        if (const pool::StatementPtr* found = statements_.find(name)) {
+          std::string_view tail = (*found)->parse_tail;
           c = cache_->classify(tail.substr(0, tail.find('\0')));
         }
       } else if (auto it = cs_->named.find(std::string(name)); it != cs_->named.end()) {

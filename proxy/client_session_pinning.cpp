@@ -84,7 +84,7 @@ void ClientSession::add_pin(uint8_t kinds, std::string_view what) {
   if (!pin_.pinned()) {
     pin_.since = pool::Clock::now();
     pin_.logged = false;
-    pin_.first = what;
+    pin_.first = std::make_unique<std::string>(what);
     pool_entry_->pinned++;
     pool_entry_->pins_by_kind[pin_names(kinds & uint8_t(-kinds))]++;   // the lowest kind names it
   }
@@ -147,7 +147,7 @@ void ClientSession::pin_log(pool::Time now) {
   f.duration_ms = std::chrono::duration<double, std::milli>(now - pin_.since).count();
   LOG_INFO(f, "client pinned to its server for %llds by %s (%s)",
            static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(now - pin_.since).count()),
-           pin_.first.c_str(), pin_names(pin_.kinds).c_str());
+           pin_.first->c_str(), pin_names(pin_.kinds).c_str());
 }
 
 }  // namespace proxy

@@ -106,7 +106,7 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
         return route_unnamed_parse(query, c, msg, total, tail_at, out);
       }
       const int max_statements = proxy_.config().max_client_prepared_statements;
-      bool duplicate = statements_.find(name) != statements_.end();
+      bool duplicate = statements_.find(name) != nullptr;
       if (duplicate || (max_statements > 0 && statements_.size() >= size_t(max_statements))) {
         // PostgreSQL answers 42P05 and skips to Sync; a Bind that fails makes the server skip.
         write_head(out, 'B', 0, {"", kDuplicateMarker}, sizeof kEmptyBindTail);
@@ -118,7 +118,7 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       }
       pool::StatementPtr st =
           proxy_.statements().intern(tail, ddl, c->has_session_effects(), pins_in(*c), c->may_clear_state);
-      statements_.emplace(std::string(name), st);
+      statements_.add(name, st);
       PendingReply own = reply(Kind::Pass, '1', epoch);
       own.client_undo = PendingReply::ClientUndo::Forget;
       own.client_name = name;
@@ -136,9 +136,9 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
     }
     case 'B': {
       std::string_view portal = r.cstr(), name = r.cstr();   // present: see frame_frontend
-      auto it = name.empty() ? statements_.end() : statements_.find(name);
-      if (it == statements_.end()) return 0;   // unnamed, or unknown: PostgreSQL's own 26000 comes back
-      pool::StatementPtr st = it->second;
+      const pool::StatementPtr* found = name.empty() ? nullptr : statements_.find(name);
+      if (!found) return 0;   // unnamed, or unknown: PostgreSQL's own 26000 comes back
+      pool::StatementPtr st = *found;
       if (st->changes_schema) s->note_schema_change();
       if (st->session_effects || (st->backslash && !wanted_scs_on())) s->note_session_state();
       // Bound in a later transaction, its state pins again. A Bind streams and is not
@@ -172,9 +172,9 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       uint8_t kind = r.u8();
       std::string_view name = r.cstr();
       if (kind != 'S' || name.empty()) return 0;
-      auto it = statements_.find(name);
-      if (it == statements_.end()) return 0;
-      pool::StatementPtr st = it->second;
+      const pool::StatementPtr* found = statements_.find(name);
+      if (!found) return 0;
+      pool::StatementPtr st = *found;
       ensure_prepared(st, out);
       write_head(out, 'D', 'S', {st->name}, 0);
       return total;
@@ -185,11 +185,10 @@ size_t ClientSession::route_statement_message(const pg::Frame& f, const uint8_t*
       uint8_t kind = r.u8();
       std::string_view name = r.cstr();
       PendingReply own = reply(Kind::Pass, '3', epoch);
-      if (auto it = kind == 'S' ? statements_.find(name) : statements_.end(); it != statements_.end()) {
+      if (pool::StatementPtr st = kind == 'S' ? statements_.take(name) : nullptr) {
         own.client_undo = PendingReply::ClientUndo::Restore;
         own.client_name = name;
-        own.client_stmt = std::move(it->second);
-        statements_.erase(it);
+        own.client_stmt = std::move(st);
       }
       s->expect_reply(std::move(own));
       return 0;
@@ -219,11 +218,9 @@ size_t ClientSession::route_unnamed_parse(std::string_view query, const cache::C
     // closed and prepared again before its next use (a Close of nothing is fine).
     statements_.clear();
     s->statements().invalidate_all();
-  } else if (auto it = statements_.find(e->name); it != statements_.end()) {
+  } else if (pool::StatementPtr st = statements_.take(e->name)) {
     // DEALLOCATE of one of the client's names: deallocate the shared statement
     // on this server instead (others prepare it again when they need it).
-    pool::StatementPtr st = std::move(it->second);
-    statements_.erase(it);
     ensure_prepared(st, out);
     s->statements().invalidate(st.get());
     std::string sql = "DEALLOCATE " + st->name;
@@ -299,14 +296,14 @@ bool ClientSession::answer_parse_locally() {
   pg::Reader r(p + pg::kHeaderLen, parse_len - pg::kHeaderLen);
   std::string_view name = r.cstr();
   const int max_statements = proxy_.config().max_client_prepared_statements;
-  if (!r.ok() || name.empty() || statements_.find(name) != statements_.end() ||
+  if (!r.ok() || name.empty() || statements_.find(name) ||
       (max_statements > 0 && statements_.size() >= size_t(max_statements)))
     return false;   // the server's (or our stand-in's) error, through the normal path
   size_t tail_at = pg::kHeaderLen + name.size() + 1;
   std::string_view tail(reinterpret_cast<const char*>(p + tail_at), parse_len - tail_at);
   pool::StatementPtr st = proxy_.statements().find(tail);
   if (!st || !st->accepted_in(pool_entry_->pool.get())) return false;
-  statements_.emplace(std::string(name), std::move(st));
+  statements_.add(name, std::move(st));
   proxy_.statements().stats().hits++;
   in_consume(parse_len + pg::kHeaderLen);
   static const char kReply[] = {'1', 0, 0, 0, 4, 'Z', 0, 0, 0, 5, 'I'};
@@ -316,9 +313,8 @@ bool ClientSession::answer_parse_locally() {
 
 // DEALLOCATE of a statement the plan cache keeps for the client: answered here.
 bool ClientSession::answer_deallocate(const std::string& name) {
-  auto it = statements_.find(name);
-  if (it == statements_.end() || server_->tx_status() == 'E') return false;   // the server's own answer
-  statements_.erase(it);
+  if (!statements_.find(name) || server_->tx_status() == 'E') return false;   // the server's own answer
+  statements_.take(name);
   std::string out;
   pg::Writer(out, 'C').cstr("DEALLOCATE").finish();
   pg::write_ready(out, server_->tx_status());
@@ -327,11 +323,11 @@ bool ClientSession::answer_deallocate(const std::string& name) {
 }
 
 void ClientSession::undo_statement(const std::string& name, const pool::StatementPtr& st, bool forget) {
-  auto it = statements_.find(name);
+  const pool::StatementPtr* have = statements_.find(name);
   if (forget) {
-    if (it != statements_.end() && it->second == st) statements_.erase(it);
-  } else if (it == statements_.end()) {
-    statements_.emplace(name, st);
+    if (have && *have == st) statements_.take(name);
+  } else if (!have) {
+    statements_.add(name, st);
   }
 }
 

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -50,10 +51,12 @@ uint8_t kinds_left(uint8_t kinds, const std::string* counts, size_t n, const Set
 // A client's pin: which kinds hold it, since when, and what pinned it first.
 struct Pin {
   uint8_t kinds = 0;          // conf::kPin* bits
-  pool::Time since{};
-  std::string first;          // the statement part that pinned it first ("LISTEN", "a temporary object" ...)
   bool recheck = false;       // a statement may have removed state: ask the server at the end of the transaction
   bool logged = false;        // the pinned_log_after line was written
+  pool::Time since{};
+  // The statement part that pinned it first ("LISTEN", "a temporary object" ...);
+  // behind a pointer, as most clients are never pinned.
+  std::unique_ptr<std::string> first;
   bool pinned() const { return kinds != 0; }
 };
 

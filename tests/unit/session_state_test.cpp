@@ -237,4 +237,12 @@ TEST(TrackedValues, SetKeepsTheOtherValues) {
   EXPECT_EQ(v[0], want[0]);
   EXPECT_EQ(copy[0], "other");
   EXPECT_EQ(copy[5], want[5]);
+  // A value taken from a copy that shares the block (as RESET does from reset_to_).
+  proxy::TrackedValues shared = v;
+  v.set(4, shared[1]);
+  EXPECT_EQ(v[4], want[1]);
+  EXPECT_EQ(shared[4], want[4]);
+  v.set(1, v[2]);   // and from itself
+  EXPECT_EQ(v[1], want[2]);
+  EXPECT_EQ(shared[1], want[1]);
 }
