@@ -552,7 +552,11 @@ void ClientSession::forward() {
     if (plan_cache_ && type == 'P' && c && pin_full(pins_of(pins_in(*c))) && wait_for_pin_slot()) break;
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
       size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
-      if (closing()) return;
+      if (closing()) {   // a violation: what went before is whole and counted, and goes out
+        in_consume(pos);
+        out.flush();
+        return;
+      }
       if (replaced > 0) {
         s->note_unsynced();
         pos += replaced;
@@ -845,18 +849,20 @@ void ClientSession::on_drained() {
 void ClientSession::detach_server(bool client_gone) {
   ServerConn* s = server_;
   if (!s) return;
-  server_ = nullptr;
-  s->unlink();
-  if (!client_gone) {
-    if (!s->closing()) s->release_to_pool();   // the caller saw it clean
-    return;
-  }
-  if (!s->clean() || fwd_remaining_ > 0) {
+  if (client_gone && !s->clean()) {
     // A closed socket stops an idle transaction at once, but a running query only
     // when it next writes; cancel it so it does not run on, holding its locks.
+    // Closed while still linked: close_member() then sees a message of this
+    // client's that is cut, and sends no Terminate into it.
     if (!s->idle_protocol()) proxy_.cancel_backend(*s);
     s->pool().forget(s);
     s->close_member("client disconnected with a transaction or query in flight");
+  }
+  server_ = nullptr;
+  s->unlink();
+  if (s->closing()) return;
+  if (!client_gone) {
+    s->release_to_pool();   // the caller saw it clean
     return;
   }
   const conf::Config& cfg = proxy_.config();

@@ -216,7 +216,10 @@ void ClientSession::shared_lookup_done(const cache::StoredResult* r) {
   cs_->lookup_id = 0;
   if (closing()) return;
   CacheUnit u;
-  if (r && parse_cache_unit(u) && (!u.extended || r->has_row_description == u.describe)) {
+  // The server may have started a message to the client meanwhile (a notification
+  // in pieces): the statement then goes on as a miss, as in try_result_cache().
+  if (r && (!server_ || server_->clean()) && parse_cache_unit(u) &&
+      (!u.extended || r->has_row_description == u.describe)) {
     cs_->pending_store.reset();
     replay(*r, u);
   }

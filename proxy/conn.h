@@ -151,9 +151,11 @@ class WriteBatch {
     return take;
   }
   // n bytes that stay valid until flush(), to fill and add(); null if n is too big.
+  // A full batch is flushed here, so that the add() of this space cannot flush
+  // (and hand the space out again) before it is queued.
   uint8_t* scratch(size_t n) {
     if (n > sizeof scratch_) return nullptr;
-    if (used_ + n > sizeof scratch_) flush();
+    if (used_ + n > sizeof scratch_ || n_ == kMaxBufs) flush();
     uint8_t* p = scratch_ + used_;
     used_ += n;
     return p;

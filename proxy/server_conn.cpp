@@ -38,6 +38,15 @@ const char* disconnect_label(std::string_view reason) {
     if (reason.substr(0, prefix.size()) == prefix) return label;
   return "protocol_error";
 }
+
+// PostgreSQL's own error for a prepared statement whose result type changed,
+// which drivers (pgjdbc) answer by preparing and describing again.
+std::string plan_changed_error() {
+  std::string err;
+  pg::write_error(err, pg::ErrorInfo{"ERROR", "0A000", "cached plan must not change result type", {},
+                                     "RevalidateCachedQuery"});
+  return err;
+}
 }  // namespace
 
 ServerConn::ServerConn(Proxy& proxy, pool::Pool& pool, PoolEntry& entry,
@@ -417,9 +426,17 @@ bool ServerConn::process_linked_step() {
         if (!replies_.empty()) settle_replies();
         if (retrying_) {
           retrying_ = false;
-          pos += total;
-          rerun_batch();
-          continue;
+          if (idle_protocol() && !client_->mid_message()) {   // nothing of the client's followed the batch
+            pos += total;
+            rerun_batch();
+            continue;
+          }
+          // A re-run would land behind (or inside) what the client sent since:
+          // it gets the error it would have had without the plan cache.
+          retry_stmt_.reset();
+          out.flush();
+          client_->send(plan_changed_error());
+          saw_error_ = true;
         }
         if (retry_stmt_ && retry_epoch_ < syncs_done_) retry_stmt_.reset();
         if (pending_settings_) {
@@ -509,12 +526,9 @@ ServerConn::ReplyStep ServerConn::handle_tracked_reply(char type, const uint8_t*
       // The client's Bind asks for the row shape it described before, and the shared
       // statement now has another: that is PostgreSQL's 0A000, which drivers (pgjdbc)
       // answer by preparing and describing again.
-      std::string err;
-      pg::write_error(err, pg::ErrorInfo{"ERROR", "0A000", "cached plan must not change result type", {},
-                                         "RevalidateCachedQuery"});
       saw_error_ = true;
       out.flush();
-      client_->send(err);
+      client_->send(plan_changed_error());
       return ReplyStep::Done;
     }
     PendingReply::Kind front = replies_.empty() ? PendingReply::Kind::Pass : replies_.front().kind;
@@ -816,7 +830,10 @@ void ServerConn::close_member(std::string_view reason) {
   if (close_reason_.empty()) close_reason_ = reason;
   std::string addr;
   LOG_DEBUG(log_fields(addr), "closing server connection: %.*s", int(reason.size()), reason.data());
-  if (state_ == State::Idle || state_ == State::Linked || state_ == State::Internal) {
+  // No Terminate inside a client message that is partly forwarded: the server
+  // would read it as the rest of that message.
+  const bool cut = client_ && client_->mid_message();
+  if (!cut && (state_ == State::Idle || state_ == State::Linked || state_ == State::Internal)) {
     std::string out;
     pg::write_terminate(out);
     send(out);

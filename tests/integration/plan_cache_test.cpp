@@ -23,6 +23,27 @@ QResult run(const ConnPtr& c, const char* name, const std::vector<std::string>& 
   return result_of(PQexecPrepared(c.get(), name, int(vals.size()), vals.data(), nullptr, nullptr, 0));
 }
 
+// The next n results of a pipeline: the first value of a row set, or what it was.
+std::vector<std::string> pipeline_results(const ConnPtr& c, int n) {
+  std::vector<std::string> got;
+  for (int results = 0, nulls = 0; results < n && nulls < 20;) {
+    PGresult* r = PQgetResult(c.get());
+    if (!r) {   // end of one query's results
+      nulls++;
+      continue;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK) got.push_back(PQgetvalue(r, 0, 0));
+    else if (st == PGRES_COMMAND_OK) got.push_back("prepared");
+    else if (st == PGRES_PIPELINE_SYNC) got.push_back("sync");
+    else if (st == PGRES_PIPELINE_ABORTED) got.push_back("aborted");
+    else got.push_back(std::string("error ") + (PQresultErrorField(r, PG_DIAG_SQLSTATE) ?: "?"));
+    PQclear(r);
+    results++;
+  }
+  return got;
+}
+
 // Statements the plan cache holds on the server this (pool of one) client reaches.
 std::string server_statement_count(const ConnPtr& c) {
   return exec(c, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'pgsidecar%'").scalar();
@@ -151,24 +172,8 @@ TEST(PlanCache, PipelineWithoutIntermediateSync) {
   ASSERT_EQ(PQsendPrepare(c.get(), "bad", "SELEC", 0, nullptr), 1);
   ASSERT_EQ(PQsendPrepare(c.get(), "skipped", "SELECT 7", 0, nullptr), 1);
   ASSERT_EQ(PQpipelineSync(c.get()), 1);
-  std::vector<std::string> got;
-  for (int results = 0, nulls = 0; results < 9 && nulls < 20;) {
-    PGresult* r = PQgetResult(c.get());
-    if (!r) {   // end of one query's results
-      nulls++;
-      continue;
-    }
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK) got.push_back(PQgetvalue(r, 0, 0));
-    else if (st == PGRES_COMMAND_OK) got.push_back("prepared");
-    else if (st == PGRES_PIPELINE_SYNC) got.push_back("sync");
-    else if (st == PGRES_PIPELINE_ABORTED) got.push_back("aborted");
-    else got.push_back(std::string("error ") + (PQresultErrorField(r, PG_DIAG_SQLSTATE) ?: "?"));
-    PQclear(r);
-    results++;
-  }
-  EXPECT_EQ(got, (std::vector<std::string>{"prepared", "2", "prepared", "3", "2", "sync", "error 42601", "aborted",
-                                           "sync"}));
+  EXPECT_EQ(pipeline_results(c, 9), (std::vector<std::string>{"prepared", "2", "prepared", "3", "2", "sync",
+                                                               "error 42601", "aborted", "sync"}));
   ASSERT_EQ(PQexitPipelineMode(c.get()), 1);
   EXPECT_EQ(run(c, "p2", {"5"}).scalar(), "7");
   EXPECT_EQ(run(c, "skipped", {}).sqlstate, "26000") << "a skipped Parse must not exist";
@@ -365,4 +370,88 @@ TEST(PlanCache, DeallocateThroughTheExtendedProtocol) {
   ASSERT_TRUE(other.ok) << other.describe();
   EXPECT_EQ(other.scalar(), "102");
   EXPECT_EQ(exec_params(a, "DEALLOCATE nope", {}).sqlstate, "26000");
+}
+
+namespace {
+
+std::string cstr(std::string_view s) { return std::string(s) + '\0'; }
+
+// Messages until ReadyForQuery: the first column of each DataRow, and "E<sqlstate>" for errors.
+std::vector<std::string> read_until_ready(RawConn& rc) {
+  std::vector<std::string> got;
+  for (;;) {
+    BackendMsg m;
+    if (rc.read_msg(m, 10000) != RawConn::Status::Ok) {
+      got.push_back("closed");
+      return got;
+    }
+    if (m.type == 'D' && m.payload.size() >= 6) {
+      uint32_t len = uint32_t(uint8_t(m.payload[2])) << 24 | uint32_t(uint8_t(m.payload[3])) << 16 |
+                     uint32_t(uint8_t(m.payload[4])) << 8 | uint8_t(m.payload[5]);
+      got.push_back(m.payload.substr(6, len));
+    }
+    if (m.type == 'E') got.push_back("E" + wire::error_fields(m.payload)['C']);
+    if (m.type == 'Z') return got;
+  }
+}
+
+}  // namespace
+
+// Each Bind the plan cache rewrites gets a new head in a small scratch area of the
+// batch being written. Many of them in one read, some with long portal names,
+// fill the batch and the area together: no head may be overwritten before it is sent.
+TEST(PlanCache, ManyRewrittenBindsInOneBatchKeepTheirHeads) {
+  Daemon d(tx_config(1));
+  START_DAEMON(d);
+  RawConn rc;
+  std::string state, err;
+  ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << state << " " << err;
+  ASSERT_TRUE(rc.send(wire::msg('P', cstr("s1") + cstr("SELECT $1::int") + wire::be16(0)) + wire::msg('S', "")));
+  ASSERT_EQ(read_until_ready(rc), std::vector<std::string>{});
+  // Portal names of 80, then 1, 490 and 390 bytes: eight heads fill most of the
+  // area, the ninth fills the batch, and the last two would reuse the area.
+  const size_t portal_len[] = {80, 80, 80, 80, 80, 80, 80, 80, 1, 490, 390};
+  std::vector<std::string> want;
+  for (int round = 0; round < 3; round++) {   // the first round also prepares s1 on the server
+    std::string batch;
+    for (size_t i = 0; i < std::size(portal_len); i++) {
+      std::string portal = char('a' + i) + std::string(portal_len[i] - 1, 'p');   // PostgreSQL keeps 63 bytes
+      std::string value = std::to_string(round * 100 + int(i));
+      batch += wire::msg('B', cstr(portal) + cstr("s1") + wire::be16(0) + wire::be16(1) +
+                                  wire::be32(uint32_t(value.size())) + value + wire::be16(0));
+      batch += wire::msg('E', cstr(portal) + wire::be32(0));
+      if (round == 0) want.push_back(value);
+      else want[i] = value;
+    }
+    ASSERT_TRUE(rc.send(batch + wire::msg('S', "")));
+    EXPECT_EQ(read_until_ready(rc), want) << "round " << round;
+  }
+  expect_serving(d, "after many rewritten Binds");
+}
+
+// A re-run after "cached plan must not change result type" is only for a batch
+// that is alone on the server: with another batch behind it, the client gets
+// PostgreSQL's error and its later batch its own answer, in order.
+TEST(PlanCache, ResultTypeChangedWithABatchBehindIsPostgresError) {
+  Daemon d(tx_config(1));
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  cluster().psql("DROP TABLE IF EXISTS pc_behind; CREATE TABLE pc_behind(id int); INSERT INTO pc_behind VALUES (1);"
+                 "GRANT ALL ON pc_behind TO app");
+  ASSERT_TRUE(prepare(c, "all_cols", "SELECT * FROM pc_behind", 0).ok);
+  ASSERT_TRUE(prepare(c, "other", "SELECT 42", 0).ok);
+  ASSERT_TRUE(run(c, "all_cols", {}).ok);
+  cluster().psql("ALTER TABLE pc_behind ADD COLUMN extra int DEFAULT 3");
+  ASSERT_EQ(PQenterPipelineMode(c.get()), 1);
+  ASSERT_EQ(PQsendQueryPrepared(c.get(), "all_cols", 0, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(c.get()), 1);
+  ASSERT_EQ(PQsendQueryPrepared(c.get(), "other", 0, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(c.get()), 1);
+  EXPECT_EQ(pipeline_results(c, 4), (std::vector<std::string>{"error 0A000", "sync", "42", "sync"}));
+  ASSERT_EQ(PQexitPipelineMode(c.get()), 1);
+  QResult after = run(c, "all_cols", {});
+  ASSERT_TRUE(after.ok) << after.describe();
+  EXPECT_EQ(after.at(0, 1), "3");
+  cluster().psql("DROP TABLE pc_behind");
 }
