@@ -506,6 +506,7 @@ void ClientSession::forward() {
       pos += out.pass(p + pos, avail - pos, fwd_remaining_);
       continue;
     }
+    if (closing()) break;   // a local answer's write failed: nothing more for this client
     pg::Frame f;
     std::string err;
     pg::FrameStatus status = pg::frame_frontend(p + pos, avail - pos, limit, f, err);
@@ -552,9 +553,11 @@ void ClientSession::forward() {
     if (plan_cache_ && type == 'P' && c && pin_full(pins_of(pins_in(*c))) && wait_for_pin_slot()) break;
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
       size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
-      if (closing()) {   // a violation: what went before is whole and counted, and goes out
-        in_consume(pos);
-        out.flush();
+      if (closing()) {
+        // A violation (or a failed write) inside the rewrite: part of this message
+        // may be in the batch, uncounted. Nothing goes out, and the server, marked
+        // as mid-batch, is closed when the client is (detach_server), never reused.
+        s->note_unsynced();
         return;
       }
       if (replaced > 0) {

@@ -455,3 +455,34 @@ TEST(PlanCache, ResultTypeChangedWithABatchBehindIsPostgresError) {
   EXPECT_EQ(after.at(0, 1), "3");
   cluster().psql("DROP TABLE pc_behind");
 }
+
+// A Bind whose portal name is too long for pgsidecar's rewrite ends its client
+// (08P01). The Parse queued before it, to prepare the statement again on this
+// server, must not reach the server of a later client as a stray ParseComplete.
+TEST(PlanCache, RefusedBindLeavesNothingForTheNextClient) {
+  Daemon d(tx_config(1));
+  START_DAEMON(d);
+  RawConn rc;
+  std::string state, err;
+  ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << state << " " << err;
+  ASSERT_TRUE(rc.send(wire::msg('P', cstr("s1") + cstr("SELECT 7") + wire::be16(0)) + wire::msg('S', "")));
+  ASSERT_EQ(read_until_ready(rc), std::vector<std::string>{});
+  // DDL through the proxy: s1 is prepared again on the server before its next use.
+  ASSERT_EQ(rc.simple_query("CREATE TABLE pc_bump(); DROP TABLE pc_bump"), "");
+  std::string portal(1100, 'p');
+  ASSERT_TRUE(rc.send(wire::msg('B', cstr(portal) + cstr("s1") + wire::be16(0) + wire::be16(0) + wire::be16(0)) +
+                      wire::msg('E', cstr(portal) + wire::be32(0)) + wire::msg('S', "")));
+  EXPECT_EQ(read_until_ready(rc), (std::vector<std::string>{"E08P01", "closed"}));
+  for (int i = 0; i < 3; i++) {   // whichever server they get, later clients get their own answers
+    ConnPtr c = must_connect(d.conninfo());
+    ASSERT_TRUE(c);
+    QResult p = prepare(c, "s2", "SELECT 8", 0);   // replies the plan cache counts on
+    ASSERT_TRUE(p.ok) << p.describe();
+    QResult r = run(c, "s2", {});
+    ASSERT_TRUE(r.ok) << r.describe();
+    EXPECT_EQ(r.scalar(), "8");
+    QResult q = exec(c, "SELECT 1");
+    ASSERT_TRUE(q.ok) << q.describe();
+    EXPECT_EQ(q.scalar(), "1");
+  }
+}
