@@ -429,7 +429,7 @@ void ClientSession::update_reading() {
   if (closing() || admin_) return;
   // While a lookup waits (Redis, the catalog) its query stays at the head of the
   // input: reading goes on, bounded, so that a client that leaves is seen at once.
-  bool want = state_ == State::Ready && !(cs_ && cs_->paused) && !classifying_ &&
+  bool want = state_ == State::Ready && !stalled_ && !classifying_ &&
               in_size() <= proxy_.config().max_inspect_bytes &&
               !((waiting || pin_wait_.queued || (cs_ && cs_->lookup_id != 0)) && in_size() > kMaxBufferedWhileWaiting) &&
               !(server_ && (server_->busy_internal() || server_->over_high_water()));
@@ -438,6 +438,12 @@ void ClientSession::update_reading() {
 
 void ClientSession::process_once() {
   if (classifying_ || pin_wait_.queued) return;   // resumed by classify_async / pin_slot_free
+  // The client is not reading its answers: nothing more is handled (answered here,
+  // or sent on to be answered) until it does, whatever it keeps sending.
+  if (over_high_water()) {
+    stalled_ = true;
+    return;
+  }
   for (bool served = false; cache_ && fwd_remaining_ == 0;) {
     CacheStep step = try_result_cache();
     if (step == CacheStep::Waiting) return;
@@ -446,8 +452,8 @@ void ClientSession::process_once() {
       break;
     }
     served = true;
-    if (over_high_water()) {   // the client is not reading its answers: wait until it does
-      cs_->paused = true;
+    if (over_high_water()) {   // as above
+      stalled_ = true;
       return;
     }
   }
@@ -751,6 +757,11 @@ void ClientSession::admin_login() {
 void ClientSession::admin_input() {
   constexpr size_t kMaxAdminMessage = 64 * 1024;
   while (!closing()) {
+    if (over_high_water()) {   // answers unread: stop reading until they are (on_drained)
+      stalled_ = true;
+      read_stop();
+      return;
+    }
     const uint8_t* p = in_data();
     pg::Frame f;
     std::string err;
@@ -841,8 +852,9 @@ void ClientSession::on_drained() {
   // A statement deferred until the server was quiet, which it became while this
   // client's queue was full (ServerConn::process_linked skips it then).
   if (deferred_ && server_ && server_->quiet()) process_input();
-  if (cs_ && cs_->paused) {
-    cs_->paused = false;
+  if (stalled_) {
+    stalled_ = false;
+    if (admin_) read_start();
     process_input();
   }
 }

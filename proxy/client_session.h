@@ -222,6 +222,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   bool deferred_ = false;                  // see deferred()
   bool in_process_ = false, again_ = false;   // process_input() is running / go round once more
   bool classifying_ = false;               // the text at the head is being parsed off the loop
+  bool stalled_ = false;                   // its answers passed high water unread: input waits for on_drained
   bool admin_ = false, admin_rights_ = false;   // admin console session; may run control commands
   // Result cache: the cache (null when cache.mode is off) and this client's state
   // for it, made with the startup packet's database only when there is a cache
@@ -243,7 +244,6 @@ class ClientSession final : public Conn, public pool::Waiter {
     uint64_t not_admitted_at = ~uint64_t(0);      // in_consumed() when the head query missed and was not admitted
     bool bypass = false;                          // session state the key cannot describe: no lookups
     bool text_mode_unsure = false;                // sent what may change standard_conforming_strings/client_encoding
-    bool paused = false;                          // replies from cache filled the socket: resumed by on_drained
     cache::ClassificationPtr unnamed;             // the unnamed statement's, from its last Parse
     cache::Writes writes;                         // sent since the last sync point
     std::vector<SyncWrites> sync_writes;          // sent before sync points not yet answered

@@ -85,7 +85,14 @@ class ReplyQueue {
   void pop_front(size_t n = 1) {
     for (size_t i = 0; i < n; i++) items_[head_ + i] = PendingReply{};   // let go of statements now
     head_ += n;
-    if (head_ == items_.size()) clear();
+    if (head_ == items_.size()) {
+      clear();
+    } else if (head_ >= kCompactAt && 2 * head_ >= items_.size()) {
+      // Never empty (a pipeline always has a reply due): drop the slots passed,
+      // or the vector grows with every message of the session.
+      items_.erase(items_.begin(), items_.begin() + long(head_));
+      head_ = 0;
+    }
   }
   void clear() {
     items_.clear();
@@ -93,6 +100,7 @@ class ReplyQueue {
   }
 
  private:
+  static constexpr size_t kCompactAt = 64;
   std::vector<PendingReply> items_;
   size_t head_ = 0;
 };

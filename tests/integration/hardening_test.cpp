@@ -2,12 +2,16 @@
 // between clients of a transaction-mode pool, protocol edge cases, floods).
 // Each test asserts rows, SQLSTATEs or counters, waits on state with bounded
 // waits, and ends by checking that the daemon still serves a fresh client.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <random>
 #include <set>
 #include <thread>
@@ -779,4 +783,71 @@ TEST(Hardening, ServerSkippingAuthenticationIsRefused) {
   ConnPtr ok = must_connect(d.conninfo());
   ASSERT_TRUE(ok);
   EXPECT_EQ(exec(ok, "SELECT 1").scalar(), "1");
+}
+
+// A client that sends statements pgsidecar answers itself (here LISTEN, refused
+// without pin_on listen) and never reads: once its unread answers pass high water
+// nothing more of its input is handled or read, so the daemon's memory stays put
+// whatever it sends. Once it reads, every statement gets its answer.
+TEST(Hardening, ClientThatDoesNotReadLocalAnswersStaysBounded) {
+  DaemonConfig cfg = tx_config(1);
+  cfg.set("pin_on", "[temp]");
+  Daemon d(cfg);
+  START_DAEMON(d);
+  ConnPtr warm = must_connect(d.conninfo());
+  ASSERT_TRUE(warm);
+  ASSERT_EQ(exec(warm, "SELECT 1").scalar(), "1");
+  RawConn rc;
+  std::string state, err;
+  ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << state << " " << err;
+  ASSERT_EQ(rc.simple_query("LISTEN hd_unread"), "0A000");
+  long rss_before = d.rss_kb();
+
+  // Up to 32 MB of LISTENs (each about 220 bytes of answer: over 100 MB unread
+  // without a bound), sent until the daemon stops reading them. The kernel's
+  // socket buffers take the first few MB either way.
+  const std::string one = wire::query("LISTEN hd_unread");
+  std::string chunk;
+  while (chunk.size() < 64 * 1024) chunk += one;
+  ASSERT_EQ(fcntl(rc.fd(), F_SETFL, fcntl(rc.fd(), F_GETFL) | O_NONBLOCK), 0);
+  size_t sent = 0;   // bytes
+  while (sent < 512 * chunk.size()) {
+    size_t at = sent % chunk.size();
+    ssize_t n = ::send(rc.fd(), chunk.data() + at, chunk.size() - at, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += size_t(n);
+      continue;
+    }
+    ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) << strerror(errno);
+    pollfd pfd{rc.fd(), POLLOUT, 0};
+    if (poll(&pfd, 1, 2000) == 0) break;   // the daemon has stopped reading
+  }
+  // What the kernel holds is still being read if nothing stops it: give it the time.
+  long rss_max = rss_before;
+  bool grew = eventually([&] {
+    rss_max = std::max(rss_max, d.rss_kb());
+    return rss_max - rss_before > 24 * 1024;
+  }, 3000);
+  EXPECT_FALSE(grew) << "RSS grew from " << rss_before << " kB to " << rss_max << " kB with " << sent
+                     << " bytes sent and no answer read";
+  EXPECT_EQ(exec(warm, "SELECT 'others served'").scalar(), "others served");
+
+  // Now it reads: the rest of what it sent goes through, and each whole statement is answered.
+  size_t whole = sent / one.size(), partial = sent % one.size();
+  if (partial > 0) {   // finish the last statement
+    ASSERT_EQ(fcntl(rc.fd(), F_SETFL, fcntl(rc.fd(), F_GETFL) & ~O_NONBLOCK), 0);
+    std::string rest = one.substr(partial);
+    std::thread finish([&] { rc.send(rest); });
+    size_t answered = 0;
+    for (BackendMsg m; answered < whole + 1 && rc.read_msg(m, 10000) == RawConn::Status::Ok;)
+      if (m.type == 'Z') answered++;
+    finish.join();
+    EXPECT_EQ(answered, whole + 1);
+  } else {
+    size_t answered = 0;
+    for (BackendMsg m; answered < whole && rc.read_msg(m, 10000) == RawConn::Status::Ok;)
+      if (m.type == 'Z') answered++;
+    EXPECT_EQ(answered, whole);
+  }
+  EXPECT_EQ(rc.simple_query("SELECT 1"), "");
 }

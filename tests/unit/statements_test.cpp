@@ -1,7 +1,10 @@
-// The plan cache's data structures: shared statements and the per-server LRU.
+// The plan cache's data structures: shared statements, the per-server LRU and
+// the queue of replies due.
 #include "pool/statements.h"
 
 #include <gtest/gtest.h>
+
+#include "proxy/server_conn.h"
 
 using pool::ServerStatements;
 using pool::StatementRegistry;
@@ -84,3 +87,21 @@ TEST(ServerStatements, CapacityIsAtLeastOne) {
 }
 
 }  // namespace
+
+// The plan cache's queue of replies due: first in, first out, across the
+// compaction that keeps a never-empty queue (a pipeline) from growing.
+TEST(ReplyQueue, StaysInOrderWhileNeverEmpty) {
+  proxy::ReplyQueue q;
+  uint64_t next_in = 0, next_out = 0;
+  for (int round = 0; round < 1000; round++) {
+    for (int i = 0; i < 3; i++) q.push_back(proxy::PendingReply{.epoch = next_in++});
+    for (int i = 0; i < 2; i++) {   // one more is always left
+      ASSERT_EQ(q.front().epoch, next_out++);
+      q.pop_front();
+    }
+    ASSERT_EQ(q.size(), size_t(next_in - next_out));
+    ASSERT_EQ(q[q.size() - 1].epoch, next_in - 1);
+  }
+  q.pop_front(q.size());
+  EXPECT_TRUE(q.empty());
+}
