@@ -45,19 +45,21 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
     remember(std::string(key), c);
   }
   if (shape.empty() || !has_set(*c)) return c;
-  if (sql.size() > kParseOnLoop) {
-    static const ClassificationPtr kLongSet =
-        std::make_shared<const Classification>(unclassified("a long text with SET statements"));
-    return kLongSet;
-  }
-  return std::make_shared<const Classification>(classify_statement(sql, fingerprints_));
+  if (sql.size() <= kParseOnLoop) return std::make_shared<const Classification>(classify_statement(sql, fingerprints_));
+  // A long text with SETs: the text itself, parsed off the loop (classify_async).
+  if (auto it = map_.find(sql); it != map_.end()) return it->second;
+  if (keepable(sql.size())) return nullptr;
+  static const ClassificationPtr kLongSet =
+      std::make_shared<const Classification>(unclassified("a long text with SET statements"));
+  return kLongSet;
 }
 
 void StatementCache::classify_async(uv_loop_t* loop, std::string sql, std::function<void()> done) {
   auto* w = new Work{{}, loop, this, std::move(sql), {}, {}, std::move(done)};
   size_t depth = 0;
   w->key = shape_of(w->sql, depth);
-  if (w->key.empty()) w->key = w->sql;
+  // Its shape is known and has SETs, whose values come from the text: parse the text.
+  if (auto it = map_.find(w->key); w->key.empty() || (it != map_.end() && has_set(*it->second))) w->key = w->sql;
   w->req.data = w;
   if (parsing_ >= kMaxParsing) {
     pending_.push_back(w);

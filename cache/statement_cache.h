@@ -29,7 +29,8 @@ class StatementCache {
   // The classification of sql if it is at hand: its shape was seen before, or
   // the text is short enough to parse now. Null for a long text not seen before:
   // classify_async() parses it. Set effects carry the values of the text itself,
-  // so a text with one is classified on its own (SETs are rare and short).
+  // so a text with one is classified on its own: a long one is parsed off the loop
+  // once its shape is known, and kept under the text itself.
   ClassificationPtr classify_now(std::string_view sql);
   // Parses sql on the thread pool; `done` runs on the loop once classify_now(sql) has it.
   void classify_async(uv_loop_t* loop, std::string sql, std::function<void()> done);

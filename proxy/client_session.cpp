@@ -674,26 +674,23 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
   }
   const uint8_t pins = pins_of(pins_in(*c));
   if (pin_full(pins) && wait_for_pin_slot()) return QueryAction::WaitPin;
-  if (std::optional<pg::ErrorInfo> refusal = pin_refusal(pins, pin_what(*c, pins))) {
-    std::string out;
-    pg::write_error(out, *refusal);
-    pg::write_ready(out, server_->tx_status());
-    send(out);
-    note_ready();
-    return QueryAction::Answered;
-  }
+  if (std::optional<pg::ErrorInfo> refusal = pin_refusal(pins, pin_what(*c, pins))) return refuse_query(*refusal);
   // LISTEN pins the client (pin_on listen), or else is refused: notifications would
   // reach whichever client has the server next.
   const bool listens = std::any_of(effects.begin(), effects.end(), [](auto& e) { return e.kind == Kind::Listen; });
-  if (listens && !(pins & conf::kPinListen)) {
-    std::string out;
-    pg::write_error(out, "ERROR", "0A000",
-                    "LISTEN is not supported in transaction pooling mode without pinning: notifications would reach "
-                    "whichever client uses the server next; add listen to pin_on, or use pool_mode session");
-    pg::write_ready(out, server_->tx_status());
-    send(out);
-    return QueryAction::Answered;
-  }
+  if (listens && !(pins & conf::kPinListen))
+    return refuse_query({"ERROR", "0A000",
+                         "LISTEN is not supported in transaction pooling mode without pinning: "
+                         "notifications would reach whichever client uses the server next; add listen "
+                         "to pin_on, or use pool_mode session",
+                         ""});
+  if (server_->tx_status() == 'I' && !c->transaction_control && !settings_.fits(effects))   // else not followed
+    return refuse_query({"ERROR", "53400",
+                         "too many settings for transaction pooling to follow (at most " +
+                             std::to_string(SettingList::kMaxNames) + " names and " +
+                             std::to_string(SettingList::kMaxBytes >> 10) +
+                             " kB of SET statements per client); RESET some, or use pool_mode session",
+                         ""});
   add_pin(pins, pin_what(*c, pins));
   bool follow = false;
   for (const cache::SessionEffect& e : effects) {
@@ -724,6 +721,16 @@ ClientSession::QueryAction ClientSession::inspect_query(std::string_view sql, co
   if (follow && c->transaction_control) server_->note_session_state();
   else if (follow) server_->expect_settings(c);
   return QueryAction::Forward;
+}
+
+// A statement inspect_query refuses: its error and ReadyForQuery, and the server never sees it.
+ClientSession::QueryAction ClientSession::refuse_query(const pg::ErrorInfo& e) {
+  std::string out;
+  pg::write_error(out, e);
+  pg::write_ready(out, server_->tx_status());
+  send(out);
+  note_ready();
+  return QueryAction::Answered;
 }
 
 bool ClientSession::wanted_scs_on() const {

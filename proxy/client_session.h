@@ -77,8 +77,12 @@ class ClientSession final : public Conn, public pool::Waiter {
   // state, the server is asked first and released if nothing is left.
   bool release_at_transaction_end();
   // A RESET ALL or DISCARD ALL succeeded: no setting pins any more.
-  // RESET ALL or DISCARD ALL succeeded: the Set pin goes.
   void settings_reset() { drop_pin(conf::kPinSet); }
+  // Session mode, a SET past SettingList's bounds: the result cache's key cannot
+  // follow the client's settings any more, so it looks nothing up for it.
+  void settings_unfollowed() {
+    if (cs_) cs_->bypass = true;
+  }
   // A RESET (or RESET ALL, DISCARD ALL) of tracked parameter `index` was the last
   // change of it in a Query that succeeded. The server went to its own default; a
   // direct connection goes to the client's startup value, so that is set on the
@@ -141,6 +145,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   void detach_server(bool client_gone);
   void protocol_violation(std::string_view message);
   QueryAction inspect_query(std::string_view sql, const cache::ClassificationPtr& c);
+  QueryAction refuse_query(const pg::ErrorInfo& e);
   bool wanted_scs_on() const;
   // Pinning: the kinds a statement would pin for here (pin_on of the pool),
   // whether they would pin one client past max_pinned_per_pool, waiting for a

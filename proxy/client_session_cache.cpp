@@ -282,9 +282,13 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
         cs_->unnamed = c;
       } else if (!plan_cache_) {
         // A name in use: the server refuses this Parse (42P05) and keeps the old one; forget both.
+        // Past max_client_prepared_statements none is remembered: a Bind of it may write anything.
         auto [it, added] = cs_->named.try_emplace(std::string(name));
-        if (added) it->second = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
-        else cs_->named.erase(it);
+        const size_t max = size_t(proxy_.config().max_client_prepared_statements);
+        if (added && (max == 0 || cs_->named.size() <= max))
+          it->second = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
+        else
+          cs_->named.erase(it);
       }
       note_statement(c);
       break;

@@ -654,6 +654,11 @@ void ServerConn::settle_pending_settings() {
   if (tx_status_ == 'I')
     for (size_t i = 0; i < kTrackedParams.size(); i++)
       if (reset & (1u << i)) client_->tracked_reset(int(i));
+  // Transaction mode refused what would not fit (ClientSession::inspect_query);
+  // session mode follows settings only for the result cache's key.
+  const bool transaction = pool_.settings().mode == conf::PoolMode::Transaction;
+  const bool follow = transaction || client_->settings().fits(c->effects);
+  if (!follow) client_->settings_unfollowed();
   for (const cache::SessionEffect& e : c->effects) {
     if (e.kind == Kind::DiscardAll || e.kind == Kind::DeallocateAll) statements_.clear();   // all dropped
     if (e.kind == Kind::Unparsed) {
@@ -665,12 +670,12 @@ void ServerConn::settle_pending_settings() {
     if (tx_status_ != 'I') {
       // Inside a block it may yet roll back: not followed; the server is reset
       // before anyone else gets it (the client loses the SET if it commits).
-      if (pool_.settings().mode == conf::PoolMode::Transaction) needs_discard_ = true;
+      if (transaction) needs_discard_ = true;
       continue;
     }
-    client_->settings().apply(e);
+    if (follow) client_->settings().apply(e);
     // Session mode (followed for the result cache's key): the server is the client's.
-    if (pool_.settings().mode == conf::PoolMode::Transaction) settings_.apply(e);
+    if (transaction) settings_.apply(e);
   }
 }
 

@@ -31,6 +31,19 @@ void SettingList::apply(const cache::SessionEffect& e) {
   }
 }
 
+// Counts every Set as adding to what is there (RESETs before it are not
+// subtracted), which errs on the side of refusing.
+bool SettingList::fits(const std::vector<cache::SessionEffect>& effects) const {
+  size_t names = items_.size(), bytes = 0;
+  for (const auto& item : items_) bytes += item.first.size() + item.second.size();
+  for (const cache::SessionEffect& e : effects) {
+    if (e.kind != cache::SessionEffect::Kind::Set) continue;
+    if (!has(e.name)) names++;
+    bytes += e.name.size() + e.sql.size();
+  }
+  return names <= kMaxNames && bytes <= kMaxBytes;
+}
+
 namespace {
 bool identity(const std::string& name) { return name == "session_authorization" || name == "role"; }
 }  // namespace

@@ -15,6 +15,14 @@ namespace proxy {
 
 class SettingList {
  public:
+  // What one client may make pgsidecar keep and replay: distinct names, and the
+  // bytes of their SET statements. A statement that would go past either is
+  // refused in transaction mode (ClientSession::inspect_query); in session mode
+  // the result cache stops following the client's settings instead.
+  static constexpr size_t kMaxNames = 512;
+  static constexpr size_t kMaxBytes = size_t(1) << 20;
+  // Whether the list stays within both bounds once these effects apply.
+  bool fits(const std::vector<cache::SessionEffect>& effects) const;
   // After the statement that had this effect succeeded (Set, Reset, ResetAll,
   // DiscardAll; other kinds change nothing here).
   void apply(const cache::SessionEffect& e);

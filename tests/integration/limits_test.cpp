@@ -107,6 +107,44 @@ TEST(Limits, ClientIdleTimeoutClosesIdleClients) {
   expect_serving(d, "limits");
 }
 
+// The settings a transaction-mode client has in force follow it from server to
+// server; past SettingList's bounds (512 names, 1 MB of SET text) a SET is
+// refused, and the session keeps what it had.
+TEST(Limits, SettingsFollowedPerClientAreBounded) {
+  Daemon d(tx_config(2));
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  auto sets = [](int from, int to) {
+    std::string sql;
+    for (int i = from; i < to; i++) sql += "SET app.s" + std::to_string(i) + " = 'v" + std::to_string(i) + "';";
+    return sql;
+  };
+  ASSERT_TRUE(exec(c, sets(0, 500)).ok);
+  QResult over = exec(c, sets(500, 520));
+  EXPECT_EQ(over.sqlstate, "53400") << over.describe();
+  EXPECT_NE(over.error.find("too many settings"), std::string::npos) << over.describe();
+  EXPECT_EQ(exec(c, "SHOW app.s499").scalar(), "v499");
+  EXPECT_EQ(exec(c, "SELECT current_setting('app.s510', true)").scalar(), "<NULL>");   // never ran
+  EXPECT_TRUE(exec(c, sets(500, 512)).ok);   // exactly at the bound
+  // A value may change; RESET ALL makes room again.
+  EXPECT_TRUE(exec(c, "SET app.s0 = 'again'").ok);
+  EXPECT_EQ(exec(c, "SET app.one_more = 1").sqlstate, "53400");
+  ASSERT_TRUE(exec(c, "RESET ALL").ok);
+  // Bytes count too: two 600 kB values do not fit beside each other.
+  const std::string big(600 * 1024, 'x');
+  ASSERT_TRUE(exec(c, "SET app.big1 = '" + big + "'").ok);
+  EXPECT_EQ(exec(c, "SET app.big2 = '" + big + "'").sqlstate, "53400");
+  EXPECT_EQ(exec(c, "SELECT length(current_setting('app.big1'))").scalar(), std::to_string(big.size()));
+  // Inside a transaction block a SET is not followed (the server is reset after it): not refused.
+  EXPECT_TRUE(exec(c, "BEGIN; SET app.big2 = '" + big + "'; COMMIT").ok);
+  // Nobody else sees any of it.
+  ConnPtr other = must_connect(d.conninfo());
+  ASSERT_TRUE(other);
+  EXPECT_EQ(exec(other, "SELECT coalesce(current_setting('app.big1', true), '')").scalar(), "");
+  expect_serving(d, "limits");
+}
+
 }  // namespace
 
 namespace {

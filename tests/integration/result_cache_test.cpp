@@ -121,6 +121,34 @@ TEST_F(ResultCache, SessionModeNamedStatementsAndDeallocate) {
   EXPECT_EQ(run().sqlstate, "26000");   // the server's answer, not the cached one
 }
 
+// Without the plan cache the result cache keeps the text of each named statement
+// it may serve; past max_client_prepared_statements it keeps none, and a statement
+// it does not know is run on the server every time.
+TEST_F(ResultCache, NamedStatementsKeptPerClientAreBounded) {
+  DaemonConfig cfg = cache_config("session");
+  cfg.set("max_client_prepared_statements", "2");
+  Daemon d(cfg);
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  std::string sql = kHint + "SELECT v FROM rc_items WHERE id = $1";
+  for (const char* name : {"s1", "s2", "s3"}) {
+    PGresult* prep = PQprepare(c.get(), name, sql.c_str(), 1, nullptr);
+    ASSERT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK) << name;   // session mode: the server's limit, not ours
+    PQclear(prep);
+  }
+  auto run = [&](const char* name, const char* id) {
+    const char* values[] = {id};
+    return result_of(PQexecPrepared(c.get(), name, 1, values, nullptr, nullptr, 0), c.get()).scalar();
+  };
+  // s3 first: a statement not known may write anything, so running it invalidates every entry.
+  EXPECT_EQ(run("s3", "9"), "v9");
+  EXPECT_EQ(run("s1", "8"), "v8");
+  change_behind(8, "new8");
+  change_behind(9, "new9");
+  EXPECT_EQ(run("s1", "8"), "v8");     // remembered: served
+  EXPECT_EQ(run("s3", "9"), "new9");   // past the bound: the server's answer
+}
+
 TEST_F(ResultCache, WriteThroughTheProxyInvalidates) {
   for (std::string mode : {"transaction", "session"}) {
     SCOPED_TRACE(mode);

@@ -380,3 +380,28 @@ TEST(StatementCacheShapes, LiteralsThatDecideAreReadTheCautiousWay) {
   ASSERT_TRUE(session);
   EXPECT_TRUE(session->has_session_effects());
 }
+
+// A long text with a SET is parsed off the loop, once for its shape and once for
+// itself: the SET keeps the text's own value, whatever other texts of its shape said.
+TEST(StatementCacheShapes, LongSetKeepsItsOwnValue) {
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  cache::StatementCache sc;
+  auto classify = [&](const std::string& sql) {
+    for (int round = 0; round < 3; round++) {
+      if (cache::ClassificationPtr c = sc.classify_now(sql)) return c;
+      sc.classify_async(&loop, sql, [] {});
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    return cache::ClassificationPtr();
+  };
+  for (char v : {'a', 'b'}) {
+    const std::string value(cache::StatementCache::kParseOnLoop + 100, v);
+    cache::ClassificationPtr c = classify("SET app.big = '" + value + "'");
+    ASSERT_TRUE(c) << v;
+    ASSERT_EQ(c->effects.size(), 1u);
+    EXPECT_EQ(c->effects[0].kind, cache::SessionEffect::Kind::Set);
+    EXPECT_NE(c->effects[0].sql.find(value), std::string::npos) << v;
+  }
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
