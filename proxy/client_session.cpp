@@ -432,7 +432,8 @@ void ClientSession::update_reading() {
   bool want = state_ == State::Ready && !stalled_ && !classifying_ &&
               in_size() <= proxy_.config().max_inspect_bytes &&
               !((waiting || pin_wait_.queued || (cs_ && cs_->lookup_id != 0)) && in_size() > kMaxBufferedWhileWaiting) &&
-              !(server_ && (server_->busy_internal() || server_->over_high_water()));
+              !(server_ && (server_->busy_internal() || server_->over_high_water() ||
+                            (deferred_ && server_->replies_full())));
   if (want != reading()) want ? read_start() : read_stop();
 }
 
@@ -558,6 +559,15 @@ void ClientSession::forward() {
     // A Parse (plan cache) that would pin one client too many waits like a Query.
     if (plan_cache_ && type == 'P' && c && pin_full(pins_of(pins_in(*c))) && wait_for_pin_slot()) break;
     if (plan_cache_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C')) {
+      if (s->replies_full()) {
+        // Answers the server holds (no Sync yet) are asked for; this message waits
+        // until half of those due have come (ServerConn::room_for_replies).
+        static constexpr uint8_t kFlush[] = {'H', 0, 0, 0, 4};
+        out.add(kFlush, sizeof kFlush);
+        s->note_unsynced();
+        deferred_ = true;
+        break;
+      }
       size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
       if (closing()) {
         // A violation (or a failed write) inside the rewrite: part of this message
@@ -858,7 +868,7 @@ void ClientSession::on_drained() {
   if (server_) server_->read_start();
   // A statement deferred until the server was quiet, which it became while this
   // client's queue was full (ServerConn::process_linked skips it then).
-  if (deferred_ && server_ && server_->quiet()) process_input();
+  if (deferred_ && server_ && (server_->quiet() || server_->room_for_replies())) process_input();
   if (stalled_) {
     stalled_ = false;
     if (admin_) read_start();

@@ -57,7 +57,9 @@ class ClientSession final : public Conn, public pool::Waiter {
   SettingList& settings() { return settings_; }
   // A Parse (forget) or Close (restore) of a named statement was skipped by the server.
   void undo_statement(const std::string& name, const pool::StatementPtr& st, bool forget);
-  // A statement waits in the input until the server has answered everything before it.
+  // A statement waits in the input until the server has answered everything before
+  // it (a Query that changes the session), or half of the answers due (a plan-cache
+  // message past ServerConn::kMaxReplies).
   bool deferred() const { return deferred_; }
   void process_deferred() { process_input(); }
   // Part of a message has gone to the server and the rest has not: it cannot be released.

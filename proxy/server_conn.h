@@ -167,6 +167,12 @@ class ServerConn final : public Conn, public pool::Member {
   pool::ServerStatements& statements() { return statements_; }
   uint64_t syncs_sent() const { return syncs_sent_; }
   void expect_reply(PendingReply r) { replies_.push_back(std::move(r)); }
+  // Notes of answers due (each costs about 250 bytes, for a Parse of 15): past
+  // kMaxReplies the client's plan-cache messages wait (ClientSession::forward)
+  // until the server has answered half of them.
+  static constexpr size_t kMaxReplies = 4096;
+  bool replies_full() const { return replies_.size() >= kMaxReplies; }
+  bool room_for_replies() const { return replies_.size() <= kMaxReplies / 2; }
   // The Bind..Sync batch being sent, for st: kept (the caller fills the returned
   // buffer with its bytes as sent) so that it can run again, unseen by the client,
   // after preparing st afresh if the server finds its result type changed (0A000).

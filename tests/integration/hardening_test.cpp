@@ -785,6 +785,46 @@ TEST(Hardening, ServerSkippingAuthenticationIsRefused) {
   EXPECT_EQ(exec(ok, "SELECT 1").scalar(), "1");
 }
 
+// Sends copies of `one` (up to 32 MB) without reading, until the daemon stops
+// reading them; returns the bytes sent. The kernel's socket buffers take the
+// first few MB either way.
+size_t flood_until_unread(RawConn& rc, const std::string& one) {
+  std::string chunk;
+  while (chunk.size() < 64 * 1024) chunk += one;
+  EXPECT_EQ(fcntl(rc.fd(), F_SETFL, fcntl(rc.fd(), F_GETFL) | O_NONBLOCK), 0);
+  size_t sent = 0;
+  while (sent < 512 * chunk.size()) {
+    size_t at = sent % chunk.size();
+    ssize_t n = ::send(rc.fd(), chunk.data() + at, chunk.size() - at, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += size_t(n);
+      continue;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      ADD_FAILURE() << strerror(errno);
+      break;
+    }
+    pollfd pfd{rc.fd(), POLLOUT, 0};
+    if (poll(&pfd, 1, 2000) == 0) break;   // the daemon has stopped reading
+  }
+  EXPECT_EQ(fcntl(rc.fd(), F_SETFL, fcntl(rc.fd(), F_GETFL) & ~O_NONBLOCK), 0);
+  return sent;
+}
+
+// What the kernel holds is still being read if nothing stops it: give it the time.
+// Without a bound the daemon grows by hundreds of MB; 96 MB leaves room for what
+// ASan's quarantine keeps of the messages handled before the stall (about 30 MB
+// in the ASan CI stage, under 1 MB without ASan).
+void expect_rss_bounded(const Daemon& d, long rss_before, size_t sent) {
+  long rss_max = rss_before;
+  bool grew = eventually([&] {
+    rss_max = std::max(rss_max, d.rss_kb());
+    return rss_max - rss_before > 96 * 1024;
+  }, 3000);
+  EXPECT_FALSE(grew) << "RSS grew from " << rss_before << " kB to " << rss_max << " kB with " << sent
+                     << " bytes sent and no answer read";
+}
+
 // A client that sends statements pgsidecar answers itself (here LISTEN, refused
 // without pin_on listen) and never reads: once its unread answers pass high water
 // nothing more of its input is handled or read, so the daemon's memory stays put
@@ -802,55 +842,52 @@ TEST(Hardening, ClientThatDoesNotReadLocalAnswersStaysBounded) {
   ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << state << " " << err;
   ASSERT_EQ(rc.simple_query("LISTEN hd_unread"), "0A000");
   long rss_before = d.rss_kb();
-
-  // Up to 32 MB of LISTENs (each about 220 bytes of answer: over 100 MB unread
-  // without a bound), sent until the daemon stops reading them. The kernel's
-  // socket buffers take the first few MB either way.
+  // Each LISTEN has about 220 bytes of answer: over 100 MB unread without a bound.
   const std::string one = wire::query("LISTEN hd_unread");
-  std::string chunk;
-  while (chunk.size() < 64 * 1024) chunk += one;
-  ASSERT_EQ(fcntl(rc.fd(), F_SETFL, fcntl(rc.fd(), F_GETFL) | O_NONBLOCK), 0);
-  size_t sent = 0;   // bytes
-  while (sent < 512 * chunk.size()) {
-    size_t at = sent % chunk.size();
-    ssize_t n = ::send(rc.fd(), chunk.data() + at, chunk.size() - at, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += size_t(n);
-      continue;
-    }
-    ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) << strerror(errno);
-    pollfd pfd{rc.fd(), POLLOUT, 0};
-    if (poll(&pfd, 1, 2000) == 0) break;   // the daemon has stopped reading
-  }
-  // What the kernel holds is still being read if nothing stops it: give it the time.
-  // Without the bound the daemon grows by hundreds of MB; 96 MB leaves room for
-  // what ASan's quarantine keeps of the statements handled before the stall
-  // (about 30 MB in the ASan CI stage, under 1 MB without ASan).
-  long rss_max = rss_before;
-  bool grew = eventually([&] {
-    rss_max = std::max(rss_max, d.rss_kb());
-    return rss_max - rss_before > 96 * 1024;
-  }, 3000);
-  EXPECT_FALSE(grew) << "RSS grew from " << rss_before << " kB to " << rss_max << " kB with " << sent
-                     << " bytes sent and no answer read";
+  size_t sent = flood_until_unread(rc, one);
+  expect_rss_bounded(d, rss_before, sent);
   EXPECT_EQ(exec(warm, "SELECT 'others served'").scalar(), "others served");
 
   // Now it reads: the rest of what it sent goes through, and each whole statement is answered.
   size_t whole = sent / one.size(), partial = sent % one.size();
-  if (partial > 0) {   // finish the last statement
-    ASSERT_EQ(fcntl(rc.fd(), F_SETFL, fcntl(rc.fd(), F_GETFL) & ~O_NONBLOCK), 0);
-    std::string rest = one.substr(partial);
-    std::thread finish([&] { rc.send(rest); });
-    size_t answered = 0;
-    for (BackendMsg m; answered < whole + 1 && rc.read_msg(m, 10000) == RawConn::Status::Ok;)
-      if (m.type == 'Z') answered++;
-    finish.join();
-    EXPECT_EQ(answered, whole + 1);
-  } else {
-    size_t answered = 0;
-    for (BackendMsg m; answered < whole && rc.read_msg(m, 10000) == RawConn::Status::Ok;)
-      if (m.type == 'Z') answered++;
-    EXPECT_EQ(answered, whole);
-  }
+  std::thread finish([&] { rc.send(one.substr(partial)); });
+  size_t answered = 0, expected = whole + (partial > 0);
+  for (BackendMsg m; answered < expected && rc.read_msg(m, 10000) == RawConn::Status::Ok;)
+    if (m.type == 'Z') answered++;
+  finish.join();
+  EXPECT_EQ(answered, expected);
   EXPECT_EQ(rc.simple_query("SELECT 1"), "");
+}
+
+// The plan cache keeps a note per Parse until its answer arrives. A client that
+// pipelines Parses with no Sync and reads nothing makes the server stop and the
+// notes wait: past a bound, pgsidecar takes no more of its messages (and sends
+// the server a Flush) until the answers come. Memory stays put; once the client
+// reads, every Parse is answered.
+TEST(Hardening, ClientThatPipelinesParsesUnreadStaysBounded) {
+  Daemon d(tx_config(1));
+  START_DAEMON(d);
+  ConnPtr warm = must_connect(d.conninfo());
+  ASSERT_TRUE(warm);
+  RawConn rc;
+  std::string state, err;
+  ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << state << " " << err;
+  ASSERT_EQ(rc.simple_query("SELECT 1"), "");
+  long rss_before = d.rss_kb();
+  const std::string one = wire::msg('P', std::string("\0SELECT 1\0", 10) + wire::be16(0));
+  size_t sent = flood_until_unread(rc, one);
+  expect_rss_bounded(d, rss_before, sent);
+
+  size_t whole = sent / one.size(), partial = sent % one.size();
+  std::thread finish([&] { rc.send(one.substr(partial) + wire::msg('S', "")); });
+  size_t parsed = 0, expected = whole + (partial > 0);
+  BackendMsg m;
+  while (rc.read_msg(m, 10000) == RawConn::Status::Ok && m.type != 'Z')
+    if (m.type == '1') parsed++;
+    else ADD_FAILURE() << "unexpected message " << m.type;
+  finish.join();
+  EXPECT_EQ(m.type, 'Z');
+  EXPECT_EQ(parsed, expected);
+  EXPECT_EQ(rc.simple_query("SELECT 1"), "");
+  EXPECT_EQ(exec(warm, "SELECT 'others served'").scalar(), "others served");
 }
