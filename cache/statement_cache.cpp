@@ -49,8 +49,12 @@ ClassificationPtr StatementCache::classify_now(std::string_view sql) {
   // A long text with SETs: the text itself, parsed off the loop (classify_async).
   if (auto it = map_.find(sql); it != map_.end()) return it->second;
   if (keepable(sql.size())) return nullptr;
-  static const ClassificationPtr kLongSet =
-      std::make_shared<const Classification>(unclassified("a long text with SET statements"));
+  // Too long to keep: its values are unknown, so it pins like set_config() (until RESET ALL).
+  static const ClassificationPtr kLongSet = [] {
+    Classification u = unclassified("a SET in a text too long to classify");
+    u.effects[0].pin = SessionEffect::Pin::Set;
+    return std::make_shared<const Classification>(std::move(u));
+  }();
   return kLongSet;
 }
 

@@ -433,7 +433,7 @@ void ClientSession::update_reading() {
               in_size() <= proxy_.config().max_inspect_bytes &&
               !((waiting || pin_wait_.queued || (cs_ && cs_->lookup_id != 0)) && in_size() > kMaxBufferedWhileWaiting) &&
               !(server_ && (server_->busy_internal() || server_->over_high_water() ||
-                            (deferred_ && server_->replies_full())));
+                            deferred_ == Defer::UntilReplies));
   if (want != reading()) want ? read_start() : read_stop();
 }
 
@@ -500,7 +500,7 @@ void ClientSession::forward() {
   const size_t limit = proxy_.config().max_inspect_bytes;
   WriteBatch out(s);
   bool terminate = false;
-  deferred_ = false;
+  deferred_ = Defer::None;
   if (cs_ && cs_->pending_store && fwd_remaining_ == 0) {   // it missed: capture the answer to store it
     if (s->idle_protocol() && s->tx_status() == 'I') {
       s->arm_capture(cache_->max_entry_bytes());
@@ -526,6 +526,13 @@ void ClientSession::forward() {
     }
     char type = f.type;
     size_t total = f.total;
+    if (s->discarding() && type != 'S' && type != 'X') {
+      // PostgreSQL skips it (an error earlier in this pipeline): nothing is read,
+      // noted, rewritten or answered here either. Sync ends the skipping.
+      fwd_remaining_ = total;
+      pos += out.pass(p + pos, avail - pos, fwd_remaining_);
+      continue;
+    }
     cache::ClassificationPtr c;   // of a Query's or Parse's text
     if (f.inspect && (type == 'Q' || type == 'P')) {
       c = classification(statement_text(f, p + pos));
@@ -543,7 +550,7 @@ void ClientSession::forward() {
         if (cache_ && !txn) follow_setting(c);
         QueryAction action = txn ? inspect_query(sql, c) : QueryAction::Forward;
         if (action == QueryAction::Defer) {
-          deferred_ = true;   // process_deferred() picks it up when the server is quiet
+          deferred_ = Defer::UntilQuiet;   // process_deferred() picks it up
           break;
         }
         if (action == QueryAction::WaitPin) break;   // the server goes back below
@@ -565,7 +572,7 @@ void ClientSession::forward() {
         static constexpr uint8_t kFlush[] = {'H', 0, 0, 0, 4};
         out.add(kFlush, sizeof kFlush);
         s->note_unsynced();
-        deferred_ = true;
+        deferred_ = Defer::UntilReplies;
         break;
       }
       size_t replaced = route_statement_message(f, p + pos, avail - pos, c, out);
@@ -627,7 +634,7 @@ void ClientSession::forward() {
     // Nothing in flight (everything was answered here, or the next message has not
     // all arrived): the server is not needed until the client sends more.
     detach_server(false);
-    if (!deferred_ && !classifying_ && !pin_wait_.queued && head_ready()) again_ = true;
+    if (deferred_ == Defer::None && !classifying_ && !pin_wait_.queued && head_ready()) again_ = true;
   }
 }
 
@@ -741,6 +748,15 @@ ClientSession::QueryAction ClientSession::refuse_query(const pg::ErrorInfo& e) {
   send(out);
   note_ready();
   return QueryAction::Answered;
+}
+
+bool ClientSession::deferral_over() const {
+  switch (deferred_) {
+    case Defer::None: return false;
+    case Defer::UntilQuiet: return server_->quiet();
+    case Defer::UntilReplies: return server_->room_for_replies() || server_->discarding();
+  }
+  return false;
 }
 
 bool ClientSession::wanted_scs_on() const {
@@ -866,9 +882,9 @@ void ClientSession::on_read_end(int status) {
 
 void ClientSession::on_drained() {
   if (server_) server_->read_start();
-  // A statement deferred until the server was quiet, which it became while this
-  // client's queue was full (ServerConn::process_linked skips it then).
-  if (deferred_ && server_ && (server_->quiet() || server_->room_for_replies())) process_input();
+  // What a deferred statement waits for came while this client's queue was full
+  // (ServerConn::process_linked skips it then).
+  if (server_ && deferral_over()) process_input();
   if (stalled_) {
     stalled_ = false;
     if (admin_) read_start();

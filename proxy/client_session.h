@@ -60,7 +60,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   // A statement waits in the input until the server has answered everything before
   // it (a Query that changes the session), or half of the answers due (a plan-cache
   // message past ServerConn::kMaxReplies).
-  bool deferred() const { return deferred_; }
+  // What it waits for has come: the caller then runs process_deferred().
+  bool deferral_over() const;
   void process_deferred() { process_input(); }
   // Part of a message has gone to the server and the rest has not: it cannot be released.
   bool mid_message() const { return fwd_remaining_ > 0; }
@@ -226,7 +227,8 @@ class ClientSession final : public Conn, public pool::Waiter {
   PinWait pin_wait_;                       // waiting for a pinned client of the pool to unpin
   bool plan_cache_ = false;                // transaction mode with max_prepared_statements > 0
   pool::ClientStatements statements_;      // the client's named statements (plan cache)
-  bool deferred_ = false;                  // see deferred()
+  enum class Defer : uint8_t { None, UntilQuiet, UntilReplies };
+  Defer deferred_ = Defer::None;           // see deferral_over()
   bool in_process_ = false, again_ = false;   // process_input() is running / go round once more
   bool classifying_ = false;               // the text at the head is being parsed off the loop
   bool stalled_ = false;                   // its answers passed high water unread: input waits for on_drained
@@ -239,10 +241,12 @@ class ClientSession final : public Conn, public pool::Waiter {
     uint64_t epoch;   // the sync point they were sent before
     cache::Writes writes;
   };
-  struct NamedStatement {
+  struct NamedStatement {   // statement null: the name's text is not known (note_named)
     std::string parse_tail;
     cache::ClassificationPtr statement;
   };
+  std::pair<NamedStatement*, bool> note_named(std::string_view name);
+  void mark_unknown(std::string_view name);
   struct CacheState {
     std::string key;                              // scratch for building keys
     std::optional<PendingStore> pending_store;    // the statement at the head of the input missed: store its answer

@@ -76,7 +76,7 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
             u.parse_tail = (*found)->parse_tail;
           } else {
             auto it = cs_->named.find(std::string(name));
-            if (it == cs_->named.end()) return false;
+            if (it == cs_->named.end() || !it->second.statement) return false;
             u.parse_tail = it->second.parse_tail;
             u.statement = it->second.statement;
           }
@@ -281,14 +281,13 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       if (name.empty()) {
         cs_->unnamed = c;
       } else if (!plan_cache_) {
-        // A name in use: the server refuses this Parse (42P05) and keeps the old one; forget both.
-        // Past max_client_prepared_statements none is remembered: a Bind of it may write anything.
-        auto [it, added] = cs_->named.try_emplace(std::string(name));
-        const size_t max = size_t(proxy_.config().max_client_prepared_statements);
-        if (added && (max == 0 || cs_->named.size() <= max))
-          it->second = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
-        else
-          cs_->named.erase(it);
+        // A name known here is in use, or may be: the server refuses this Parse
+        // (42P05) and keeps its text, so the name's text stays unknown.
+        auto [st, added] = note_named(name);
+        if (st && added)
+          *st = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
+        else if (st)
+          *st = NamedStatement{};
       }
       note_statement(c);
       break;
@@ -313,8 +312,8 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
       else cs_->writes.everything = true;
       break;
     }
-    case 'C':
-      if (!plan_cache_ && r.u8() == 'S') cs_->named.erase(std::string(r.cstr()));
+    case 'C':   // it may be skipped (an error earlier in its pipeline): the name may stay
+      if (!plan_cache_ && r.u8() == 'S') mark_unknown(r.cstr());
       break;
     default:
       break;
@@ -328,7 +327,29 @@ void ClientSession::forget_parsed(const uint8_t* msg, size_t avail) {
   std::string_view name = r.cstr();
   if (!r.ok()) return;
   if (name.empty()) cs_->unnamed.reset();
-  else if (!plan_cache_) cs_->named.erase(std::string(name));
+  else if (!plan_cache_)
+    if (NamedStatement* st = note_named(name).first) *st = NamedStatement{};
+}
+
+// Without the plan cache, the named statements the result cache may serve. An
+// entry marked unknown is a name the server may hold with a text not known here
+// (after a Close or DEALLOCATE that may not have run, or a Parse refused as a
+// duplicate): it is never served, and a later Parse of it is not believed.
+// Returns the entry for name and whether it is new; no entry past
+// max_client_prepared_statements names, where this client's lookups stop instead.
+std::pair<ClientSession::NamedStatement*, bool> ClientSession::note_named(std::string_view name) {
+  auto [it, added] = cs_->named.try_emplace(std::string(name));
+  const size_t max = size_t(proxy_.config().max_client_prepared_statements);
+  if (added && max != 0 && cs_->named.size() > max) {
+    cs_->named.erase(it);
+    cs_->bypass = true;
+    return {nullptr, true};
+  }
+  return {&it->second, added};
+}
+
+void ClientSession::mark_unknown(std::string_view name) {
+  if (auto it = cs_->named.find(std::string(name)); it != cs_->named.end()) it->second = NamedStatement{};
 }
 
 // Session state changed in a way the key cannot follow: no more lookups for this
@@ -371,8 +392,10 @@ void ClientSession::follow_setting(const cache::ClassificationPtr& c) {
   using Kind = cache::SessionEffect::Kind;
   bool settings = false;
   for (const cache::SessionEffect& e : c->effects) {
-    if (e.kind == Kind::Deallocate) cs_->named.erase(e.name);
-    if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll) cs_->named.clear();
+    // Marked, not dropped: the statement may fail, and the names stay on the server.
+    if (e.kind == Kind::Deallocate) mark_unknown(e.name);
+    if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll)
+      for (auto& [name, st] : cs_->named) st = NamedStatement{};
     settings |= e.kind == Kind::Set || e.kind == Kind::Reset || e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll;
     if (e.kind == Kind::Unknown) cs_->bypass = true;
   }

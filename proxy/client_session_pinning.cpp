@@ -118,9 +118,9 @@ void ClientSession::check_pin_state() {
   server_->run_internal(state_query(!plan_cache_), [this](const pg::ErrorInfo* err) {
     if (!err) {
       const std::vector<std::string>& row = server_->internal_row();
-      // Only values the server reports (ParameterStatus) are known to be the client's:
-      // DO or CALL may have changed one that settings_ holds by name (search_path).
-      auto followed = [](std::string_view name) { return tracked_index(name) >= 0; };
+      auto followed = [this](std::string_view name) {
+        return tracked_index(name) >= 0 || settings_.has(name);
+      };
       drop_pin(pin_.kinds & uint8_t(~kinds_left(pin_.kinds, row.data(), row.size(), followed)));
     } else {
       std::string addr;

@@ -40,7 +40,7 @@ std::string pin_names(uint8_t kinds);
 // advisory locks held, settings set in the session). `protocol_statements`
 // counts named protocol-level statements as the client's too (no plan cache).
 std::string state_query(bool protocol_statements);
-// Whether pgsidecar knows a setting's value (by lower-case name) whatever changed it.
+// Whether pgsidecar follows a setting (by lower-case name): it replays it itself.
 using SettingNames = std::function<bool(std::string_view name)>;
 // The kinds left, from the row of state_query(); `kinds` are those the client is
 // pinned for. A counted kind whose count is 0 is gone. Other is gone when nothing

@@ -480,7 +480,7 @@ bool ServerConn::process_linked_step() {
     if (state_ == State::Linked && in_size() > 0) return true;   // kept: read on past the ReadyForQuery
   }
   if (c->over_high_water()) read_stop();   // resumed by the client's on_drained
-  else if (c->deferred() && (quiet() || room_for_replies())) c->process_deferred();   // what it waited for
+  else if (c->deferral_over()) c->process_deferred();
   return false;
 }
 

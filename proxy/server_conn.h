@@ -202,6 +202,9 @@ class ServerConn final : public Conn, public pool::Member {
   // No answer due and no message half through to the client: a statement deferred
   // until now may be answered locally or sent.
   bool quiet() const { return idle_protocol() && !mid_message(); }
+  // An error came for extended-protocol messages whose Sync has not been sent:
+  // PostgreSQL skips whatever the client sends until its Sync.
+  bool discarding() const { return saw_error_ && expected_rfq_ == 0 && unsynced_; }
   // The values it had right after login: a new client's defaults, whatever the
   // clients before it set.
   const TrackedValues& login_tracked() const { return login_tracked_; }

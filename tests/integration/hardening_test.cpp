@@ -891,3 +891,38 @@ TEST(Hardening, ClientThatPipelinesParsesUnreadStaysBounded) {
   EXPECT_EQ(rc.simple_query("SELECT 1"), "");
   EXPECT_EQ(exec(warm, "SELECT 'others served'").scalar(), "others served");
 }
+
+// After an error PostgreSQL skips everything up to the client's Sync: so does
+// pgsidecar. More Parses than the plan cache keeps notes for (4,096) still reach
+// their Sync, and a Query among the messages skipped once the error is known is
+// not waited for: the server goes back to the pool (of one) at the ReadyForQuery.
+TEST(Hardening, MessagesSkippedAfterAnErrorAreNotWaitedFor) {
+  Daemon d(tx_config(1));
+  START_DAEMON(d);
+  RawConn rc;
+  std::string state, err;
+  ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << state << " " << err;
+  const std::string bad = wire::msg('P', std::string("\0SELEC 1\0", 9) + wire::be16(0));
+  const std::string good = wire::msg('P', std::string("\0SELECT 1\0", 10) + wire::be16(0));
+  for (size_t n : {size_t(5000), size_t(1)}) {
+    SCOPED_TRACE(n);
+    std::string batch = bad;
+    for (size_t i = 0; i < n; i++) batch += good;
+    if (n > 4096) batch += wire::query("SELECT 1");   // sent after the error has come back
+    batch += wire::msg('S', "");
+    std::thread sender([&] { rc.send(batch); });
+    std::vector<char> types;
+    BackendMsg m;
+    while (rc.read_msg(m, 10000) == RawConn::Status::Ok) {
+      types.push_back(m.type);
+      if (m.type == 'Z') break;
+    }
+    sender.join();
+    EXPECT_EQ(types, (std::vector<char>{'E', 'Z'}));
+    // The server is back in the pool: another client gets it.
+    ConnPtr other = must_connect(d.conninfo());
+    ASSERT_TRUE(other);
+    EXPECT_EQ(exec(other, "SELECT 'served'").scalar(), "served");
+  }
+  EXPECT_EQ(rc.simple_query("SELECT 1"), "");
+}

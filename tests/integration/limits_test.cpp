@@ -145,6 +145,25 @@ TEST(Limits, SettingsFollowedPerClientAreBounded) {
   expect_serving(d, "limits");
 }
 
+// A SET in a text too long for the statement cache to keep (over 2 MB) is not
+// followed: it pins the client like set_config(), and its value stays.
+TEST(Limits, SetTooLongToFollowPins) {
+  DaemonConfig cfg = tx_config(2);
+  cfg.set("max_inspect_bytes", "8MB");
+  Daemon d(cfg);
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_TRUE(c);
+  const std::string big(3 << 20, 'x');
+  ASSERT_TRUE(exec(c, "SET app.huge = '" + big + "'").ok);
+  for (int i = 0; i < 3; i++)
+    EXPECT_EQ(exec(c, "SELECT length(current_setting('app.huge'))").scalar(), std::to_string(big.size()));
+  ConnPtr other = must_connect(d.conninfo());
+  ASSERT_TRUE(other);
+  EXPECT_EQ(exec(other, "SELECT coalesce(current_setting('app.huge', true), '')").scalar(), "");
+  expect_serving(d, "limits");
+}
+
 }  // namespace
 
 namespace {

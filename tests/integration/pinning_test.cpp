@@ -459,20 +459,6 @@ TEST(Pinning, DoBlockThatLeavesNothingDoesNotStayPinned) {
   expect_serving(d, "DO");
 }
 
-// A DO block that changes a setting the client had SET: pgsidecar knows the
-// setting by name only, so the client stays pinned with the DO block's value.
-TEST(Pinning, DoBlockChangingAFollowedSettingKeepsItsValue) {
-  KindCase k;
-  k.kind = "other";
-  k.create = {"SET search_path = public",
-              "DO $$ BEGIN PERFORM set_config('search_path', 'pg_catalog, public', false); END $$"};
-  k.use = [](PGconn* c, int) { return expect_value(c, "SHOW search_path", "pg_catalog, public"); };
-  k.invisible = [](PGconn* c, const std::string&) { return expect_value(c, "SHOW search_path", "\"$user\", public"); };
-  k.clear = {"RESET ALL"};
-  k.gone = [](PGconn* c) { return expect_value(c, "SHOW search_path", "\"$user\", public"); };
-  run_kind(k);
-}
-
 // ------------------------------------------------------------ clearing
 
 // Each way of clearing state; the server is asked, so the client unpins only

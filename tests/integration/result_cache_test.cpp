@@ -122,8 +122,8 @@ TEST_F(ResultCache, SessionModeNamedStatementsAndDeallocate) {
 }
 
 // Without the plan cache the result cache keeps the text of each named statement
-// it may serve; past max_client_prepared_statements it keeps none, and a statement
-// it does not know is run on the server every time.
+// it may serve; past max_client_prepared_statements names it stops looking up for
+// that client (a name it no longer follows could be reused with another text).
 TEST_F(ResultCache, NamedStatementsKeptPerClientAreBounded) {
   DaemonConfig cfg = cache_config("session");
   cfg.set("max_client_prepared_statements", "2");
@@ -131,22 +131,45 @@ TEST_F(ResultCache, NamedStatementsKeptPerClientAreBounded) {
   START_DAEMON(d);
   ConnPtr c = must_connect(d.conninfo());
   std::string sql = kHint + "SELECT v FROM rc_items WHERE id = $1";
-  for (const char* name : {"s1", "s2", "s3"}) {
+  auto prepare = [&](const char* name) {
     PGresult* prep = PQprepare(c.get(), name, sql.c_str(), 1, nullptr);
-    ASSERT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK) << name;   // session mode: the server's limit, not ours
+    EXPECT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK) << name;   // session mode: never refused here
     PQclear(prep);
-  }
+  };
   auto run = [&](const char* name, const char* id) {
     const char* values[] = {id};
     return result_of(PQexecPrepared(c.get(), name, 1, values, nullptr, nullptr, 0), c.get()).scalar();
   };
-  // s3 first: a statement not known may write anything, so running it invalidates every entry.
-  EXPECT_EQ(run("s3", "9"), "v9");
+  prepare("s1");
+  prepare("s2");
   EXPECT_EQ(run("s1", "8"), "v8");
   change_behind(8, "new8");
-  change_behind(9, "new9");
-  EXPECT_EQ(run("s1", "8"), "v8");     // remembered: served
-  EXPECT_EQ(run("s3", "9"), "new9");   // past the bound: the server's answer
+  EXPECT_EQ(run("s1", "8"), "v8");     // served
+  prepare("s3");                        // one name too many
+  EXPECT_EQ(run("s1", "8"), "new8");   // no more lookups for this client
+  EXPECT_EQ(run("s3", "8"), "new8");
+}
+
+// A name whose DEALLOCATE may not have run (here its Query failed first) keeps an
+// unknown text: the server refuses a new Parse of it and runs the old statement,
+// whose rows must not be stored as the new text's.
+TEST_F(ResultCache, NameOfAFailedDeallocateIsNeverServed) {
+  Daemon d(cache_config("session"));
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo()), other = must_connect(d.conninfo());
+  ASSERT_TRUE(c && other);
+  std::string sql = kHint + "SELECT v FROM rc_items WHERE id = $1";
+  PGresult* prep = PQprepare(c.get(), "s3", "SELECT 'POISON-' || $1::text AS v", 1, nullptr);
+  ASSERT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK);
+  PQclear(prep);
+  EXPECT_EQ(exec(c, "SELECT 1/0; DEALLOCATE s3").sqlstate, "22012");
+  prep = PQprepare(c.get(), "s3", sql.c_str(), 1, nullptr);
+  EXPECT_EQ(std::string(PQresultErrorField(prep, PG_DIAG_SQLSTATE) ? PQresultErrorField(prep, PG_DIAG_SQLSTATE) : ""),
+            "42P05");
+  PQclear(prep);
+  const char* values[] = {"5"};
+  EXPECT_EQ(result_of(PQexecPrepared(c.get(), "s3", 1, values, nullptr, nullptr, 0), c.get()).scalar(), "POISON-5");
+  EXPECT_EQ(exec_params(other, sql, {"5"}).scalar(), "v5");
 }
 
 TEST_F(ResultCache, WriteThroughTheProxyInvalidates) {
