@@ -494,7 +494,8 @@ void session_effects(const std::string& type, const json& body, const Walker& w,
   } else if (type == "ListenStmt") {
     out.push_back(effect(Effect::Listen, {}, "LISTEN", Pin::Listen));
   } else if (type == "PrepareStmt") {
-    out.push_back(effect(Effect::SessionObject, {}, "PREPARE", Pin::Prepare));
+    const std::string* name = str(field(body, "name"));
+    out.push_back(effect(Effect::SessionObject, name ? *name : std::string(), "PREPARE", Pin::Prepare));
   } else if (type == "DeclareCursorStmt") {
     const json& options = field(body, "options");
     constexpr int64_t kCursorOptHold = 0x20;   // CURSOR_OPT_HOLD

@@ -31,7 +31,7 @@ struct SessionEffect {
   enum class Pin : uint8_t { None, Temp, Prepare, Cursor, Listen, Advisory, Set, Other };
   Kind kind = Kind::Unknown;
   Pin pin = Pin::None;
-  std::string name;   // lower-case setting name (Set/Reset), statement name (Deallocate)
+  std::string name;   // lower-case setting name (Set/Reset), statement name (Deallocate, PREPARE)
   std::string sql;    // Set: the statement, generated from the parse tree with proper quoting
   std::string what;   // why (SessionObject/Unknown), for logs and errors
 };

@@ -753,7 +753,7 @@ ClientSession::QueryAction ClientSession::refuse_query(const pg::ErrorInfo& e) {
 bool ClientSession::deferral_over() const {
   switch (deferred_) {
     case Defer::None: return false;
-    case Defer::UntilQuiet: return server_->quiet();
+    case Defer::UntilQuiet: return server_->quiet() || server_->discarding();   // then it passes, skipped
     case Defer::UntilReplies: return server_->room_for_replies() || server_->discarding();
   }
   return false;

@@ -247,6 +247,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   };
   std::pair<NamedStatement*, bool> note_named(std::string_view name);
   void mark_unknown(std::string_view name);
+  void note_sql_statement_name(const cache::SessionEffect& e);
   struct CacheState {
     std::string key;                              // scratch for building keys
     std::optional<PendingStore> pending_store;    // the statement at the head of the input missed: store its answer

@@ -348,6 +348,18 @@ std::pair<ClientSession::NamedStatement*, bool> ClientSession::note_named(std::s
   return {&it->second, added};
 }
 
+// SQL PREPARE and DEALLOCATE share the names of protocol-level statements: the
+// name's text is unknown from here on (the statement may also fail). Marked,
+// not dropped.
+void ClientSession::note_sql_statement_name(const cache::SessionEffect& e) {
+  using Kind = cache::SessionEffect::Kind;
+  if (e.kind == Kind::Deallocate) mark_unknown(e.name);
+  if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll)
+    for (auto& [name, st] : cs_->named) st = NamedStatement{};
+  if (e.pin == cache::SessionEffect::Pin::Prepare && !e.name.empty())
+    if (NamedStatement* st = note_named(e.name).first) *st = NamedStatement{};
+}
+
 void ClientSession::mark_unknown(std::string_view name) {
   if (auto it = cs_->named.find(std::string(name)); it != cs_->named.end()) it->second = NamedStatement{};
 }
@@ -368,8 +380,10 @@ void ClientSession::note_statement(const cache::ClassificationPtr& c) {
   using Kind = cache::Classification::Kind;
   cache_->note_writes(*c, database_, user_, cs_->writes);
   // A temporary object can hide a table of the same name: nothing cached fits then.
-  for (const cache::SessionEffect& e : c->effects)
+  for (const cache::SessionEffect& e : c->effects) {
     if (e.pin == cache::SessionEffect::Pin::Temp) cs_->bypass = true;
+    if (!plan_cache_) note_sql_statement_name(e);
+  }
   // set_config(), a function that is volatile and not built in (it may call
   // set_config() or SET), a write to pg_settings, a text our parser rejects, DO, CALL.
   if (c->kind == Kind::Unparsable || c->writes_unknown ||
@@ -387,15 +401,10 @@ void ClientSession::server_state_wiped() {
 // Session mode: SET and RESET are followed into settings_ (and so into the key)
 // once they succeed; one sent in a transaction or while answers are due is not,
 // so lookups stop.
-// DEALLOCATE drops the statement here too, so a Bind of it reaches the server's error.
 void ClientSession::follow_setting(const cache::ClassificationPtr& c) {
   using Kind = cache::SessionEffect::Kind;
   bool settings = false;
   for (const cache::SessionEffect& e : c->effects) {
-    // Marked, not dropped: the statement may fail, and the names stay on the server.
-    if (e.kind == Kind::Deallocate) mark_unknown(e.name);
-    if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll)
-      for (auto& [name, st] : cs_->named) st = NamedStatement{};
     settings |= e.kind == Kind::Set || e.kind == Kind::Reset || e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll;
     if (e.kind == Kind::Unknown) cs_->bypass = true;
   }

@@ -924,5 +924,16 @@ TEST(Hardening, MessagesSkippedAfterAnErrorAreNotWaitedFor) {
     ASSERT_TRUE(other);
     EXPECT_EQ(exec(other, "SELECT 'served'").scalar(), "served");
   }
-  EXPECT_EQ(rc.simple_query("SELECT 1"), "");
+  // A SET waits for the server to be quiet; skipped, it no longer has to.
+  std::thread sender([&] { rc.send(bad + wire::query("SET search_path TO pg_catalog") + wire::msg('S', "")); });
+  std::vector<char> types;
+  for (BackendMsg m; rc.read_msg(m, 10000) == RawConn::Status::Ok;) {
+    types.push_back(m.type);
+    if (m.type == 'Z') break;
+  }
+  sender.join();
+  EXPECT_EQ(types, (std::vector<char>{'E', 'Z'}));
+  std::vector<std::string> col;
+  EXPECT_EQ(rc.simple_query("SHOW search_path", &col), "");
+  EXPECT_EQ(col, std::vector<std::string>{"\"$user\", public"});
 }

@@ -172,6 +172,29 @@ TEST_F(ResultCache, NameOfAFailedDeallocateIsNeverServed) {
   EXPECT_EQ(exec_params(other, sql, {"5"}).scalar(), "v5");
 }
 
+// The same with a name that SQL PREPARE made: a protocol-level Parse of it is
+// refused, and the PREPARE's statement runs.
+TEST_F(ResultCache, NameMadeBySqlPrepareIsNeverServed) {
+  for (std::string mode : {"session", "transaction"}) {
+    SCOPED_TRACE(mode);
+    DaemonConfig cfg = cache_config(mode);
+    cfg.set("max_prepared_statements", "0");   // names reach the server as the client gave them
+    Daemon d(cfg);
+    START_DAEMON(d);
+    ConnPtr c = must_connect(d.conninfo()), other = must_connect(d.conninfo());
+    ASSERT_TRUE(c && other);
+    std::string sql = kHint + "SELECT v FROM rc_items WHERE id = $1";
+    ASSERT_TRUE(exec(c, "PREPARE s4(text) AS SELECT 'POISON-' || $1 AS v").ok);   // pins in transaction mode
+    PGresult* prep = PQprepare(c.get(), "s4", sql.c_str(), 1, nullptr);
+    const char* state = PQresultErrorField(prep, PG_DIAG_SQLSTATE);
+    EXPECT_EQ(std::string(state ? state : ""), "42P05");
+    PQclear(prep);
+    const char* values[] = {"5"};
+    EXPECT_EQ(result_of(PQexecPrepared(c.get(), "s4", 1, values, nullptr, nullptr, 0), c.get()).scalar(), "POISON-5");
+    EXPECT_EQ(exec_params(other, sql, {"5"}).scalar(), "v5");
+  }
+}
+
 TEST_F(ResultCache, WriteThroughTheProxyInvalidates) {
   for (std::string mode : {"transaction", "session"}) {
     SCOPED_TRACE(mode);
