@@ -112,7 +112,12 @@ class ClientSession final : public Conn, public pool::Waiter {
   // Called by Proxy.
   void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
   void check_timeouts(pool::Time now);                           // query/idle_transaction/client_idle_timeout
-  void note_ready() { last_active_ = pool::Clock::now(); }       // a ReadyForQuery went to the client
+  void note_ready() { last_active_ = pool::Clock::now(); }
+  // A ReadyForQuery closed a batch with an error: an unnamed Parse in it may have
+  // been skipped, so the unnamed statement's text is no longer known.
+  void batch_failed() {
+    if (cs_) cs_->unnamed.reset();
+  }       // a ReadyForQuery went to the client
 
   // pool::Waiter
   void granted(pool::Member* m) override;
@@ -247,6 +252,7 @@ class ClientSession final : public Conn, public pool::Waiter {
   };
   std::pair<NamedStatement*, bool> note_named(std::string_view name);
   void mark_unknown(std::string_view name);
+  void forget_named_texts();
   void note_sql_statement_name(const cache::SessionEffect& e);
   struct CacheState {
     std::string key;                              // scratch for building keys

@@ -247,7 +247,7 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
   if (type == 'F' || (!cache_reads_text() && (type == 'Q' || type == 'P' || type == 'B'))) {
     // A fast-path function call runs anything; a text read in another way may.
     cs_->writes.everything = true;
-    if (type == 'F') unknown_session_change();
+    if (type == 'F' || type == 'Q') unknown_session_change();
     if (type == 'P') forget_parsed(msg, avail);
     return;
   }
@@ -354,10 +354,13 @@ std::pair<ClientSession::NamedStatement*, bool> ClientSession::note_named(std::s
 void ClientSession::note_sql_statement_name(const cache::SessionEffect& e) {
   using Kind = cache::SessionEffect::Kind;
   if (e.kind == Kind::Deallocate) mark_unknown(e.name);
-  if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll)
-    for (auto& [name, st] : cs_->named) st = NamedStatement{};
+  if (e.kind == Kind::DeallocateAll || e.kind == Kind::DiscardAll) forget_named_texts();
   if (e.pin == cache::SessionEffect::Pin::Prepare && !e.name.empty())
     if (NamedStatement* st = note_named(e.name).first) *st = NamedStatement{};
+}
+
+void ClientSession::forget_named_texts() {
+  for (auto& [name, st] : cs_->named) st = NamedStatement{};
 }
 
 void ClientSession::mark_unknown(std::string_view name) {
@@ -368,6 +371,7 @@ void ClientSession::mark_unknown(std::string_view name) {
 // client, and (transaction mode) the server is reset before anyone else gets it.
 void ClientSession::unknown_session_change() {
   cs_->bypass = true;
+  if (!plan_cache_) forget_named_texts();   // DO, a function, may PREPARE or DEALLOCATE by name
   if (server_) server_->note_session_state();
 }
 

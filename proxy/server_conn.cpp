@@ -449,6 +449,7 @@ bool ServerConn::process_linked_step() {
           proxy_.schema().bump("DDL passed through the proxy");
         }
         if (capture_state_ != Capture::Off) capture_finish();
+        if (saw_error_) client_->batch_failed();
         if (tx_status_ == 'I' && idle_protocol()) client_->transaction_ended();
         else client_->writes_done(syncs_done_, tx_status_ != 'I');   // mid-pipeline: this batch is done
         client_->note_ready();
@@ -648,7 +649,7 @@ void ServerConn::settle_pending_settings() {
   unsigned reset = 0;
   for (const cache::SessionEffect& e : c->effects) {
     if (e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll) reset = (1u << kTrackedParams.size()) - 1;
-    else if (int i = tracked_index(e.name); i >= 0)
+    else if (int i = e.kind == Kind::Set || e.kind == Kind::Reset ? tracked_index(e.name) : -1; i >= 0)
       reset = e.kind == Kind::Reset ? reset | (1u << unsigned(i)) : reset & ~(1u << unsigned(i));
   }
   if (tx_status_ == 'I')
@@ -665,7 +666,8 @@ void ServerConn::settle_pending_settings() {
       needs_discard_ = true;   // the server understood it and we did not
       continue;
     }
-    if (tracked_index(e.name) >= 0) continue;   // followed through ParameterStatus (and reset above)
+    if ((e.kind == Kind::Set || e.kind == Kind::Reset) && tracked_index(e.name) >= 0)
+      continue;   // followed through ParameterStatus (and reset above)
     if ((e.kind == Kind::ResetAll || e.kind == Kind::DiscardAll) && tx_status_ == 'I') client_->settings_reset();
     if (tx_status_ != 'I') {
       // Inside a block it may yet roll back: not followed; the server is reset
