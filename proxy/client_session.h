@@ -112,12 +112,12 @@ class ClientSession final : public Conn, public pool::Waiter {
   // Called by Proxy.
   void fatal(std::string_view code, std::string_view message);   // FATAL ErrorResponse, then close
   void check_timeouts(pool::Time now);                           // query/idle_transaction/client_idle_timeout
-  void note_ready() { last_active_ = pool::Clock::now(); }
+  void note_ready() { last_active_ = pool::Clock::now(); }       // a ReadyForQuery went to the client
   // A ReadyForQuery closed a batch with an error: an unnamed Parse in it may have
   // been skipped, so the unnamed statement's text is no longer known.
   void batch_failed() {
     if (cs_) cs_->unnamed.reset();
-  }       // a ReadyForQuery went to the client
+  }
 
   // pool::Waiter
   void granted(pool::Member* m) override;
@@ -267,6 +267,7 @@ class ClientSession final : public Conn, public pool::Waiter {
     std::vector<SyncWrites> sync_writes;          // sent before sync points not yet answered
     cache::Writes txn_writes;                     // answered inside the open transaction: invalidated when it ends
     std::unordered_map<std::string, NamedStatement> named;   // without the plan cache: the client's named statements
+    bool names_unsure = false;                    // since an unknown session change: new names are not believed either
   };
   std::unique_ptr<CacheState> cs_;   // non-null exactly when cache_ is
 };

@@ -282,9 +282,10 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
         cs_->unnamed = c;
       } else if (!plan_cache_) {
         // A name known here is in use, or may be: the server refuses this Parse
-        // (42P05) and keeps its text, so the name's text stays unknown.
+        // (42P05) and keeps its text, so the name's text stays unknown. So does a
+        // new one after an unknown session change, which may have made it.
         auto [st, added] = note_named(name);
-        if (st && added)
+        if (st && added && !cs_->names_unsure)
           *st = NamedStatement{std::string(tail, msg + total - reinterpret_cast<const uint8_t*>(tail)), c};
         else if (st)
           *st = NamedStatement{};
@@ -371,7 +372,10 @@ void ClientSession::mark_unknown(std::string_view name) {
 // client, and (transaction mode) the server is reset before anyone else gets it.
 void ClientSession::unknown_session_change() {
   cs_->bypass = true;
-  if (!plan_cache_) forget_named_texts();   // DO, a function, may PREPARE or DEALLOCATE by name
+  if (!plan_cache_) {   // DO, a function, a text not read may PREPARE or DEALLOCATE by name
+    forget_named_texts();
+    cs_->names_unsure = true;
+  }
   if (server_) server_->note_session_state();
 }
 
@@ -397,9 +401,10 @@ void ClientSession::note_statement(const cache::ClassificationPtr& c) {
 }
 
 // Transaction mode: the server this client used is being reset (DISCARD ALL), so
-// whatever unknown state it made is gone; the next server gets the known settings.
+// whatever unknown state it made is gone (its named statements too); the next
+// server gets the known settings.
 void ClientSession::server_state_wiped() {
-  if (cs_ && pool_entry_ && pool_entry_->mode == conf::PoolMode::Transaction) cs_->bypass = false;
+  if (cs_ && pool_entry_ && pool_entry_->mode == conf::PoolMode::Transaction) cs_->bypass = cs_->names_unsure = false;
 }
 
 // Session mode: SET and RESET are followed into settings_ (and so into the key)

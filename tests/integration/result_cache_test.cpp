@@ -209,6 +209,27 @@ TEST_F(ResultCache, NamesAfterAnUnreadableQueryAreNeverServed) {
   });
 }
 
+// A name that an unreadable Query made, first seen by the cache at the Parse the
+// server refuses: the statement that runs writes, and the write invalidates.
+TEST_F(ResultCache, WriteThroughANameMadeUnseenInvalidates) {
+  Daemon d(cache_config("session"));
+  START_DAEMON(d);
+  ConnPtr c = must_connect(d.conninfo()), other = must_connect(d.conninfo());
+  ASSERT_TRUE(c && other);
+  std::string sql = kHint + "SELECT v FROM rc_items WHERE id = $1";
+  ASSERT_TRUE(exec(c, "SET standard_conforming_strings = off").ok);
+  ASSERT_TRUE(exec(c, "PREPARE s6(int) AS UPDATE rc_items SET v = 'written' WHERE id = $1").ok);
+  ASSERT_TRUE(exec(c, "SET standard_conforming_strings = on").ok);
+  PGresult* prep = PQprepare(c.get(), "s6", sql.c_str(), 1, nullptr);
+  EXPECT_EQ(PQresultStatus(prep), PGRES_FATAL_ERROR);   // 42P05: s6 is the UPDATE
+  PQclear(prep);
+  EXPECT_EQ(exec_params(other, sql, {"6"}).scalar(), "v6");   // stored
+  EXPECT_EQ(exec_params(other, sql, {"6"}).scalar(), "v6");
+  const char* values[] = {"6"};
+  EXPECT_TRUE(result_of(PQexecPrepared(c.get(), "s6", 1, values, nullptr, nullptr, 0), c.get()).ok);
+  EXPECT_EQ(exec_params(other, sql, {"6"}).scalar(), "written");
+}
+
 TEST_F(ResultCache, WriteThroughTheProxyInvalidates) {
   for (std::string mode : {"transaction", "session"}) {
     SCOPED_TRACE(mode);
