@@ -2,7 +2,8 @@
 # One interleaved pgbench run against direct PostgreSQL, PgBouncer and pgsidecar
 # (both poolers in transaction mode with the same pool size), all on loopback,
 # on a throwaway PostgreSQL 15 cluster under $BENCH_DIR. Each row runs the three
-# targets back to back, ROUNDS times; the table shows the medians.
+# targets back to back, ROUNDS times; the table shows the medians, and the
+# highest maximum latency of any round.
 #
 # Env: DURATION (s, 10), ROUNDS (3), CLIENTS ("16 64 256", select-only rows),
 #      PREPARED_CLIENTS ("16 64", select-only -M prepared rows; PgBouncer 1.18
@@ -19,7 +20,9 @@
 #      both poolers to PostgreSQL with server_tls_sslmode require, on a self-signed
 #      certificate made here), SIDECAR_YAML / BASE_YAML (lines appended to the
 #      pgsidecar / pgsidecar-base config, e.g. a cache: section; BASE_YAML defaults
-#      to SIDECAR_YAML, so one binary can run against itself with other settings).
+#      to SIDECAR_YAML, so one binary can run against itself with other settings),
+#      LATENCY_LOGS (a directory: keep each run's pgbench -l lines there as
+#      ROW-TARGET-ROUND.log: client, transaction, latency us, script, epoch s, us).
 # Raw per-run figures go to bench/results/compare-<time>.csv, with the proxy's CPU
 # time per transaction (user+system from /proc over the run / transactions).
 set -euo pipefail
@@ -43,6 +46,7 @@ base_bin="${PGSIDECAR_BASE_BIN:-}"
 dir="${BENCH_DIR:-/tmp/pgsidecar-bench}"
 pgbouncer_bin="${PGBOUNCER_BIN:-$(default_pgbouncer pgbouncer)}"
 tls="${TLS:-0}"
+latency_logs="${LATENCY_LOGS:-}"
 pgdata="$dir/pgdata"
 declare -A target_port=([direct]=$port [pgbouncer]=$((port + 1)) [pgsidecar]=$((port + 2)) [pgsidecar-scraped]=$((port + 2))
   [pgsidecar-base]=$((port + 4)))
@@ -87,7 +91,7 @@ start_sidecar() {
   echo "== $name on 127.0.0.1:$listen ($binary)"
   write_sidecar_yaml "$dir/$name.yaml" "$listen" "$pool_size" "$metrics" "${tls_settings[@]}"
   if [[ -n "$extra" ]]; then printf '%s\n' "$extra" >>"$dir/$name.yaml"; fi
-  "$binary" -c "$dir/$name.yaml" 2>"$dir/$name.log" &
+  setsid "$binary" -c "$dir/$name.yaml" 2>"$dir/$name.log" &  # a session of its own: see bench/lib.sh
   target_pid[$name]=$!
   wait_port "$listen"
 }
@@ -116,15 +120,19 @@ run_one() {
   fi
   cpu1="$(cpu_seconds "$pid")"
   pgbench_figures "$target"
+  if [[ -n "$latency_logs" ]]; then
+    mkdir -p "$latency_logs"
+    cat "$dir/run"/lat.* >"$latency_logs/$row-$target-$round.log" 2>/dev/null || true
+  fi
   if [[ -n "$pid" ]] && ((pgb_txs > 0)); then
     us_tx="$(awk -v a="$cpu0" -v b="$cpu1" -v n="$pgb_txs" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')"
   fi
-  printf '   %-14s round %s: tps %s  p50 %s  p95 %s  p99 %s ms  cpu %s us/tx\n' "$target" "$round" "$pgb_tps" \
-    "$pgb_p50" "$pgb_p95" "$pgb_p99" "$us_tx"
-  echo "$row,$target,$round,$pgb_tps,$pgb_p50,$pgb_p95,$pgb_p99,$pgb_ok,$us_tx" >>"$csv"
+  printf '   %-14s round %s: tps %s  p50 %s  p95 %s  p99 %s  max %s ms  cpu %s us/tx\n' "$target" "$round" \
+    "$pgb_tps" "$pgb_p50" "$pgb_p95" "$pgb_p99" "$pgb_max" "$us_tx"
+  echo "$row,$target,$round,$pgb_tps,$pgb_p50,$pgb_p95,$pgb_p99,$pgb_max,$pgb_ok,$us_tx" >>"$csv"
 }
 
-csv="$(results_csv compare "row,target,round,tps,p50_ms,p95_ms,p99_ms,ok,cpu_us_per_tx")"
+csv="$(results_csv compare "row,target,round,tps,p50_ms,p95_ms,p99_ms,max_ms,ok,cpu_us_per_tx")"
 
 rows=()
 for c in $clients_list; do rows+=("select-simple-c$c|-S -M simple -c $c"); done
@@ -142,8 +150,8 @@ run_rows "${rows[@]}"
 
 echo
 echo "raw results: $csv"
-summarize_runs "$csv" <<'PY'  # runs, order, med() and fmt() come from bench/lib.sh
-print(f"{'row':<22} {'target':<18} {'tps':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'us/tx':>7} {'x direct':>9} {'x pgbouncer':>12}")
+summarize_runs "$csv" <<'PY'  # runs, order, med(), top() and fmt() come from bench/lib.sh
+print(f"{'row':<22} {'target':<18} {'tps':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'us/tx':>7} {'x direct':>9} {'x pgbouncer':>12}")
 for row in order:
     base = {t: med(runs.get((row, t), []), "tps") for t in ("direct", "pgbouncer")}
     for t in ("direct", "pgbouncer", "pgsidecar", "pgsidecar-scraped", "pgsidecar-base"):
@@ -155,7 +163,9 @@ for row in order:
         ratio = lambda b: fmt(tps / b, ".2f") if tps and b else "-"
         note = f"  ({failed}/{len(rs)} runs failed)" if failed else ""
         print(f"{row:<22} {t:<18} {fmt(tps, '.0f'):>10} {fmt(med(rs, 'p50_ms'), '.2f'):>8} "
-              f"{fmt(med(rs, 'p95_ms'), '.2f'):>8} {fmt(med(rs, 'p99_ms'), '.2f'):>8} {fmt(med(rs, 'cpu_us_per_tx'), '.1f'):>7} "
+              f"{fmt(med(rs, 'p95_ms'), '.2f'):>8} {fmt(med(rs, 'p99_ms'), '.2f'):>8} "
+              f"{fmt(top(rs, 'max_ms'), '.1f'):>8} "
+              f"{fmt(med(rs, 'cpu_us_per_tx'), '.1f'):>7} "
               f"{ratio(base['direct']):>9} {ratio(base['pgbouncer']):>12}{note}")
 
 # What scraping /metrics every second costs.

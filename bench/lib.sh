@@ -34,17 +34,25 @@
 #   results_csv NAME HEADER           new bench/results/NAME-<time>.csv with HEADER; prints its path
 #   pgbench_run NAME PORT [ARG...]    pgbench -T $duration -j $jobs -l, as bench on bench, logs in a fresh
 #                                     $dir/run; sets pgb_out, pgb_ok (0: failed, said on stderr)
-#   pgbench_figures NAME              of that run: pgb_tps, pgb_txs, pgb_p50/95/99 (ms; "-" without logs);
+#   pgbench_figures NAME              of that run: pgb_tps, pgb_txs, pgb_p50/95/99 and pgb_max (ms; "-" without logs);
 #                                     pgb_ok=0 if no transaction completed (said)
 #   run_rows ROW...                   ROW "NAME|PGBENCH ARGS": prints it, calls the script's
 #                                     run_one NAME TARGET ROUND -- ARGS... for each of $rounds and $targets
 #   summarize_runs CSV <<'PY'         the Python on stdin, after a prelude reading CSV (row,target,...,ok)
 #                                     into runs {(row, target): [rows]}, order (of rows), med(rs, field)
-#                                     (median over ok runs, or None) and fmt(v, spec)
+#                                     (median over ok runs, or None), top(rs, field) (their maximum) and fmt(v, spec)
+#
+# Every pooler under test runs in a session of its own: PgBouncer through -d,
+# pgsidecar and pgpool-II through setsid, as a systemd unit or a container would
+# run them. With the kernel's autogroup scheduling (sched_autogroup_enabled, on in
+# Debian), CPU is shared between sessions first. A daemon left in the script's
+# session shares one group with pgbench and anything else started from that shell;
+# with two nice-19 fuzzers there, the PostgreSQL backends it served stalled for
+# 0.3-2.8 s (64 clients; 53-287 ms in its own session).
 
 bench_name="${0##*/}"
 pgbin=/usr/lib/postgresql/15/bin
-pgb_out="" pgb_ok=0 pgb_tps=0 pgb_txs=0 pgb_p50=- pgb_p95=- pgb_p99=-
+pgb_out="" pgb_ok=0 pgb_tps=0 pgb_txs=0 pgb_p50=- pgb_p95=- pgb_p99=- pgb_max=-
 
 die() { echo "$bench_name: $*" >&2; exit 1; }
 
@@ -229,11 +237,11 @@ pgbench_figures() {
     echo "   $1: no transactions in ${duration}s ($(grep -m1 'initial connection time' <<<"$pgb_out"))" >&2
   fi
   # pgbench -l: one line per transaction, field 3 = latency in microseconds.
-  # shellcheck disable=SC2034  # pgb_p*: for the script
-  read -r pgb_p50 pgb_p95 pgb_p99 < <(cat "$dir/run"/lat.* 2>/dev/null | awk '{print $3}' | sort -n | awk '
+  # shellcheck disable=SC2034  # pgb_p*, pgb_max: for the script
+  read -r pgb_p50 pgb_p95 pgb_p99 pgb_max < <(cat "$dir/run"/lat.* 2>/dev/null | awk '{print $3}' | sort -n | awk '
     { v[NR] = $1 }
     function pct(p,  i) { i = int(NR * p + 0.999999); if (i < 1) i = 1; return v[i] / 1000 }
-    END { if (NR) printf "%.3f %.3f %.3f\n", pct(0.50), pct(0.95), pct(0.99); else print "- - -" }')
+    END { if (NR) printf "%.3f %.3f %.3f %.3f\n", pct(0.50), pct(0.95), pct(0.99), v[NR] / 1000; else print "- - - -" }')
 }
 
 run_rows() {
@@ -264,6 +272,10 @@ for r in csv.DictReader(open(sys.argv[1])):
 def med(rs, field):
     vals = [float(r[field]) for r in rs if r["ok"] == "1" and r[field] not in ("", "-")]
     return statistics.median(vals) if vals else None
+
+def top(rs, field):
+    vals = [float(r[field]) for r in rs if r["ok"] == "1" and r[field] not in ("", "-")]
+    return max(vals) if vals else None
 
 def fmt(v, spec):
     return format(v, spec) if v is not None else "-"

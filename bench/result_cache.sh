@@ -156,7 +156,7 @@ CONF
   : >"$dir/pgpool/pcp.conf"
   : >"$dir/pgpool/pool_hba.conf"
   chown -R postgres:postgres "$dir/pgpool"
-  as_postgres pgpool -n -f "$dir/pgpool/pgpool.conf" -F "$dir/pgpool/pcp.conf" -a "$dir/pgpool/pool_hba.conf" \
+  as_postgres setsid pgpool -n -f "$dir/pgpool/pgpool.conf" -F "$dir/pgpool/pcp.conf" -a "$dir/pgpool/pool_hba.conf" \
     >"$dir/pgpool/pgpool.log" 2>&1 &
   if ! wait_port "${target_port[pgpool]}" $! ||
     ! psql -h 127.0.0.1 -p "${target_port[pgpool]}" -U bench -X -q -At -d bench -c "SELECT 1" >/dev/null 2>&1; then
@@ -180,7 +180,7 @@ start_sidecar() {
   local t="$1" conf="$dir/$1.yaml" log="$dir/$1.log"; shift
   echo "== $t on 127.0.0.1:${target_port[$t]}, /metrics on ${metrics_port[$t]} ($bin)"
   write_sidecar_yaml "$conf" "${target_port[$t]}" "$pool_size" "127.0.0.1:${metrics_port[$t]}" "$@"
-  "$bin" -c "$conf" 2>"$log" &
+  setsid "$bin" -c "$conf" 2>"$log" &  # a session of its own: see bench/lib.sh
   sidecar_pid[$t]=$!
   echo "${sidecar_pid[$t]}" >"$dir/$t.pid"
   if ! wait_port "${target_port[$t]}" "${sidecar_pid[$t]}"; then

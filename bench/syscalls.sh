@@ -49,7 +49,7 @@ if has_target pgbouncer; then
 fi
 if has_target pgsidecar; then
   write_sidecar_yaml "$dir/pgsidecar.yaml" "${target_port[pgsidecar]}" "$pool_size" ""
-  "$bin" -c "$dir/pgsidecar.yaml" 2>"$dir/pgsidecar.log" &
+  setsid "$bin" -c "$dir/pgsidecar.yaml" 2>"$dir/pgsidecar.log" &  # a session of its own: see bench/lib.sh
   target_pid[pgsidecar]=$!
   wait_port "${target_port[pgsidecar]}"
 fi
