@@ -14,9 +14,6 @@ namespace {
 constexpr size_t kMaxClassified = 20000;         // distinct statement texts remembered
 constexpr size_t kMaxMessageRelations = 1000;   // in one invalidation message
 constexpr size_t kMaxSenderChecks = 64;         // NOTIFY senders being checked at once (on_notify)
-// Longer texts (bulk INSERTs, mostly) are not parsed on the event loop for the
-// cache: they count as writing anything. Parsing costs ~0.5 µs per byte.
-constexpr size_t kMaxParsedText = 8192;
 
 // Deletes the L2 entries listed in each dependency set, and the sets.
 constexpr const char* kDropDependents =
@@ -90,17 +87,36 @@ void ResultCache::redis_up_again() {
   });
 }
 
+namespace {
+const ClassificationPtr& too_long() {
+  static const ClassificationPtr kTooLong = std::make_shared<const Classification>(unclassified("too long to classify"));
+  return kTooLong;
+}
+}  // namespace
+
 ClassificationPtr ResultCache::classify(std::string_view sql) {
-  auto it = classified_.find(sql);
-  if (it != classified_.end()) return it->second;
-  if (sql.size() > kMaxParsedText) {
-    static const ClassificationPtr kTooLong = std::make_shared<const Classification>(unclassified("too long to classify"));
-    return kTooLong;
-  }
-  if (classified_.size() >= kMaxClassified) classified_.clear();   // many distinct texts: start over
-  ClassificationPtr c = classify_shape(sql);
-  classified_.emplace(std::string(sql), c);
+  bool is_new = false;
+  ClassificationPtr c = classify_transient(sql, is_new);
+  if (is_new) remember(sql, c);
   return c;
+}
+
+ClassificationPtr ResultCache::classify_transient(std::string_view sql, bool& is_new) {
+  is_new = false;
+  if (auto it = classified_.find(sql); it != classified_.end()) return it->second;
+  if (sql.size() > kMaxParsedText) return too_long();
+  is_new = true;
+  return classify_shape(sql);
+}
+
+void ResultCache::remember(std::string_view sql, ClassificationPtr c) {
+  if (classified_.size() >= kMaxClassified) classified_.clear();   // many distinct texts: start over
+  classified_.emplace(std::string(sql), std::move(c));
+}
+
+ClassificationPtr ResultCache::effects_of(std::string_view sql, const ClassificationPtr& parsed) {
+  if (sql.size() > kMaxParsedText) return too_long();
+  return parsed ? parsed : classify(sql);
 }
 
 // Texts that differ only in their literals share one parse (StatementCache):

@@ -89,8 +89,22 @@ class ResultCache {
   // whose server changed (a reload) starts afresh: nothing cached from the old one.
   // `server` names the server behind the database ("host:port/dbname").
   void attach(const std::string& database, const std::string& user, const std::string& server);
+  // Longer texts (bulk INSERTs, mostly) are not parsed on the event loop for the
+  // cache: they count as writing anything. Parsing costs ~0.5 µs per byte.
+  static constexpr size_t kMaxParsedText = 8192;
   // The classification of a statement text, parsed once per distinct text.
   ClassificationPtr classify(std::string_view sql);
+  // The same for a text that may not come again (a lookup, which most often
+  // misses where the cache cannot serve): a new text is parsed by its shape but
+  // remembered only once remember() says it is worth it (stored, or served).
+  // is_new: not remembered yet.
+  ClassificationPtr classify_transient(std::string_view sql, bool& is_new);
+  void remember(std::string_view sql, ClassificationPtr c);
+  // What a text being sent writes and does to the session (note_for_cache).
+  // `parsed` is the proxy's own classification of it, if it has one: these do not
+  // depend on its literals, clock words or fingerprint. A text too long for
+  // classify() is unknown here too.
+  ClassificationPtr effects_of(std::string_view sql, const ClassificationPtr& parsed);
   // How long to keep the result of c run in database by user: 0 = not cached;
   // kNeedCatalog = cached if the database's catalog allows, which is being read
   // (wait_catalog()).

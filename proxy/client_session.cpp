@@ -535,10 +535,11 @@ void ClientSession::forward() {
     }
     cache::ClassificationPtr c;   // of a Query's or Parse's text
     if (f.inspect && (type == 'Q' || type == 'P')) {
-      c = classification(statement_text(f, p + pos));
+      if (type == 'Q') c = handed_on(pos);
+      if (!c) c = classification(statement_text(f, p + pos));
       if (!c) break;   // being parsed off the loop: forwarding goes on once it is ready
     }
-    if (cache_) note_for_cache(type, p + pos, avail - pos);
+    if (cache_) note_for_cache(type, p + pos, avail - pos, c);
     if (type == 'Q') {
       if (!f.inspect) {
         // Too long to read: whatever it does to the session is unknown.
@@ -760,7 +761,7 @@ bool ClientSession::deferral_over() const {
 }
 
 bool ClientSession::wanted_scs_on() const {
-  return wanted_[size_t(tracked_index("standard_conforming_strings"))] != "off";
+  return wanted_[tracked_at("standard_conforming_strings")] != "off";
 }
 
 // Admin console (proxy/admin.h): admin_users may do everything, stats_users SHOW.

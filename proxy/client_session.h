@@ -198,10 +198,12 @@ class ClientSession final : public Conn, public pool::Waiter {
   void replay(const cache::StoredResult& r, const CacheUnit& u);
   void shared_lookup_done(const cache::StoredResult* r);
   CacheStep wait_for_catalog();
+  cache::ClassificationPtr handed_on(size_t pos);
   bool cache_reads_text() const;
   void forget_parsed(const uint8_t* msg, size_t avail);
   static bool clock_parameter(std::string_view bind_tail);
-  void note_for_cache(char type, const uint8_t* msg, size_t avail);
+  // parsed: the classification of a Query's or Parse's text, when forward() has it.
+  void note_for_cache(char type, const uint8_t* msg, size_t avail, const cache::ClassificationPtr& parsed);
   void seal_writes(uint64_t epoch);   // a sync point went out: writes_ so far belong to it
   void note_statement(const cache::ClassificationPtr& c);
   void follow_setting(const cache::ClassificationPtr& c);
@@ -260,6 +262,8 @@ class ClientSession final : public Conn, public pool::Waiter {
     std::optional<PendingStore> capturing;        // the one whose answer the server is capturing
     uint64_t lookup_id = 0;                       // of the L2 lookup in flight (0 = none)
     uint64_t not_admitted_at = ~uint64_t(0);      // in_consumed() when the head query missed and was not admitted
+    uint64_t classified_at = ~uint64_t(0);        // in_consumed() of a Query try_result_cache() classified ...
+    cache::ClassificationPtr classified;          // ... and what it found, for forward() (handed_on())
     bool bypass = false;                          // session state the key cannot describe: no lookups
     bool text_mode_unsure = false;                // sent what may change standard_conforming_strings/client_encoding
     cache::ClassificationPtr unnamed;             // the unnamed statement's, from its last Parse

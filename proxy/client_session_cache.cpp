@@ -143,22 +143,48 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
     return CacheStep::Pass;   // in a transaction, or answers (or part of one) still due: order and snapshots matter
   CacheUnit u;
   if (!parse_cache_unit(u)) return CacheStep::Pass;
-  cache::ClassificationPtr c = u.statement ? u.statement : cache_->classify(u.sql);
+  // A new simple Query text is remembered (ResultCache::classify) unless it is a
+  // miss the cache does not store: texts that differ only in their literals
+  // (WHERE id = 1, 2, ...) and miss, as on a table far larger than the cache,
+  // would only churn the memo.
+  cache::ClassificationPtr c = u.statement;
+  bool new_text = false;
+  if (!c) c = cache_->classify_transient(u.sql, new_text);
+  auto remember = [&] {
+    if (new_text) cache_->remember(u.sql, c);
+  };
+  // A Query that goes on to its server: forward() takes this classification
+  // rather than scanning the text again (handed_on()).
+  auto hand_on = [&] {
+    if (u.extended || u.sql.size() > cache::ResultCache::kMaxParsedText) return;
+    cs_->classified_at = in_consumed();
+    cs_->classified = c;
+  };
   int64_t ttl = cache_->ttl_ms(*c, database_, user_);
   if (ttl == cache::ResultCache::kNeedCatalog) return wait_for_catalog();
-  if (ttl <= 0 || (u.extended && clock_parameter(u.bind_tail))) return CacheStep::Pass;
-  if (server_ && !cache_->login_current(database_, server_->created))
+  if (ttl <= 0 || (u.extended && clock_parameter(u.bind_tail))) {
+    remember();
+    hand_on();
+    return CacheStep::Pass;
+  }
+  if (server_ && !cache_->login_current(database_, server_->created)) {
+    remember();
+    hand_on();
     return CacheStep::Pass;   // this session started with login defaults the key no longer shows
+  }
   build_cache_key(u);
   const cache::StoredResult* r = cache_->find(cs_->key);
   if (r && (!u.extended || r->has_row_description == u.describe)) {
+    remember();   // before replay(), which consumes the text
     replay(*r, u);
     return CacheStep::Served;
   }
+  hand_on();
   if (!cache_->admit(cs_->key)) {   // its first miss: not stored (cache.admission)
     cs_->not_admitted_at = in_consumed();
     return CacheStep::Pass;
   }
+  remember();
   cs_->pending_store = PendingStore{cs_->key, c, ttl, cache_->seq()};
   static uint64_t last_lookup = 0;
   uint64_t id = ++last_lookup;
@@ -169,6 +195,14 @@ ClientSession::CacheStep ClientSession::try_result_cache() {
   if (!asked) return CacheStep::Pass;
   cs_->lookup_id = id;   // the query stays at the head of the input until Redis answers
   return CacheStep::Waiting;
+}
+
+// What try_result_cache() found the Query at pos (from the head of the input) to
+// be, if it looked at that Query: one scan of its text rather than two.
+cache::ClassificationPtr ClientSession::handed_on(size_t pos) {
+  if (!cs_ || cs_->classified_at != in_consumed() + pos) return nullptr;
+  cs_->classified_at = ~uint64_t(0);
+  return std::move(cs_->classified);
 }
 
 // The database's catalog is being read (after login, or after a schema move):
@@ -194,7 +228,7 @@ ClientSession::CacheStep ClientSession::wait_for_catalog() {
 // So does one that has sent something that may change either, until the server
 // has answered everything and reported the values (cs_->text_mode_unsure).
 bool ClientSession::cache_reads_text() const {
-  return !cs_->text_mode_unsure && wanted_scs_on() && strcasecmp(wanted_.c_str(size_t(tracked_index("client_encoding"))), "UTF8") == 0;
+  return !cs_->text_mode_unsure && wanted_scs_on() && strcasecmp(wanted_.c_str(tracked_at("client_encoding")), "UTF8") == 0;
 }
 
 // A Bind parameter such as 'now' or 'today 10:00' turns into the time
@@ -242,7 +276,7 @@ void ClientSession::replay(const cache::StoredResult& r, const CacheUnit& u) {
 
 // A message about to be forwarded (its header and whatever of it has arrived):
 // what it may write, and state the cache key cannot describe.
-void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) {
+void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail, const cache::ClassificationPtr& parsed) {
   size_t total = size_t(pg::get_u32(msg + 1)) + 1;
   if (type == 'F' || (!cache_reads_text() && (type == 'Q' || type == 'P' || type == 'B'))) {
     // A fast-path function call runs anything; a text read in another way may.
@@ -263,7 +297,7 @@ void ClientSession::note_for_cache(char type, const uint8_t* msg, size_t avail) 
     case 'Q': {
       std::string_view sql = r.cstr();
       if (!r.ok()) break;
-      cache::ClassificationPtr c = cache_->classify(sql);
+      cache::ClassificationPtr c = cache_->effects_of(sql, parsed);
       if (may_change_text_mode(*c)) cs_->text_mode_unsure = true;
       // One SET alone is followed into the key (inspect_query, follow_setting); one among others is not.
       if (c->changes_settings && c->statements != 1) unknown_session_change();

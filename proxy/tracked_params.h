@@ -82,4 +82,11 @@ inline int tracked_index(std::string_view name) {
   return -1;
 }
 
+// The index of a name spelled as in kTrackedParams, found at compile time (hot paths).
+consteval size_t tracked_at(std::string_view name) {
+  for (size_t i = 0; i < kTrackedParams.size(); i++)
+    if (name == kTrackedParams[i]) return i;
+  throw "not a tracked parameter";
+}
+
 }  // namespace proxy
