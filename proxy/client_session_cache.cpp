@@ -57,6 +57,8 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
       case 'Q':
         if (pos != 0 || len < 5) return false;
         u.sql = std::string_view(reinterpret_cast<const char*>(p + 5), len - 5);
+        // One text ending in its NUL, or not ours: forward() refuses it (08P01).
+        if (p[len] != '\0' || u.sql.find('\0') != std::string_view::npos) return false;
         u.bytes = next;
         return true;
       case 'P':

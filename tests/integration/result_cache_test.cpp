@@ -85,6 +85,28 @@ TEST_F(ResultCache, HitAfterMissReturnsIdenticalBytes) {
   EXPECT_EQ(cache_count(d, "result_l1", "stores"), 1);
 }
 
+// A Query without its terminating NUL is malformed: it gets 08P01, never the
+// answer stored for the text it would spell without its last byte.
+TEST_F(ResultCache, QueryWithoutItsNulIsRefusedNotServed) {
+  Daemon d(cache_config());
+  START_DAEMON(d);
+  std::string sql = kHint + "SELECT v FROM rc_items WHERE id = 1";
+  ConnPtr c = must_connect(d.conninfo());
+  ASSERT_EQ(exec(c, sql).scalar(), "v1");   // stored
+  ASSERT_EQ(exec(c, sql).scalar(), "v1");
+  ASSERT_EQ(cache_count(d, "result_l1", "hits"), 1);
+
+  RawConn rc;
+  std::string state, err;
+  ASSERT_TRUE(rc.login(d.port(), "app", "app", state, err)) << err;
+  std::string body = sql + "2";   // "... id = 12" with no NUL: the cached text plus one byte
+  ASSERT_TRUE(rc.send("Q" + wire::be32(uint32_t(body.size() + 4)) + body));
+  BadInputOutcome o = await_error_or_close(rc, 5000);
+  EXPECT_EQ(o.sqlstate, "08P01") << o.describe();
+  EXPECT_EQ(cache_count(d, "result_l1", "hits"), 1) << "the malformed Query was answered from the cache";
+  EXPECT_EQ(exec(c, sql).scalar(), "v1") << "other clients are still served";
+}
+
 TEST_F(ResultCache, ExtendedProtocolIsServedAndKeyedByParameters) {
   Daemon d(cache_config());
   START_DAEMON(d);
