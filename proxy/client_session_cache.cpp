@@ -54,13 +54,18 @@ bool ClientSession::parse_cache_unit(CacheUnit& u) {
     pg::Reader r(p + pos + pg::kHeaderLen, len - 4);
     size_t next = pos + len + 1;
     switch (type) {
-      case 'Q':
-        if (pos != 0 || len < 5) return false;
-        u.sql = std::string_view(reinterpret_cast<const char*>(p + 5), len - 5);
-        // One text ending in its NUL, or not ours: forward() refuses it (08P01).
-        if (p[len] != '\0' || u.sql.find('\0') != std::string_view::npos) return false;
+      case 'Q': {
+        // Only a Query the decoder reads whole and finds valid (one text ending in
+        // its NUL); forward() refuses an invalid one (08P01).
+        pg::Frame f;
+        std::string err;
+        if (pos != 0 || pg::frame_frontend(p, avail, proxy_.config().max_inspect_bytes, f, err) != pg::FrameStatus::Ready ||
+            !f.inspect)
+          return false;
+        u.sql = statement_text(f, p);
         u.bytes = next;
         return true;
+      }
       case 'P':
         if (pos != 0 || !r.cstr().empty() || !r.ok()) return false;   // only the unnamed statement
         u.parse = u.extended = true;
